@@ -1,0 +1,50 @@
+"""Builds the Celery app: queues, routes, reliability settings. No task logic lives here."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from backend_worker.config import settings
+
+QUEUES = ("scan", "extract", "batch", "insert", "deferred")
+
+
+def build_app() -> Celery:
+    conf = settings()
+    app = Celery("backend_worker", broker=conf.broker_url, include=["backend_worker.tasks"])
+    exchange = Exchange("soniquebay", type="direct")
+    app.conf.update(
+        task_queues=[Queue(name, exchange, routing_key=name) for name in QUEUES],
+        task_default_queue="deferred",
+        task_default_exchange="soniquebay",
+        task_default_routing_key="deferred",
+        # Task names are "<queue>.<action>": the queue is the first part of the name.
+        task_routes=[{f"{name}.*": {"queue": name, "routing_key": name} for name in QUEUES}],
+        task_serializer="json",
+        accept_content=["json"],
+        # Pipeline state lives in PostgreSQL; results would only pile up in Redis.
+        task_ignore_result=True,
+        result_backend=None,
+        # A task is acknowledged only once it finished, and re-queued if its worker dies mid-task:
+        # every stage is idempotent, so a second run changes nothing.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=4,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": conf.visibility_timeout,
+        },
+        # Flower shows tasks from these events.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_track_started=True,
+        worker_hijack_root_logger=False,
+        worker_max_tasks_per_child=2000,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        timezone="UTC",
+    )
+    return app
+
+
+app = build_app()

@@ -1,0 +1,279 @@
+"""The `soniquebay` command: start and follow scans, inspect the library, read single files."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from urllib.parse import urlsplit
+
+import click
+
+from backend_worker.config import ConfigError, settings
+
+EXIT_FAILED = 1  # the scan session failed
+EXIT_UNAVAILABLE = 2  # a service is unreachable or a setting is wrong
+
+
+def _where(url: str) -> str:
+    """host:port/db of a URL, without credentials."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def fail(message: str, code: int = EXIT_UNAVAILABLE):
+    click.echo(f"soniquebay: {message}", err=True)
+    sys.exit(code)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+class Cli(click.Group):
+    """Turns unreachable services and bad settings into one line on stderr, not a traceback."""
+
+    def invoke(self, ctx):
+        import kombu.exceptions
+        import psycopg
+        import redis.exceptions
+
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            fail(f"configuration error: {exc}")
+        except psycopg.OperationalError as exc:
+            fail(f"cannot use PostgreSQL at {_where(settings().database_url)}: {_first_line(exc)}")
+        except (kombu.exceptions.OperationalError, redis.exceptions.RedisError, ConnectionError) as exc:
+            fail(f"cannot use the broker at {_where(settings().broker_url)}: {_first_line(exc)}")
+
+
+@click.group(cls=Cli)
+def main():
+    """SoniqueBay library ingest. Settings come from SONIQUEBAY_* environment variables."""
+
+
+@main.group()
+def db():
+    """Database schema."""
+
+
+@db.command()
+def upgrade():
+    """Apply pending schema migrations (safe to run again)."""
+    from backend_worker import db as database
+
+    applied = database.upgrade()
+    click.echo(f"applied {', '.join(applied)}" if applied else "schema is up to date")
+
+
+def _normalise_roots(paths: tuple[str, ...]) -> list[str]:
+    roots = sorted({os.path.normpath(os.path.abspath(p)) for p in paths})
+    # A root inside another root would be walked twice.
+    return [r for r in roots if not any(r != o and r.startswith(o.rstrip("/") + "/") for o in roots)]
+
+
+def _check_broker() -> None:
+    from backend_worker.app import app
+
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=5)
+
+
+@main.command()
+@click.argument("paths", nargs=-1)
+@click.option("--wait", is_flag=True, help="Follow the session with a progress bar until it closes.")
+@click.option("--json", "as_json", is_flag=True, help="With --wait, print the closed session as JSON.")
+def scan(paths, wait, as_json):
+    """Scan library folders PATHS (default: SONIQUEBAY_LIBRARY_ROOTS) into the database."""
+    from backend_worker import db as database
+    from backend_worker import ledger
+
+    roots = _normalise_roots(paths or settings().library_roots)
+    if not roots:
+        fail("give at least one folder to scan, or set SONIQUEBAY_LIBRARY_ROOTS", EXIT_FAILED)
+    _check_broker()
+    with database.connect() as conn:
+        _require_schema(conn)
+        for stale in ledger.fail_stale_sessions(conn):
+            click.echo(f"session {stale} was abandoned (no progress); marked failed", err=True)
+        session_id = ledger.create_session(conn, roots)
+        units = [(f"walk:{i}", "walk") for i in range(len(roots))]
+        ledger.register_units(conn, session_id, units)
+    from backend_worker import tasks
+
+    try:
+        for (unit_id, _), root in zip(units, roots, strict=True):
+            tasks.send_walk(session_id, unit_id, [root], root=True)
+    except Exception as exc:
+        with database.connect() as conn:
+            ledger.fail_session(conn, session_id, f"could not queue the scan: {_first_line(exc)}")
+        raise
+    if not wait:
+        click.echo(session_id)
+        return
+    session = _follow(session_id, quiet=as_json)
+    if as_json:
+        click.echo(json.dumps(session, default=str))
+    else:
+        counts = " ".join(f"{k}={session['counts'][k]}" for k in ledger.COUNT_NAMES)
+        click.echo(f"session {session_id} {session['status']}: {counts}")
+        if session.get("message"):
+            click.echo(f"  {session['message']}")
+    if session["status"] != "completed":
+        sys.exit(EXIT_FAILED)
+
+
+def _require_schema(conn) -> None:
+    from backend_worker import db as database
+
+    missing = database.pending_migrations(conn)
+    if missing:
+        fail(
+            f"the database schema is not up to date ({len(missing)} migrations pending): run "
+            "`soniquebay db upgrade`"
+        )
+
+
+def _follow(session_id: str, quiet: bool) -> dict:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from backend_worker import db as database
+
+    columns = (TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with database.connect(autocommit=True) as conn, Progress(*columns, disable=quiet, transient=False) as bar:
+        found = bar.add_task("found", total=None)
+        read = bar.add_task("extract", total=None)
+        stored = bar.add_task("insert", total=None)
+        while True:
+            session = _session(conn, session_id)
+            c = session["counts"]
+            to_read = max(c["discovered"] - c["unchanged"], 0)
+            bar.update(found, completed=c["discovered"], description=f"found ({c['unchanged']} unchanged)")
+            bar.update(read, completed=c["extracted"] + c["errors"], total=to_read or None)
+            bar.update(stored, completed=c["inserted"], total=c["extracted"] or None)
+            if session["status"] != "running":
+                bar.update(found, total=c["discovered"])
+                return session
+            time.sleep(0.2)
+
+
+def _session(conn, session_id: str) -> dict:
+    from backend_worker import ledger
+
+    row = conn.execute(
+        "SELECT id, roots, status, phase, message, started_at, ended_at, "
+        + ", ".join(ledger.COUNT_NAMES)
+        + " FROM scan_sessions WHERE id = %s",
+        (session_id,),
+    ).fetchone()
+    return _session_dict(conn, row)
+
+
+def _session_dict(conn, row) -> dict:
+    from backend_worker import ledger
+
+    session_id, roots, status, phase, message, started, ended, *totals = row
+    counts = dict(zip(ledger.COUNT_NAMES, totals, strict=True))
+    if status == "running":
+        counts = ledger.progress(conn, str(session_id))
+    return {
+        "id": str(session_id),
+        "roots": list(roots),
+        "status": status,
+        "phase": phase,
+        "message": message,
+        "started_at": started.isoformat(),
+        "ended_at": ended.isoformat() if ended else None,
+        "counts": counts,
+    }
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@click.option("--limit", default=10, show_default=True, help="How many recent sessions to show.")
+def status(as_json, limit):
+    """Recent scan sessions and what the library holds."""
+    from backend_worker import db as database
+    from backend_worker import ledger
+
+    with database.connect(autocommit=True) as conn:
+        _require_schema(conn)
+        rows = conn.execute(
+            "SELECT id, roots, status, phase, message, started_at, ended_at, "
+            + ", ".join(ledger.COUNT_NAMES)
+            + " FROM scan_sessions ORDER BY started_at DESC LIMIT %s",
+            (limit,),
+        ).fetchall()
+        sessions = [_session_dict(conn, row) for row in rows]
+        library = dict(
+            zip(
+                ("tracks", "albums", "artists", "genres", "errors"),
+                conn.execute(
+                    "SELECT (SELECT count(*) FROM tracks), (SELECT count(*) FROM albums), "
+                    "(SELECT count(*) FROM artists), (SELECT count(*) FROM genres), "
+                    "(SELECT count(*) FROM file_errors)"
+                ).fetchone(),
+                strict=True,
+            )
+        )
+    if as_json:
+        click.echo(json.dumps({"sessions": sessions, "library": library}))
+        return
+    click.echo("library: " + ", ".join(f"{v} {k}" for k, v in library.items()))
+    for s in sessions:
+        counts = " ".join(f"{k}={v}" for k, v in s["counts"].items())
+        click.echo(f"{s['started_at'][:19]} {s['id']} {s['status']:<9} {counts} {' '.join(s['roots'])}")
+        if s["message"]:
+            click.echo(f"    {s['message']}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def errors(as_json):
+    """Files (and folders) that could not be read, and why."""
+    from backend_worker import db as database
+
+    with database.connect(autocommit=True) as conn:
+        _require_schema(conn)
+        rows = conn.execute(
+            "SELECT path, stage, reason, at, session_id FROM file_errors ORDER BY path"
+        ).fetchall()
+    for path, stage, reason, at, session_id in rows:
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "path": path,
+                        "stage": stage,
+                        "error": reason,
+                        "at": at.isoformat(),
+                        "session": str(session_id) if session_id else None,
+                    }
+                )
+            )
+        else:
+            click.echo(f"{path}\t{stage}: {reason}")
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per file (the default).")
+def extract(files, as_json):
+    """Read FILES as the pipeline would and print the records; broken files give an error line."""
+    from backend_worker.stages.extract import ExtractError, read_record
+
+    for path in files:
+        try:
+            record = read_record(os.path.abspath(path))
+        except ExtractError as exc:
+            record = {"path": os.path.abspath(path), "error": str(exc)}
+        click.echo(json.dumps(record, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()

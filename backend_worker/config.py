@@ -1,0 +1,70 @@
+"""Settings, read once from the environment (the deployment writes them to one env file)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+# Per-queue hard time limits (seconds). The soft limit is 30 s lower so a task can record
+# what it was doing; units' TimeoutStopSec and the broker's visibility timeout must exceed these.
+QUEUE_TIME_LIMITS = {
+    "scan": 600,
+    "extract": 600,
+    "batch": 300,
+    "insert": 600,
+    "deferred": 900,
+}
+LONGEST_TIME_LIMIT = max(QUEUE_TIME_LIMITS.values())
+
+
+class ConfigError(Exception):
+    """A setting has a value we cannot use; the message names it."""
+
+
+def _int(name: str, default: int, minimum: int = 1) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker_url: str
+    database_url: str
+    covers_dir: str
+    library_roots: tuple[str, ...]
+    visibility_timeout: int
+    extract_chunk_files: int
+    insert_batch_rows: int
+    walk_unit_entries: int
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        roots = os.environ.get("SONIQUEBAY_LIBRARY_ROOTS", "")
+        settings = cls(
+            broker_url=os.environ.get("SONIQUEBAY_BROKER_URL", "redis://127.0.0.1:6379/0"),
+            database_url=os.environ.get("SONIQUEBAY_DATABASE_URL", "postgresql:///soniquebay"),
+            covers_dir=os.environ.get("SONIQUEBAY_COVERS_DIR", "/var/lib/soniquebay/covers"),
+            library_roots=tuple(r for r in roots.split(":") if r),
+            visibility_timeout=_int("SONIQUEBAY_VISIBILITY_TIMEOUT", 2 * LONGEST_TIME_LIMIT),
+            extract_chunk_files=_int("SONIQUEBAY_EXTRACT_CHUNK_FILES", 250),
+            insert_batch_rows=_int("SONIQUEBAY_INSERT_BATCH_ROWS", 2000, minimum=100),
+            walk_unit_entries=_int("SONIQUEBAY_WALK_UNIT_ENTRIES", 5000, minimum=10),
+        )
+        if settings.visibility_timeout <= LONGEST_TIME_LIMIT:
+            raise ConfigError(
+                f"SONIQUEBAY_VISIBILITY_TIMEOUT={settings.visibility_timeout} must exceed the longest "
+                f"task time limit ({LONGEST_TIME_LIMIT} s), or running tasks get delivered twice"
+            )
+        return settings
+
+
+def settings() -> Settings:
+    return Settings.from_env()

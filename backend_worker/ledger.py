@@ -1,0 +1,214 @@
+"""Scan sessions and their work ledger (see the scan_units table).
+
+Every unit of work is registered pending before its message is sent and marked done exactly
+once, with its counts. A session is finished when no unit is pending and no extracted record
+waits in the buffer, which holds however often tasks are redelivered.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+COUNT_NAMES = ("discovered", "unchanged", "extracted", "inserted", "errors", "removed")
+UPSTREAM_STAGES = ("walk", "extract", "collect")
+
+
+def create_session(conn: psycopg.Connection, roots: list[str]) -> str:
+    session_id = str(uuid.uuid4())
+    conn.execute("INSERT INTO scan_sessions (id, roots) VALUES (%s, %s)", (session_id, roots))
+    return session_id
+
+
+def session_state(conn: psycopg.Connection, session_id: str) -> tuple[str, str] | None:
+    """(status, phase), or None for an unknown session."""
+    return conn.execute("SELECT status, phase FROM scan_sessions WHERE id = %s", (session_id,)).fetchone()
+
+
+def is_running(conn: psycopg.Connection, session_id: str) -> bool:
+    state = session_state(conn, session_id)
+    return state is not None and state[0] == "running"
+
+
+def register_units(conn: psycopg.Connection, session_id: str, units: list[tuple[str, str]]) -> None:
+    """Create pending units [(unit_id, stage)]; already known ones are left as they are."""
+    if units:
+        conn.execute(
+            "INSERT INTO scan_units (session_id, unit_id, stage) "
+            "SELECT %s, * FROM unnest(%s::text[], %s::text[]) ON CONFLICT DO NOTHING",
+            (session_id, [u for u, _ in units], [s for _, s in units]),
+        )
+
+
+def mark_sent(conn: psycopg.Connection, session_id: str, unit_ids: list[str]) -> None:
+    if unit_ids:
+        conn.execute(
+            "UPDATE scan_units SET sent = true WHERE session_id = %s AND unit_id = ANY(%s)",
+            (session_id, unit_ids),
+        )
+
+
+def unsent_units(conn: psycopg.Connection, session_id: str, stage: str) -> list[str]:
+    rows = conn.execute(
+        "SELECT unit_id FROM scan_units "
+        "WHERE session_id = %s AND stage = %s AND NOT sent AND done_at IS NULL",
+        (session_id, stage),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def finish_unit(conn: psycopg.Connection, session_id: str, unit_id: str, counts: dict[str, int]) -> bool:
+    """Mark a unit done with its counts; False when it was already done (a redelivery)."""
+    cur = conn.execute(
+        "UPDATE scan_units SET done_at = now(), counts = %s "
+        "WHERE session_id = %s AND unit_id = %s AND done_at IS NULL",
+        (Jsonb({k: v for k, v in counts.items() if v}), session_id, unit_id),
+    )
+    return cur.rowcount == 1
+
+
+def unit_done(conn: psycopg.Connection, session_id: str, unit_id: str) -> bool:
+    row = conn.execute(
+        "SELECT done_at IS NOT NULL FROM scan_units WHERE session_id = %s AND unit_id = %s",
+        (session_id, unit_id),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+@dataclass(frozen=True)
+class Pending:
+    upstream: int  # walk, extract and collect units not done
+    unbatched: int  # buffered record chunks not yet in an insert batch
+    inserts: int
+    covers: int
+
+
+def pending(conn: psycopg.Connection, session_id: str) -> Pending:
+    row = conn.execute(
+        """
+        SELECT
+          (SELECT count(*) FROM scan_units WHERE session_id = %(s)s AND done_at IS NULL
+             AND stage = ANY(%(up)s)),
+          (SELECT count(*) FROM record_buffer WHERE session_id = %(s)s AND batch_id IS NULL),
+          (SELECT count(*) FROM scan_units WHERE session_id = %(s)s AND done_at IS NULL AND stage = 'insert'),
+          (SELECT count(*) FROM scan_units WHERE session_id = %(s)s AND done_at IS NULL AND stage = 'cover')
+        """,
+        {"s": session_id, "up": list(UPSTREAM_STAGES)},
+    ).fetchone()
+    return Pending(*row)
+
+
+def progress(conn: psycopg.Connection, session_id: str) -> dict[str, int]:
+    """Counts so far: the sum over the session's finished units."""
+    rows = conn.execute(
+        "SELECT key, sum(value::bigint) FROM scan_units, jsonb_each_text(counts) "
+        "WHERE session_id = %s AND counts IS NOT NULL GROUP BY key",
+        (session_id,),
+    ).fetchall()
+    totals = dict.fromkeys(COUNT_NAMES, 0)
+    totals.update({k: int(v) for k, v in rows if k in totals})
+    return totals
+
+
+def close_session(conn: psycopg.Connection, session_id: str, status: str, message: str | None = None) -> bool:
+    """Write final counts and end the session; False if it had already ended."""
+    counts = progress(conn, session_id)
+    cur = conn.execute(
+        "UPDATE scan_sessions SET status = %s, phase = 'closed', ended_at = now(), message = %s, "
+        + ", ".join(f"{name} = %s" for name in COUNT_NAMES)
+        + " WHERE id = %s AND status = 'running'",
+        (status, message, *(counts[n] for n in COUNT_NAMES), session_id),
+    )
+    return cur.rowcount == 1
+
+
+def fail_session(conn: psycopg.Connection, session_id: str, message: str) -> bool:
+    return close_session(conn, session_id, "failed", message)
+
+
+def fail_stale_sessions(conn: psycopg.Connection, roots: list[str] | None = None) -> list[str]:
+    """Sessions still 'running' that no worker can be working on (the machine rebooted, the
+    broker lost its queue...): their newest unit is older than any task may run."""
+    from backend_worker.config import LONGEST_TIME_LIMIT
+
+    rows = conn.execute(
+        """
+        SELECT s.id FROM scan_sessions s
+        WHERE s.status = 'running'
+          AND greatest(s.started_at, (SELECT max(greatest(u.created_at, u.done_at))
+                                      FROM scan_units u WHERE u.session_id = s.id))
+              < now() - make_interval(secs => %s)
+        """,
+        (2 * LONGEST_TIME_LIMIT,),
+    ).fetchall()
+    failed = []
+    for (session_id,) in rows:
+        if fail_session(conn, str(session_id), "abandoned: no progress for longer than any task may run"):
+            failed.append(str(session_id))
+    return failed
+
+
+# --- the record buffer between extract and insert -------------------------------------------------
+
+
+def buffer_records(conn: psycopg.Connection, session_id: str, unit_id: str, records: list[dict]) -> bool:
+    """Park an extract chunk's records; False if this chunk was buffered before (redelivery)."""
+    sort_key = min((r["path"] for r in records), default="")
+    cur = conn.execute(
+        "INSERT INTO record_buffer (session_id, unit_id, sort_key, rows, payload) "
+        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (session_id, unit_id, sort_key, len(records), json.dumps(records).encode()),
+    )
+    return cur.rowcount == 1
+
+
+def cut_batches(conn: psycopg.Connection, session_id: str, target_rows: int, flush: bool) -> list[str]:
+    """Group buffered chunks, in path order, into insert batches of about target_rows rows (at
+    most 2.5x); with flush, the remainder too. Registers one insert unit per batch; returns ids."""
+    rows = conn.execute(
+        "SELECT unit_id, rows FROM record_buffer WHERE session_id = %s AND batch_id IS NULL "
+        "ORDER BY sort_key FOR UPDATE SKIP LOCKED",
+        (session_id,),
+    ).fetchall()
+    batches: list[list[str]] = []
+    current: list[str] = []
+    size = 0
+    for unit_id, n in rows:
+        if current and size + n > 2.5 * target_rows:
+            batches.append(current)
+            current, size = [], 0
+        current.append(unit_id)
+        size += n
+        if size >= target_rows:
+            batches.append(current)
+            current, size = [], 0
+    if current and flush:
+        batches.append(current)
+    batch_ids = []
+    for members in batches:
+        batch_id = f"insert:{uuid.uuid4()}"
+        conn.execute(
+            "UPDATE record_buffer SET batch_id = %s WHERE session_id = %s AND unit_id = ANY(%s)",
+            (batch_id, session_id, members),
+        )
+        batch_ids.append(batch_id)
+    register_units(conn, session_id, [(b, "insert") for b in batch_ids])
+    return batch_ids
+
+
+def take_batch(conn: psycopg.Connection, session_id: str, batch_id: str) -> list[dict]:
+    """The records of an insert batch, locked until the transaction ends; payloads are cleared."""
+    rows = conn.execute(
+        "SELECT payload FROM record_buffer WHERE session_id = %s AND batch_id = %s "
+        "AND payload IS NOT NULL ORDER BY sort_key FOR UPDATE",
+        (session_id, batch_id),
+    ).fetchall()
+    conn.execute(
+        "UPDATE record_buffer SET payload = NULL WHERE session_id = %s AND batch_id = %s",
+        (session_id, batch_id),
+    )
+    return [record for (payload,) in rows for record in json.loads(payload)]

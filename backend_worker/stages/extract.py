@@ -1,0 +1,447 @@
+"""Extract stage: one record per audio file, read with mutagen's format classes.
+
+Plain functions (no Celery). ``read_record`` raises ``ExtractError`` for anything wrong with a
+file; ``extract_paths`` turns those into error entries and never raises for a bad file.
+
+How a file is opened:
+
+1. ``os.stat`` first (size, mtime_ns exactly as the scanner sees them; a regular file only, so a
+   FIFO named ``x.mp3`` cannot block a worker). Stat-before-read means a file rewritten meanwhile
+   is recorded with its *old* mtime, so the next scan sees a change and extracts it again.
+2. The first 64 bytes are sniffed for magic numbers. A recognised magic picks the mutagen class
+   (a FLAC named ``.mp3`` is read as FLAC); otherwise the extension picks it. Only when neither
+   identifies the file (or the extension's class fails on an unrecognised header) does
+   ``mutagen.File``'s scoring run over the remaining classes.
+3. Tags are read through the table in ``tags.py``; stream info mirrors beets' mediafile.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as stat_mod
+import struct
+from collections.abc import Iterable
+from typing import Any
+
+import mutagen
+from mutagen import MutagenError
+from mutagen.aac import AAC
+from mutagen.ac3 import AC3
+from mutagen.aiff import AIFF
+from mutagen.apev2 import APEv2, APEv2File
+from mutagen.asf import ASF, ASFTags
+from mutagen.dsdiff import DSDIFF
+from mutagen.dsf import DSF
+from mutagen.flac import FLAC
+from mutagen.id3 import ID3
+from mutagen.monkeysaudio import MonkeysAudio
+from mutagen.mp3 import MP3
+from mutagen.mp4 import MP4, MP4Tags
+from mutagen.musepack import Musepack
+from mutagen.oggflac import OggFLAC
+from mutagen.oggopus import OggOpus
+from mutagen.oggspeex import OggSpeex
+from mutagen.oggtheora import OggTheora
+from mutagen.optimfrog import OptimFROG
+from mutagen.tak import TAK
+from mutagen.trueaudio import TrueAudio
+from mutagen.oggvorbis import OggVorbis
+from mutagen.wave import WAVE
+from mutagen.wavpack import WavPack
+
+from backend_worker.stages import tags as tagtable
+
+__all__ = ["RECORD_KEYS", "ExtractError", "embedded_cover", "extract_paths", "read_record"]
+
+RECORD_KEYS: tuple[str, ...] = (
+    "path",
+    "size",
+    "mtime",
+    "mtime_ns",
+    "title",
+    "artist",
+    "album",
+    "albumartist",
+    "composer",
+    "initial_key",
+    "genres",
+    "year",
+    "track",
+    "tracktotal",
+    "disc",
+    "disctotal",
+    "comp",
+    "bpm",
+    "length",
+    "bitrate",
+    "samplerate",
+    "bitdepth",
+    "channels",
+    "format",
+    "mb_trackid",
+    "mb_albumid",
+    "mb_artistid",
+    "mb_albumartistid",
+    "mb_releasegroupid",
+    "rg_track_gain",
+    "rg_track_peak",
+    "rg_album_gain",
+    "rg_album_peak",
+    "has_cover",
+)
+
+
+class ExtractError(Exception):
+    """A file we cannot turn into a record. ``str(e)`` is a short human reason.
+
+    ``size`` / ``mtime_ns`` are set when the file could be stat'ed (else None).
+    """
+
+    def __init__(self, reason: str, *, size: int | None = None, mtime_ns: int | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.size = size
+        self.mtime_ns = mtime_ns
+
+
+# Exceptions mutagen's parsers raise on bad input (MutagenError, plus the bugs' usual suspects:
+# struct/index/value errors on crafted files). Deliberately not bare Exception, so a Celery
+# SoftTimeLimitExceeded raised while parsing still reaches the task.
+_PARSE_ERRORS = (
+    MutagenError,
+    OSError,
+    EOFError,
+    ValueError,
+    LookupError,
+    TypeError,
+    AttributeError,
+    ArithmeticError,
+    AssertionError,
+    RuntimeError,
+    MemoryError,
+    struct.error,
+)
+
+_BY_EXTENSION: dict[str, type] = {
+    ".mp3": MP3,
+    ".flac": FLAC,
+    ".ogg": OggVorbis,
+    ".oga": OggVorbis,
+    ".opus": OggOpus,
+    ".m4a": MP4,
+    ".mp4": MP4,
+    ".alac": MP4,
+    ".aac": AAC,
+    ".wav": WAVE,
+    ".aiff": AIFF,
+    ".aif": AIFF,
+    ".wma": ASF,
+    ".ape": MonkeysAudio,
+    ".wv": WavPack,
+    ".mpc": Musepack,
+    ".dsf": DSF,
+}
+
+# Format names as beets' mediafile reports them; others fall back to mutagen's class name.
+_FORMAT_NAMES: dict[type, str] = {
+    MP3: "MP3",
+    FLAC: "FLAC",
+    OggVorbis: "OGG",
+    OggOpus: "Opus",
+    AAC: "AAC",
+    WAVE: "WAVE",
+    AIFF: "AIFF",
+    ASF: "Windows Media",
+    MonkeysAudio: "APE",
+    WavPack: "WavPack",
+    Musepack: "Musepack",
+    DSF: "DSD Stream File",
+}
+
+_ASF_GUID = b"\x30\x26\xb2\x75\x8e\x66\xcf\x11\xa6\xd9\x00\xaa\x00\x62\xce\x6c"
+
+
+def _sniff(header: bytes) -> type | None:
+    """The mutagen class a file's magic number names, or None (unknown, or an ID3v2 prefix)."""
+    magic = header[:4]
+    if magic == b"fLaC":
+        return FLAC
+    if magic == b"OggS":
+        codec = header[28:36]
+        if codec[:7] == b"\x01vorbis":
+            return OggVorbis
+        if codec == b"OpusHead":
+            return OggOpus
+        if codec[:5] == b"\x7fFLAC":
+            return OggFLAC
+        if codec == b"Speex   ":
+            return OggSpeex
+        return None
+    if header[4:8] == b"ftyp":
+        return MP4
+    if magic == b"RIFF" and header[8:12] == b"WAVE":
+        return WAVE
+    if magic == b"FORM" and header[8:12] in (b"AIFF", b"AIFC"):
+        return AIFF
+    if header[:16] == _ASF_GUID:
+        return ASF
+    if magic == b"MAC ":
+        return MonkeysAudio
+    if magic == b"wvpk":
+        return WavPack
+    if magic == b"MPCK" or magic[:3] == b"MP+":
+        return Musepack
+    if magic == b"DSD ":
+        return DSF
+    if magic == b"ADIF":
+        return AAC
+    if len(header) > 1 and header[0] == 0xFF and header[1] & 0xE0 == 0xE0:
+        return AAC if header[1] & 0x06 == 0 else MP3  # ADTS has layer 0; MPEG audio 1-3
+    return None
+
+
+def _sniff_past_id3(fileobj, header: bytes) -> type | None:
+    """For an ID3v2-prefixed file: the class named by the magic right after the tag."""
+    if header[:3] != b"ID3" or len(header) < 10:
+        return None
+    size = 10 + ((header[6] & 0x7F) << 21 | (header[7] & 0x7F) << 14 | (header[8] & 0x7F) << 7 | header[9] & 0x7F)
+    if header[5] & 0x10:  # footer present
+        size += 10
+    fileobj.seek(size)
+    return _sniff(fileobj.read(64))
+
+
+# The last-resort sniff considers what mutagen.File would, minus ID3FileType (a bare ID3 tag is
+# not audio) and SMF (MIDI is not a recording).
+_ALL_KINDS: list[type] = [
+    MP3,
+    TrueAudio,
+    OggTheora,
+    OggSpeex,
+    OggVorbis,
+    OggFLAC,
+    FLAC,
+    AIFF,
+    APEv2File,
+    MP4,
+    WavPack,
+    Musepack,
+    MonkeysAudio,
+    OptimFROG,
+    ASF,
+    OggOpus,
+    AAC,
+    AC3,
+    TAK,
+    DSF,
+    DSDIFF,
+    WAVE,
+]
+
+_FAMILY_BY_TAGS: dict[type, str | None] = {}
+
+
+def _family(tags) -> str | None:
+    kind = type(tags)
+    family = _FAMILY_BY_TAGS.get(kind, "?")
+    if family == "?":
+        if isinstance(tags, ID3):
+            family = tagtable.ID3
+        elif isinstance(tags, MP4Tags):
+            family = tagtable.MP4
+        elif isinstance(tags, APEv2):
+            family = tagtable.APE
+        elif isinstance(tags, ASFTags):
+            family = tagtable.ASF
+        elif isinstance(tags, list) and all(isinstance(item, tuple) for item in tags[:1]):
+            family = tagtable.VORBIS  # VComment and its Ogg/FLAC subclasses
+        else:
+            family = None
+        _FAMILY_BY_TAGS[kind] = family
+    return family
+
+
+def _reason(exc: BaseException, kind: type | None) -> str:
+    """A short human reason for a parse failure."""
+    name = _FORMAT_NAMES.get(kind, kind.__name__) if kind is not None else "audio"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    lowered = text.lower()
+    if isinstance(exc, EOFError | struct.error) or any(
+        word in lowered for word in ("truncated", "too short", "too small", "not enough data", "eof", "end of")
+    ):
+        return f"truncated {name} stream"
+    if kind is MP3 and ("sync" in lowered or "header" in lowered):
+        return "not an MPEG audio stream (no MP3 frames found)"
+    if len(text) > 120:
+        text = text[:117] + "..."
+    return f"unreadable {name} file: {text}"
+
+
+def _stat(path: str) -> os.stat_result:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ExtractError("file vanished") from None
+    except PermissionError:
+        raise ExtractError("permission denied") from None
+    except NotADirectoryError:
+        raise ExtractError("file vanished") from None
+    except OSError as exc:
+        raise ExtractError(f"cannot stat file: {exc.strerror or exc}") from None
+    except ValueError:  # embedded NUL in the path
+        raise ExtractError("invalid path") from None
+    if not stat_mod.S_ISREG(st.st_mode):
+        raise ExtractError("not a regular file", size=None, mtime_ns=st.st_mtime_ns)
+    return st
+
+
+def _open_mutagen(path: str, st: os.stat_result, want_pictures: bool = False):
+    """(mutagen file object, class used). Raises ExtractError."""
+    size, mtime_ns = st.st_size, st.st_mtime_ns
+    if size == 0:
+        raise ExtractError("empty file", size=size, mtime_ns=mtime_ns)
+    try:
+        fileobj = open(path, "rb")  # noqa: SIM115 - closed in finally below
+    except FileNotFoundError:
+        raise ExtractError("file vanished", size=size, mtime_ns=mtime_ns) from None
+    except PermissionError:
+        raise ExtractError("permission denied", size=size, mtime_ns=mtime_ns) from None
+    except OSError as exc:
+        raise ExtractError(f"cannot open file: {exc.strerror or exc}", size=size, mtime_ns=mtime_ns) from None
+    try:
+        try:
+            header = fileobj.read(64)
+        except OSError as exc:
+            raise ExtractError(f"read error: {exc.strerror or exc}", size=size, mtime_ns=mtime_ns) from None
+        sniffed = _sniff(header)
+        kind = sniffed or _BY_EXTENSION.get(os.path.splitext(path)[1].lower())
+        error: BaseException | None = None
+        if kind is not None:
+            fileobj.seek(0)
+            try:
+                return kind(fileobj), kind
+            except _PARSE_ERRORS as exc:
+                if sniffed is not None:
+                    # The magic number is sure of the format: report its error, don't guess on.
+                    raise ExtractError(_reason(exc, kind), size=size, mtime_ns=mtime_ns) from None
+                error = exc
+        try:
+            fallback = _sniff_past_id3(fileobj, header)
+            if fallback is not None and fallback is not kind:
+                fileobj.seek(0)
+                return fallback(fileobj), fallback
+            fileobj.seek(0)
+            found = mutagen.File(fileobj, options=[k for k in _ALL_KINDS if k is not kind])
+        except _PARSE_ERRORS as exc:
+            raise ExtractError(_reason(error or exc, kind), size=size, mtime_ns=mtime_ns) from None
+        if found is None:
+            reason = _reason(error, kind) if error is not None else "not an audio file mutagen can read"
+            raise ExtractError(reason, size=size, mtime_ns=mtime_ns)
+        return found, type(found)
+    finally:
+        fileobj.close()
+
+
+def _format_name(kind: type, info) -> str:
+    if kind is MP4:
+        codec = getattr(info, "codec", "") or ""
+        return "ALAC" if codec.startswith("alac") else "AAC"
+    return _FORMAT_NAMES.get(kind) or kind.__name__
+
+
+def read_record(path: str) -> dict[str, Any]:
+    """One record (see RECORD_KEYS) for an audio file; ExtractError for anything wrong with it."""
+    if not isinstance(path, str):
+        path = os.fsdecode(path)
+    st = _stat(path)
+    mfile, kind = _open_mutagen(path, st)
+    try:
+        info = mfile.info
+        tags = mfile.tags
+        family = _family(tags) if tags is not None else None
+        fields = tagtable.read_fields(family, tags)
+        length = float(getattr(info, "length", 0.0) or 0.0)
+        size = st.st_size
+        bitrate = getattr(info, "bitrate", 0)
+        if not bitrate:
+            bitrate = size * 8 / length if length else 0
+        samplerate = getattr(info, "sample_rate", None)
+        if samplerate is None:
+            samplerate = 48000 if kind is OggOpus else 0
+        has_cover = tagtable.has_picture(family, mfile)
+        return {
+            "path": path,
+            "size": size,
+            "mtime": st.st_mtime,
+            "mtime_ns": st.st_mtime_ns,
+            "title": fields["title"],
+            "artist": fields["artist"],
+            "album": fields["album"],
+            "albumartist": fields["albumartist"],
+            "composer": fields["composer"],
+            "initial_key": fields["initial_key"],
+            "genres": fields["genres"],
+            "year": fields["year"],
+            "track": fields["track"],
+            "tracktotal": fields["tracktotal"],
+            "disc": fields["disc"],
+            "disctotal": fields["disctotal"],
+            "comp": fields["comp"],
+            "bpm": fields["bpm"],
+            "length": length,
+            "bitrate": int(bitrate),
+            "samplerate": int(samplerate or 0),
+            "bitdepth": int(getattr(info, "bits_per_sample", 0) or 0),
+            "channels": int(getattr(info, "channels", 0) or 0),
+            "format": _format_name(kind, info),
+            "mb_trackid": fields["mb_trackid"],
+            "mb_albumid": fields["mb_albumid"],
+            "mb_artistid": fields["mb_artistid"],
+            "mb_albumartistid": fields["mb_albumartistid"],
+            "mb_releasegroupid": fields["mb_releasegroupid"],
+            "rg_track_gain": fields["rg_track_gain"],
+            "rg_track_peak": fields["rg_track_peak"],
+            "rg_album_gain": fields["rg_album_gain"],
+            "rg_album_peak": fields["rg_album_peak"],
+            "has_cover": has_cover,
+        }
+    except _PARSE_ERRORS as exc:  # a tag shape we did not foresee: report, never crash
+        raise ExtractError(
+            f"unreadable tags: {type(exc).__name__}", size=st.st_size, mtime_ns=st.st_mtime_ns
+        ) from None
+
+
+def extract_paths(paths: Iterable[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(records, errors) for many paths; errors are {"path", "error", "size", "mtime_ns"}."""
+    records: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            records.append(read_record(path))
+        except ExtractError as exc:
+            errors.append(
+                {
+                    "path": path if isinstance(path, str) else os.fsdecode(path),
+                    "error": exc.reason,
+                    "size": exc.size,
+                    "mtime_ns": exc.mtime_ns,
+                }
+            )
+        except (TypeError, ValueError) as exc:  # not a path at all
+            errors.append({"path": repr(path), "error": f"invalid path: {exc}", "size": None, "mtime_ns": None})
+    return records, errors
+
+
+def embedded_cover(path: str) -> tuple[bytes, str] | None:
+    """(image bytes, mime type) of the front cover (or first picture); None if none/unreadable."""
+    try:
+        if not isinstance(path, str):
+            path = os.fsdecode(path)
+        st = _stat(path)
+        mfile, _kind = _open_mutagen(path, st)
+        tags = mfile.tags
+        return tagtable.pictures(_family(tags) if tags is not None else None, mfile)
+    except ExtractError:
+        return None
+    except _PARSE_ERRORS:
+        return None

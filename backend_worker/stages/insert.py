@@ -1,0 +1,194 @@
+"""Insert stage: idempotent bulk upsert of extracted records into the normalised library.
+
+One call is one transaction's worth of work on the given connection: the caller owns the
+transaction, so a redelivered batch either finds its work done or redoes all of it.
+Keys are always taken in sorted order so concurrent batches lock rows in the same order.
+"""
+
+from __future__ import annotations
+
+import os
+
+import psycopg
+
+# Column order shared by the temp table, COPY and the upsert.
+TRACK_COLUMNS = (
+    "path", "dir", "size", "mtime_ns", "artist_id", "album_id",
+    "title", "artist", "album", "albumartist", "composer",
+    "year", "track", "tracktotal", "disc", "disctotal", "comp", "bpm", "initial_key",
+    "length", "bitrate", "samplerate", "bitdepth", "channels", "format",
+    "mb_trackid", "mb_albumid", "mb_artistid", "mb_albumartistid", "mb_releasegroupid",
+    "rg_track_gain", "rg_track_peak", "rg_album_gain", "rg_album_peak", "has_cover", "session_id",
+)  # fmt: skip
+_RECORD_COLUMNS = TRACK_COLUMNS[6:-1]  # taken from the record as they are
+
+_TEMP_TABLE = """
+CREATE TEMP TABLE IF NOT EXISTS incoming_tracks (
+    path text, dir text, size bigint, mtime_ns bigint, artist_id bigint, album_id bigint,
+    title text, artist text, album text, albumartist text, composer text,
+    year integer, track integer, tracktotal integer, disc integer, disctotal integer,
+    comp boolean, bpm integer, initial_key text,
+    length double precision, bitrate integer, samplerate integer, bitdepth integer,
+    channels integer, format text,
+    mb_trackid uuid, mb_albumid uuid, mb_artistid uuid, mb_albumartistid uuid, mb_releasegroupid uuid,
+    rg_track_gain double precision, rg_track_peak double precision,
+    rg_album_gain double precision, rg_album_peak double precision, has_cover boolean, session_id uuid
+) ON COMMIT DELETE ROWS
+"""
+
+_UPSERT_TRACKS = (
+    f"INSERT INTO tracks ({', '.join(TRACK_COLUMNS)}) "
+    f"SELECT {', '.join(TRACK_COLUMNS)} FROM incoming_tracks ORDER BY path "
+    "ON CONFLICT (path) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in TRACK_COLUMNS[1:])
+    + ", updated_at = now() RETURNING id, path"
+)
+
+
+def artist_keys(record: dict) -> tuple[tuple[str, str], tuple[str, str]]:
+    """(name, MusicBrainz id or '') of the track artist and of the album artist."""
+    artist = record.get("artist") or record.get("albumartist") or ""
+    albumartist = record.get("albumartist") or artist
+    artist_mb = record.get("mb_artistid") or ""
+    albumartist_mb = record.get("mb_albumartistid") or (artist_mb if albumartist == artist else "")
+    return (artist, artist_mb), (albumartist, albumartist_mb)
+
+
+def album_key(record: dict, albumartist_id: int) -> tuple[int, str, str]:
+    return (albumartist_id, record.get("album") or "", record.get("mb_albumid") or "")
+
+
+def _dedupe_by_path(records: list[dict]) -> list[dict]:
+    by_path = {}
+    for r in records:
+        by_path[r["path"]] = r
+    return [by_path[p] for p in sorted(by_path)]
+
+
+def upsert_records(conn: psycopg.Connection, records: list[dict], session_id: str | None) -> int:
+    """Write records (as `extract` produces them); returns the number of tracks written."""
+    records = _dedupe_by_path(records)
+    if not records:
+        return 0
+    cur = conn.cursor()
+
+    # Artists.
+    wanted_artists = sorted({key for r in records for key in artist_keys(r)})
+    names, mbs = [k[0] for k in wanted_artists], [k[1] for k in wanted_artists]
+    cur.execute(
+        "INSERT INTO artists (name, mb_key) SELECT * FROM unnest(%s::text[], %s::text[]) "
+        "ORDER BY 1, 2 ON CONFLICT (name, mb_key) DO NOTHING",
+        (names, mbs),
+    )
+    cur.execute(
+        "SELECT a.id, a.name, a.mb_key FROM artists a "
+        "JOIN unnest(%s::text[], %s::text[]) AS w(name, mb_key) USING (name, mb_key)",
+        (names, mbs),
+    )
+    artist_ids = {(name, mb): id_ for id_, name, mb in cur.fetchall()}
+
+    # Albums: one row per key; attributes from the last record of the batch that has them.
+    albums: dict[tuple[int, str, str], dict] = {}
+    for r in records:
+        key = album_key(r, artist_ids[artist_keys(r)[1]])
+        album = albums.setdefault(key, {"year": None, "comp": False, "rg": None, "mb": None})
+        album["year"] = r.get("year") or album["year"]
+        album["comp"] = album["comp"] or bool(r.get("comp"))
+        album["mb"] = r.get("mb_albumid") or album["mb"]
+        album["rg"] = r.get("mb_releasegroupid") or album["rg"]
+    keys = sorted(albums)
+    columns = (
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+        [albums[k]["mb"] for k in keys],
+        [albums[k]["rg"] for k in keys],
+        [albums[k]["year"] for k in keys],
+        [albums[k]["comp"] for k in keys],
+    )
+    cur.execute(
+        "INSERT INTO albums (albumartist_id, title, mb_key, mb_albumid, mb_releasegroupid, year, comp) "
+        "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::uuid[], %s::uuid[], "
+        "%s::integer[], %s::boolean[]) ORDER BY 1, 2, 3 "
+        "ON CONFLICT (albumartist_id, title, mb_key) DO UPDATE SET "
+        "mb_albumid = EXCLUDED.mb_albumid, mb_releasegroupid = EXCLUDED.mb_releasegroupid, "
+        "year = EXCLUDED.year, comp = EXCLUDED.comp "
+        "WHERE (albums.mb_albumid, albums.mb_releasegroupid, albums.year, albums.comp) "
+        "IS DISTINCT FROM (EXCLUDED.mb_albumid, EXCLUDED.mb_releasegroupid, EXCLUDED.year, EXCLUDED.comp)",
+        columns,
+    )
+    cur.execute(
+        "SELECT a.id, a.albumartist_id, a.title, a.mb_key FROM albums a "
+        "JOIN unnest(%s::bigint[], %s::text[], %s::text[]) AS w(albumartist_id, title, mb_key) "
+        "USING (albumartist_id, title, mb_key)",
+        columns[:3],
+    )
+    album_ids = {(aa, title, mb): id_ for id_, aa, title, mb in cur.fetchall()}
+
+    # Genres.
+    genre_names = sorted({g for r in records for g in r.get("genres") or ()})
+    genre_ids = {}
+    if genre_names:
+        cur.execute(
+            "INSERT INTO genres (name) SELECT * FROM unnest(%s::text[]) ORDER BY 1 "
+            "ON CONFLICT (name) DO NOTHING",
+            (genre_names,),
+        )
+        cur.execute("SELECT id, name FROM genres WHERE name = ANY(%s)", (genre_names,))
+        genre_ids = {name: id_ for id_, name in cur.fetchall()}
+
+    # Tracks: COPY into a temp table, then one INSERT ... ON CONFLICT.
+    cur.execute(_TEMP_TABLE)
+    with cur.copy(f"COPY incoming_tracks ({', '.join(TRACK_COLUMNS)}) FROM STDIN") as copy:
+        for r in records:
+            artist_key, albumartist_key = artist_keys(r)
+            copy.write_row(
+                (
+                    r["path"],
+                    os.path.dirname(r["path"]),
+                    r["size"],
+                    r["mtime_ns"],
+                    artist_ids[artist_key],
+                    album_ids[album_key(r, artist_ids[albumartist_key])],
+                    *(r.get(c) for c in _RECORD_COLUMNS),
+                    session_id,
+                )
+            )
+    cur.execute(_UPSERT_TRACKS)
+    track_ids = dict((path, id_) for id_, path in cur.fetchall())
+
+    ids = list(track_ids.values())
+    cur.execute("DELETE FROM track_genres WHERE track_id = ANY(%s)", (ids,))
+    genre_rows = [
+        (track_ids[r["path"]], genre_ids[g], pos)
+        for r in records
+        for pos, g in enumerate(dict.fromkeys(r.get("genres") or ()))
+    ]
+    if genre_rows:
+        with cur.copy("COPY track_genres (track_id, genre_id, position) FROM STDIN") as copy:
+            for row in genre_rows:
+                copy.write_row(row)
+    cur.execute("DELETE FROM file_errors WHERE path = ANY(%s)", ([r["path"] for r in records],))
+    return len(records)
+
+
+def remove_tracks(conn: psycopg.Connection, paths: list[str]) -> int:
+    """Remove tracks (and error records) for files that are gone."""
+    if not paths:
+        return 0
+    cur = conn.execute("DELETE FROM tracks WHERE path = ANY(%s)", (paths,))
+    removed = cur.rowcount
+    conn.execute("DELETE FROM file_errors WHERE path = ANY(%s)", (paths,))
+    return removed
+
+
+def remove_orphans(conn: psycopg.Connection) -> None:
+    """Albums, artists and genres no track refers to any more."""
+    conn.execute("DELETE FROM albums a WHERE NOT EXISTS (SELECT 1 FROM tracks t WHERE t.album_id = a.id)")
+    conn.execute(
+        "DELETE FROM artists ar WHERE NOT EXISTS (SELECT 1 FROM tracks t WHERE t.artist_id = ar.id) "
+        "AND NOT EXISTS (SELECT 1 FROM albums al WHERE al.albumartist_id = ar.id)"
+    )
+    conn.execute(
+        "DELETE FROM genres g WHERE NOT EXISTS (SELECT 1 FROM track_genres tg WHERE tg.genre_id = g.id)"
+    )

@@ -1,0 +1,151 @@
+"""Scan stage: list library folders, compare with what the database knows, plan the work.
+
+Plain functions (no Celery, no database): the task feeds them the snapshot it loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from dataclasses import dataclass, field
+
+from backend_worker.formats import is_audio_name
+
+
+@dataclass(frozen=True)
+class FileStat:
+    path: str
+    dir: str
+    mtime_ns: int
+    size: int
+
+
+@dataclass
+class WalkResult:
+    listed_dirs: list[str] = field(default_factory=list)
+    # Folders that could not be listed (reason): their known tracks are kept, not removed.
+    failed_dirs: list[tuple[str, str]] = field(default_factory=list)
+    files: list[FileStat] = field(default_factory=list)
+    # Entries we could not take in, with a reason (bad names, symlink loops, unreadable entries).
+    problems: list[tuple[str, str, str]] = field(default_factory=list)  # (path, dir, reason)
+    # Folders found but not walked yet: handed to other scan tasks.
+    pending_dirs: list[str] = field(default_factory=list)
+
+
+def printable(path: str) -> str:
+    """A path as UTF-8 text, undecodable bytes shown as \\xNN (names on disk are bytes)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _symlink_loops(link_path: str, target: str) -> bool:
+    """True when a symlinked folder points at itself or at one of the folders above it."""
+    parent = os.path.dirname(link_path)
+    while True:
+        if os.path.realpath(parent) == target:
+            return True
+        up = os.path.dirname(parent)
+        if up == parent:
+            return False
+        parent = up
+
+
+def walk(dirs: list[str], max_entries: int) -> WalkResult:
+    """List `dirs` and the folders below them, breadth first, until about `max_entries` entries
+    were seen; folders not reached by then are returned in `pending_dirs`."""
+    result = WalkResult()
+    queue = deque(dirs)
+    seen = 0
+    while queue and seen < max_entries:
+        folder = queue.popleft()
+        subdirs = []
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    seen += 1
+                    name = entry.name
+                    path = entry.path
+                    if not _is_utf8(name):
+                        result.problems.append(
+                            (printable(path), folder, "name is not valid UTF-8; rename it to import it")
+                        )
+                        continue
+                    try:
+                        if entry.is_dir():
+                            if entry.is_symlink():
+                                target = os.path.realpath(path)
+                                if _symlink_loops(path, target):
+                                    result.problems.append((path, folder, "symlink loop, not followed"))
+                                    continue
+                            subdirs.append(path)
+                        elif is_audio_name(name) and entry.is_file():
+                            st = entry.stat()
+                            result.files.append(FileStat(path, folder, st.st_mtime_ns, st.st_size))
+                    except OSError as exc:
+                        result.problems.append((path, folder, exc.strerror or str(exc)))
+        except OSError as exc:
+            result.failed_dirs.append((folder, f"cannot list folder: {exc.strerror or exc}"))
+            continue
+        result.listed_dirs.append(folder)
+        subdirs.sort()
+        queue.extend(subdirs)
+    result.pending_dirs = list(queue)
+    return result
+
+
+@dataclass
+class Plan:
+    changed: list[FileStat]
+    unchanged: int
+    vanished: list[str]
+
+
+def compare(
+    files: list[FileStat],
+    listed_dirs: list[str],
+    known: dict[str, tuple[int, int]],
+    known_dirs: dict[str, str],
+) -> Plan:
+    """Split walked files into new-or-changed and unchanged by (path, mtime, size); files the
+    database knows in a listed folder but the walk did not find have vanished.
+
+    `known` maps path -> (mtime_ns, size); `known_dirs` maps path -> its folder.
+    """
+    changed = []
+    unchanged = 0
+    on_disk = set()
+    for f in files:
+        on_disk.add(f.path)
+        if known.get(f.path) == (f.mtime_ns, f.size):
+            unchanged += 1
+        else:
+            changed.append(f)
+    listed = set(listed_dirs)
+    vanished = sorted(p for p, d in known_dirs.items() if d in listed and p not in on_disk)
+    changed.sort(key=lambda f: f.path)
+    return Plan(changed, unchanged, vanished)
+
+
+def chunks(items: list, size: int) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def split_dirs(dirs: list[str], parts: int) -> list[list[str]]:
+    """Split pending folders into at most `parts` contiguous groups (neighbours stay together)."""
+    if not dirs:
+        return []
+    parts = max(1, min(parts, len(dirs)))
+    size, extra = divmod(len(dirs), parts)
+    groups, start = [], 0
+    for i in range(parts):
+        end = start + size + (1 if i < extra else 0)
+        groups.append(dirs[start:end])
+        start = end
+    return groups

@@ -1,0 +1,519 @@
+"""Celery tasks: thin wrappers that take ids and paths, call the stage functions, record the
+work in the ledger and hand off to the next stage.
+
+Every task may run twice (acks_late, redelivery after a worker died): each one is written so a
+second run changes nothing (see backend_worker.ledger).
+"""
+
+from __future__ import annotations
+
+import os
+
+import kombu.exceptions
+import psycopg
+import redis.exceptions
+from celery import Task
+from celery.utils.log import get_task_logger
+
+from backend_worker import db, ledger
+from backend_worker.app import app
+from backend_worker.config import QUEUE_TIME_LIMITS, settings
+from backend_worker.stages import covers, extract, insert, scan
+
+log = get_task_logger(__name__)
+
+# Extra walk tasks a walk hands its remaining folders to once it has seen enough entries.
+WALK_FANOUT = 4
+COVER_CHUNK_ALBUMS = 200
+VANISHED_REASON = "file vanished"
+
+TRANSIENT_ERRORS = (
+    *db.TRANSIENT_DB_ERRORS,
+    # An album or artist removed by a concurrent session's clean-up: the retry recreates it.
+    psycopg.errors.ForeignKeyViolation,
+    kombu.exceptions.OperationalError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    ConnectionError,
+)
+
+
+class PipelineTask(Task):
+    """The one retry policy: transient database or broker errors retry with exponential
+    backoff and jitter; anything else is permanent and recorded by `on_permanent_failure`."""
+
+    abstract = True
+    autoretry_for = TRANSIENT_ERRORS
+    retry_backoff = 2
+    retry_backoff_max = 120
+    retry_jitter = True
+    max_retries = 12
+    ignore_result = True
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        try:
+            self.on_permanent_failure(exc, **kwargs)
+        except Exception:  # the database may be what failed; the session watchdog catches up
+            log.exception("could not record the failure of %s[%s]", self.name, task_id)
+
+    def on_permanent_failure(self, exc: BaseException, **kwargs) -> None:
+        session_id = kwargs.get("session_id")
+        if session_id:
+            with transaction() as c:
+                ledger.fail_session(c, session_id, f"{self.name} failed: {short_error(exc)}")
+
+
+def short_error(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+# One connection per worker process, reused across tasks; replaced when it breaks.
+_connection: psycopg.Connection | None = None
+
+
+def connection() -> psycopg.Connection:
+    global _connection
+    if _connection is None or _connection.closed or _connection.broken:
+        _connection = db.connect(autocommit=True)
+    return _connection
+
+
+class transaction:
+    """`with transaction() as c:` one transaction on this process's connection."""
+
+    def __enter__(self) -> psycopg.Connection:
+        self._conn = connection()
+        self._tx = self._conn.transaction()
+        self._tx.__enter__()
+        return self._conn
+
+    def __exit__(self, *exc_info):
+        return self._tx.__exit__(*exc_info)
+
+
+def pipeline_task(name: str, base: type[PipelineTask] = PipelineTask):
+    queue = name.split(".", 1)[0]
+    limit = QUEUE_TIME_LIMITS[queue]
+    return app.task(name=name, base=base, bind=True, time_limit=limit, soft_time_limit=limit - 30)
+
+
+def _describe(paths: list[str]) -> str:
+    first = paths[0] if paths else ""
+    return f"{len(paths)} files from {os.path.dirname(first)!r}"
+
+
+# --- scan ------------------------------------------------------------------------------------------
+
+
+def send_walk(session_id: str, unit_id: str, dirs: list[str], root: bool = False) -> None:
+    walk.apply_async(
+        kwargs={"session_id": session_id, "unit_id": unit_id, "dirs": dirs, "root": root},
+        kwargsrepr=repr(
+            {
+                "session_id": session_id,
+                "unit_id": unit_id,
+                "dirs": dirs[:3] + (["..."] if len(dirs) > 3 else []),
+            }
+        ),
+    )
+
+
+def _load_known(c: psycopg.Connection, dirs: list[str]) -> tuple[dict, dict]:
+    """(path -> (mtime_ns, size), path -> dir) for tracks and failed files in these folders."""
+    known, known_dirs = {}, {}
+    rows = c.execute(
+        "SELECT path, dir, mtime_ns, size FROM tracks WHERE dir = ANY(%(d)s) "
+        "UNION ALL SELECT path, dir, mtime_ns, size FROM file_errors "
+        "WHERE stage = 'extract' AND dir = ANY(%(d)s)",
+        {"d": dirs},
+    ).fetchall()
+    for path, folder, mtime_ns, size in rows:
+        known[path] = (mtime_ns, size)  # an error row comes last: it is the newer fact
+        known_dirs[path] = folder
+    return known, known_dirs
+
+
+def _root_problem(c: psycopg.Connection, root: str) -> str | None:
+    if not os.path.isdir(root):
+        return f"library root {root} does not exist or is not a folder"
+    try:
+        empty = not any(True for _ in os.scandir(root))
+    except OSError as exc:
+        return f"library root {root} cannot be listed: {exc.strerror or exc}"
+    if empty:
+        held = c.execute(
+            "SELECT count(*) FROM tracks WHERE dir = %s OR starts_with(dir, %s)", (root, root + "/")
+        ).fetchone()[0]
+        if held:
+            return f"library root {root} is empty but the library holds {held} tracks there: is it mounted?"
+    return None
+
+
+@pipeline_task("scan.walk")
+def walk(self, session_id: str, unit_id: str, dirs: list[str], root: bool = False) -> dict:
+    conf = settings()
+    with transaction() as c:
+        if not ledger.is_running(c, session_id):
+            return {"session": session_id, "skipped": "session ended"}
+        problem = _root_problem(c, dirs[0]) if root else None
+        if problem:
+            ledger.fail_session(c, session_id, problem)
+            return {"session": session_id, "failed": problem}
+    found = scan.walk(dirs, conf.walk_unit_entries)
+    with transaction() as c:
+        known, known_dirs = _load_known(c, found.listed_dirs)
+    plan = scan.compare(found.files, found.listed_dirs, known, known_dirs)
+    extract_chunks = scan.chunks([f.path for f in plan.changed], conf.extract_chunk_files)
+    walk_groups = scan.split_dirs(found.pending_dirs, WALK_FANOUT)
+    extract_units = [f"{unit_id}/x{i}" for i in range(len(extract_chunks))]
+    walk_units = [f"{unit_id}/w{i}" for i in range(len(walk_groups))]
+    problems = [(path, folder, reason) for path, folder, reason in found.problems]
+    problems += [(folder, os.path.dirname(folder), reason) for folder, reason in found.failed_dirs]
+    with transaction() as c:
+        ledger.register_units(
+            c, session_id, [(u, "extract") for u in extract_units] + [(u, "walk") for u in walk_units]
+        )
+        c.execute(
+            "INSERT INTO session_dirs (session_id, dir, listed) SELECT %s, d, l "
+            "FROM unnest(%s::text[], %s::boolean[]) AS t(d, l) ON CONFLICT DO NOTHING",
+            (
+                session_id,
+                found.listed_dirs + [d for d, _ in found.failed_dirs],
+                [True] * len(found.listed_dirs) + [False] * len(found.failed_dirs),
+            ),
+        )
+        c.execute(
+            "INSERT INTO session_vanished (session_id, path) SELECT %s, unnest(%s::text[]) "
+            "ON CONFLICT DO NOTHING",
+            (session_id, plan.vanished),
+        )
+        # Problems found while listing are refreshed on every scan of their folder.
+        c.execute("DELETE FROM file_errors WHERE stage = 'scan' AND dir = ANY(%s)", (found.listed_dirs,))
+        record_errors(c, session_id, "scan", [{"path": p, "dir": d, "error": r} for p, d, r in problems])
+    for unit, paths in zip(extract_units, extract_chunks, strict=True):
+        files.apply_async(
+            kwargs={"session_id": session_id, "unit_id": unit, "paths": paths},
+            kwargsrepr=repr({"session_id": session_id, "unit_id": unit, "paths": _describe(paths)}),
+        )
+    for unit, group in zip(walk_units, walk_groups, strict=True):
+        send_walk(session_id, unit, group)
+    counts = {"discovered": len(found.files), "unchanged": plan.unchanged, "errors": len(problems)}
+    with transaction() as c:
+        ledger.finish_unit(c, session_id, unit_id, counts)
+    advance(session_id)
+    return {"session": session_id, **counts, "to_extract": len(plan.changed), "subtrees": len(walk_units)}
+
+
+def record_errors(c: psycopg.Connection, session_id: str, stage: str, errors: list[dict]) -> None:
+    if not errors:
+        return
+    c.execute(
+        "INSERT INTO file_errors (path, dir, size, mtime_ns, stage, reason, session_id) "
+        "SELECT *, %s, %s FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[]) "
+        "ON CONFLICT (path) DO UPDATE SET dir = EXCLUDED.dir, size = EXCLUDED.size, "
+        "mtime_ns = EXCLUDED.mtime_ns, stage = EXCLUDED.stage, reason = EXCLUDED.reason, "
+        "session_id = EXCLUDED.session_id, at = now()",
+        (
+            stage,
+            session_id,
+            [e["path"] for e in errors],
+            [e.get("dir") or os.path.dirname(e["path"]) for e in errors],
+            [e.get("size") for e in errors],
+            [e.get("mtime_ns") for e in errors],
+            [e["error"] for e in errors],
+        ),
+    )
+
+
+# --- extract ---------------------------------------------------------------------------------------
+
+
+class ExtractTask(PipelineTask):
+    abstract = True
+
+    def on_permanent_failure(self, exc: BaseException, **kwargs) -> None:
+        # A chunk that failed as a whole (time limit, a crash in a reader): its files become
+        # error records and the session goes on.
+        session_id, unit_id, paths = kwargs["session_id"], kwargs["unit_id"], kwargs["paths"]
+        reason = f"extract task failed: {short_error(exc)}"
+        with transaction() as c:
+            record_errors(c, session_id, "extract", [{"path": p, "error": reason} for p in paths])
+            ledger.finish_unit(c, session_id, unit_id, {"errors": len(paths)})
+        advance(session_id)
+
+
+@pipeline_task("extract.files", base=ExtractTask)
+def files(self, session_id: str, unit_id: str, paths: list[str]) -> dict:
+    with transaction() as c:
+        if not ledger.is_running(c, session_id):
+            return {"session": session_id, "skipped": "session ended"}
+    records, errors = extract.extract_paths(paths)
+    vanished = [e["path"] for e in errors if e["error"] == VANISHED_REASON]
+    errors = [e for e in errors if e["error"] != VANISHED_REASON]
+    if records:
+        collect_unit = f"{unit_id}/c"
+        with transaction() as c:
+            ledger.register_units(c, session_id, [(collect_unit, "collect")])
+        collect.apply_async(
+            kwargs={"session_id": session_id, "unit_id": collect_unit, "records": records},
+            kwargsrepr=repr(
+                {"session_id": session_id, "unit_id": collect_unit, "records": f"{len(records)} records"}
+            ),
+        )
+    with transaction() as c:
+        record_errors(c, session_id, "extract", errors)
+        c.execute(
+            "INSERT INTO session_vanished (session_id, path) SELECT %s, unnest(%s::text[]) "
+            "ON CONFLICT DO NOTHING",
+            (session_id, vanished),
+        )
+        ledger.finish_unit(c, session_id, unit_id, {"extracted": len(records), "errors": len(errors)})
+    advance(session_id)
+    return {
+        "session": session_id,
+        "extracted": len(records),
+        "errors": len(errors),
+        "vanished": len(vanished),
+    }
+
+
+# --- batch -----------------------------------------------------------------------------------------
+
+
+@pipeline_task("batch.collect")
+def collect(self, session_id: str, unit_id: str, records: list[dict]) -> dict:
+    with transaction() as c:
+        if not ledger.is_running(c, session_id):
+            return {"session": session_id, "skipped": "session ended"}
+        fresh = ledger.buffer_records(c, session_id, unit_id, records)
+        ledger.finish_unit(c, session_id, unit_id, {})
+    batches = cut(session_id, flush=False)
+    advance(session_id)
+    return {"session": session_id, "buffered": len(records) if fresh else 0, "batches": batches}
+
+
+@pipeline_task("batch.flush")
+def flush(self, session_id: str) -> dict:
+    batches = cut(session_id, flush=True)
+    advance(session_id)
+    return {"session": session_id, "batches": batches}
+
+
+def cut(session_id: str, flush: bool) -> int:
+    """Turn buffered records into insert batches and send them. A partial batch is only cut
+    when nothing upstream can add to the buffer any more."""
+    with transaction() as c:
+        if not ledger.is_running(c, session_id):
+            return 0
+        flush = flush and ledger.pending(c, session_id).upstream == 0
+        batch_ids = ledger.cut_batches(c, session_id, settings().insert_batch_rows, flush)
+    send_inserts(session_id, batch_ids)
+    return len(batch_ids)
+
+
+def send_inserts(session_id: str, batch_ids: list[str]) -> None:
+    for batch_id in batch_ids:
+        records.apply_async(kwargs={"session_id": session_id, "batch_id": batch_id})
+    if batch_ids:
+        with transaction() as c:
+            ledger.mark_sent(c, session_id, batch_ids)
+
+
+# --- insert ----------------------------------------------------------------------------------------
+
+
+@pipeline_task("insert.records")
+def records(self, session_id: str, batch_id: str) -> dict:
+    try:
+        with transaction() as c:
+            if ledger.unit_done(c, session_id, batch_id) or not ledger.is_running(c, session_id):
+                return {"session": session_id, "skipped": "already inserted"}
+            rows = ledger.take_batch(c, session_id, batch_id)
+            if ledger.unit_done(c, session_id, batch_id):  # a twin finished while we waited for the lock
+                return {"session": session_id, "skipped": "already inserted"}
+            written = insert.upsert_records(c, rows, session_id)
+            ledger.finish_unit(c, session_id, batch_id, {"inserted": written})
+    except TRANSIENT_ERRORS:
+        raise
+    except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
+        # One bad record must not sink its batch: insert one by one, record the ones that fail.
+        log.warning("batch %s failed as a whole (%s); inserting record by record", batch_id, short_error(exc))
+        written = _insert_one_by_one(session_id, batch_id)
+    advance(session_id)
+    return {"session": session_id, "batch": batch_id, "inserted": written}
+
+
+def _insert_one_by_one(session_id: str, batch_id: str) -> int:
+    written, failed = 0, []
+    with transaction() as c:
+        if ledger.unit_done(c, session_id, batch_id):
+            return 0
+        rows = ledger.take_batch(c, session_id, batch_id)
+        for record in rows:
+            try:
+                with c.transaction():
+                    written += insert.upsert_records(c, [record], session_id)
+            except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
+                failed.append(
+                    {
+                        "path": record["path"],
+                        "error": f"cannot store: {short_error(exc)}",
+                        "size": record.get("size"),
+                        "mtime_ns": record.get("mtime_ns"),
+                    }
+                )
+        record_errors(c, session_id, "insert", failed)
+        ledger.finish_unit(c, session_id, batch_id, {"inserted": written, "errors": len(failed)})
+    return written
+
+
+# --- deferred --------------------------------------------------------------------------------------
+
+
+def advance(session_id: str) -> None:
+    """Send what the session needs next: insert batches cut but never sent (their sender
+    died), a flush of the buffer once nothing upstream is left, or the final step."""
+    with transaction() as c:
+        state = ledger.session_state(c, session_id)
+        if state is None or state[0] != "running" or state[1] != "scanning":
+            return
+        waiting = ledger.pending(c, session_id)
+        unsent = ledger.unsent_units(c, session_id, "insert")
+    send_inserts(session_id, unsent)
+    if waiting.upstream:
+        return
+    if waiting.unbatched:
+        flush.apply_async(kwargs={"session_id": session_id})
+    elif not waiting.inserts:
+        finalize.apply_async(kwargs={"session_id": session_id})
+
+
+def _remove_vanished(c: psycopg.Connection, session_id: str, roots: list[str]) -> int:
+    gone = [
+        r[0]
+        for r in c.execute(
+            "SELECT path FROM session_vanished WHERE session_id = %(s)s "
+            "UNION SELECT t.path FROM tracks t, unnest(%(roots)s::text[]) AS root "
+            " WHERE (t.dir = root OR starts_with(t.dir, root || '/')) "
+            "   AND NOT EXISTS (SELECT 1 FROM session_dirs d WHERE d.session_id = %(s)s AND d.dir = t.dir) "
+            "   AND NOT EXISTS (SELECT 1 FROM session_dirs d WHERE d.session_id = %(s)s AND NOT d.listed "
+            "                   AND starts_with(t.dir, d.dir || '/'))",
+            {"s": session_id, "roots": roots},
+        ).fetchall()
+    ]
+    removed = insert.remove_tracks(c, gone)
+    # Error records of folders that are gone.
+    c.execute(
+        "DELETE FROM file_errors e USING unnest(%(roots)s::text[]) AS root "
+        "WHERE (e.dir = root OR starts_with(e.dir, root || '/')) "
+        "AND NOT EXISTS (SELECT 1 FROM session_dirs d WHERE d.session_id = %(s)s AND d.dir = e.dir) "
+        "AND NOT EXISTS (SELECT 1 FROM session_dirs d WHERE d.session_id = %(s)s AND NOT d.listed "
+        "                AND starts_with(e.dir, d.dir || '/'))",
+        {"s": session_id, "roots": roots},
+    )
+    insert.remove_orphans(c)
+    return removed
+
+
+@pipeline_task("deferred.finalize")
+def finalize(self, session_id: str) -> dict:
+    """Remove what vanished, plan the covers, and close the session once they are saved."""
+    with transaction() as c:
+        row = c.execute(
+            "SELECT status, phase, roots FROM scan_sessions WHERE id = %s FOR UPDATE", (session_id,)
+        ).fetchone()
+        if row is None or row[0] != "running":
+            return {"session": session_id, "skipped": "session ended"}
+        removed = 0
+        if row[1] == "scanning":
+            waiting = ledger.pending(c, session_id)
+            if waiting.upstream or waiting.unbatched or waiting.inserts:
+                return {"session": session_id, "skipped": "work still pending"}
+            removed = _remove_vanished(c, session_id, list(row[2]))
+            album_ids = [
+                r[0]
+                for r in c.execute(
+                    "SELECT DISTINCT album_id FROM tracks WHERE session_id = %s ORDER BY 1", (session_id,)
+                ).fetchall()
+            ]
+            chunks = scan.chunks(album_ids, COVER_CHUNK_ALBUMS)
+            ledger.register_units(
+                c,
+                session_id,
+                [("finalize", "finalize")] + [(f"cover/{i}", "cover") for i in range(len(chunks))],
+            )
+            ledger.finish_unit(c, session_id, "finalize", {"removed": removed})
+            if chunks:
+                c.execute(
+                    "INSERT INTO cover_plans (session_id, unit_id, album_ids) "
+                    "SELECT %s, 'cover/' || (ord - 1), ids "
+                    "FROM unnest(%s::text[]) WITH ORDINALITY AS t(ids, ord) "
+                    "ON CONFLICT DO NOTHING",
+                    (session_id, [",".join(map(str, chunk)) for chunk in chunks]),
+                )
+            c.execute("UPDATE scan_sessions SET phase = 'finishing' WHERE id = %s", (session_id,))
+        unsent = ledger.unsent_units(c, session_id, "cover")
+    for unit_id in unsent:
+        cover.apply_async(kwargs={"session_id": session_id, "unit_id": unit_id})
+    if unsent:
+        with transaction() as c:
+            ledger.mark_sent(c, session_id, unsent)
+    closed = _close_if_done(session_id)
+    return {"session": session_id, "removed": removed, "cover_tasks": len(unsent), "closed": closed}
+
+
+def _close_if_done(session_id: str) -> bool:
+    with transaction() as c:
+        if ledger.pending(c, session_id).covers:
+            return False
+        return ledger.close_session(c, session_id, "completed")
+
+
+class CoverTask(PipelineTask):
+    abstract = True
+
+    def on_permanent_failure(self, exc: BaseException, **kwargs) -> None:
+        # Covers are a nicety: a failure is logged and the session still closes.
+        with transaction() as c:
+            ledger.finish_unit(c, kwargs["session_id"], kwargs["unit_id"], {})
+        _close_if_done(kwargs["session_id"])
+
+
+@pipeline_task("deferred.covers", base=CoverTask)
+def cover(self, session_id: str, unit_id: str) -> dict:
+    conf = settings()
+    with transaction() as c:
+        plan = c.execute(
+            "SELECT album_ids FROM cover_plans WHERE session_id = %s AND unit_id = %s", (session_id, unit_id)
+        ).fetchone()
+        album_ids = [int(a) for a in plan[0].split(",")] if plan else []
+        albums = c.execute(
+            "SELECT album_id, min(dir), min(path) FILTER (WHERE has_cover) FROM tracks "
+            "WHERE album_id = ANY(%s) GROUP BY album_id ORDER BY album_id",
+            (album_ids,),
+        ).fetchall()
+    found = {}
+    for album_id, folder, embedded_in in albums:
+        name = None
+        image = covers.find_folder_image(folder)
+        if image:
+            try:
+                with open(image, "rb") as fh:
+                    name = covers.store_cover(fh.read(), conf.covers_dir)
+            except OSError as exc:
+                log.warning("cannot read %s: %s", image, exc)
+        if name is None and embedded_in:
+            art = extract.embedded_cover(embedded_in)
+            if art:
+                name = covers.store_cover(art[0], conf.covers_dir, art[1])
+        found[album_id] = name
+    with transaction() as c:
+        c.execute(
+            "UPDATE albums a SET cover_hash = v.name FROM unnest(%s::bigint[], %s::text[]) AS v(id, name) "
+            "WHERE a.id = v.id AND a.cover_hash IS DISTINCT FROM v.name",
+            (list(found), list(found.values())),
+        )
+        ledger.finish_unit(c, session_id, unit_id, {})
+    _close_if_done(session_id)
+    return {"session": session_id, "albums": len(found), "with_cover": sum(1 for v in found.values() if v)}

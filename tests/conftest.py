@@ -1,0 +1,146 @@
+"""Suite-wide fixtures: real Redis, PostgreSQL and Celery workers (see tests/services.py).
+
+Ports are chosen when this file is imported, before anything builds the Celery app, so every
+process of the suite (this one, the workers, the `soniquebay` CLI) sees the same settings.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import services
+
+_RUN_DIR = services.shared_tempdir("soniquebay-suite-")
+_REDIS = services.Redis(_RUN_DIR / "redis", services.free_port())
+_POSTGRES = services.Postgres(_RUN_DIR / "postgres", services.free_port())
+COVERS_DIR = _RUN_DIR / "covers"
+
+os.environ.update(
+    {
+        "SONIQUEBAY_BROKER_URL": _REDIS.url,
+        "SONIQUEBAY_DATABASE_URL": _POSTGRES.url,
+        "SONIQUEBAY_COVERS_DIR": str(COVERS_DIR),
+        # Small units so a test library of a few hundred files still fans out and batches.
+        "SONIQUEBAY_EXTRACT_CHUNK_FILES": "40",
+        "SONIQUEBAY_INSERT_BATCH_ROWS": "100",
+        "SONIQUEBAY_WALK_UNIT_ENTRIES": "60",
+    }
+)
+os.environ.pop("SONIQUEBAY_LIBRARY_ROOTS", None)
+
+LIBRARY_TABLES = (
+    "track_genres, tracks, albums, artists, genres, file_errors, cover_plans, record_buffer, "
+    "session_dirs, session_vanished, scan_units, scan_sessions"
+)
+
+
+@pytest.fixture(scope="session")
+def services_up():
+    """Redis and PostgreSQL running, schema migrated."""
+    try:
+        _REDIS.start()
+        _POSTGRES.start()
+        from backend_worker import db
+
+        db.upgrade()
+        COVERS_DIR.mkdir(exist_ok=True)
+        shutil.chown(COVERS_DIR, services.WORKER_USER)
+        yield
+    finally:
+        _POSTGRES.stop()
+        _REDIS.stop()
+        shutil.rmtree(_RUN_DIR, ignore_errors=True)
+
+
+@pytest.fixture()
+def db_conn(services_up):
+    """A connection to an emptied library database."""
+    import psycopg
+
+    with psycopg.connect(_POSTGRES.url, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {LIBRARY_TABLES} RESTART IDENTITY CASCADE")
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def worker_procs(services_up):
+    workers = services.Workers(_RUN_DIR / "logs", dict(os.environ))
+    try:
+        workers.start()
+        yield workers
+    finally:
+        workers.stop()
+
+
+@pytest.fixture()
+def pipeline(worker_procs, db_conn, request):
+    """Running workers on an empty database and empty queues; worker logs shown on failure."""
+    from backend_worker.app import app
+
+    with app.connection_for_write() as conn:
+        for queue in services.QUEUES:
+            conn.default_channel.queue_purge(queue)
+    worker_procs.wait_ready()
+    yield Pipeline(db_conn, worker_procs)
+    if getattr(request.node, "rep_call", None) and request.node.rep_call.failed:
+        for queue in services.QUEUES:
+            sys.stderr.write(f"\n--- {queue} worker log ---\n{worker_procs.log_tail(queue)}\n")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+@pytest.fixture()
+def library(request):
+    """An empty library folder the workers can read."""
+    root = services.shared_tempdir("soniquebay-library-")
+    yield root
+    subprocess.run(["chmod", "-R", "u+rwX", str(root)], check=False)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+class Pipeline:
+    def __init__(self, conn, workers: services.Workers):
+        self.conn = conn
+        self.workers = workers
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [str(services.VENV_BIN / "soniquebay"), *args],
+            capture_output=True, text=True, timeout=timeout, env=dict(os.environ),
+        )  # fmt: skip
+        if check and proc.returncode != 0:
+            raise AssertionError(f"soniquebay {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+        return proc
+
+    def scan(self, *roots: Path) -> dict:
+        import json
+
+        proc = self.cli("scan", *map(str, roots), "--wait", "--json", check=False)
+        assert proc.stdout.strip(), proc.stderr
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    def wait_closed(self, session_id: str, timeout: float = 120) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.conn.execute(
+                "SELECT status FROM scan_sessions WHERE id = %s", (session_id,)
+            ).fetchone()[0]
+            if status != "running":
+                return status
+            time.sleep(0.2)
+        raise TimeoutError(f"session {session_id} still running after {timeout} s")
+
+    def rows(self, sql: str, *params) -> list[tuple]:
+        return self.conn.execute(sql, params).fetchall()

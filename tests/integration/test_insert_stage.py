@@ -1,0 +1,149 @@
+"""Insert stage and record buffer against a real PostgreSQL (no workers needed)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from backend_worker import ledger
+from backend_worker.stages import insert
+
+pytestmark = pytest.mark.integration
+
+
+def record(path, **tags):
+    base = {
+        "path": path, "size": 1000, "mtime": 1.5, "mtime_ns": 1_500_000_000,
+        "title": "T", "artist": "Artist", "album": "Album", "albumartist": None, "composer": None,
+        "initial_key": None, "genres": [], "year": 2001, "track": 1, "tracktotal": 10, "disc": 1,
+        "disctotal": 1, "comp": False, "bpm": None, "length": 6.0, "bitrate": 128000,
+        "samplerate": 44100, "bitdepth": None, "channels": 2, "format": "MP3",
+        "mb_trackid": None, "mb_albumid": None, "mb_artistid": None, "mb_albumartistid": None,
+        "mb_releasegroupid": None, "rg_track_gain": None, "rg_track_peak": None,
+        "rg_album_gain": None, "rg_album_peak": None, "has_cover": False,
+    }  # fmt: skip
+    base.update(tags)
+    return base
+
+
+def counts(conn):
+    return conn.execute(
+        "SELECT (SELECT count(*) FROM tracks), (SELECT count(*) FROM albums), "
+        "(SELECT count(*) FROM artists), (SELECT count(*) FROM genres), (SELECT count(*) FROM track_genres)"
+    ).fetchone()
+
+
+def upsert(conn, records):
+    with conn.transaction():
+        return insert.upsert_records(conn, records, None)
+
+
+def test_the_same_batch_twice_duplicates_nothing(db_conn):
+    rid = str(uuid.uuid4())
+    batch = [
+        record("/m/a/1.mp3", genres=["Rock", "Pop"], mb_trackid=rid, rg_track_gain=-6.5),
+        record("/m/a/2.mp3", track=2, genres=["Rock"]),
+        record("/m/b/1.mp3", album="Other", artist="Someone"),
+    ]
+    assert upsert(db_conn, batch) == 3
+    first = counts(db_conn)
+    assert first == (3, 2, 2, 2, 3)
+    ids = db_conn.execute("SELECT path, id FROM tracks ORDER BY path").fetchall()
+    assert upsert(db_conn, batch) == 3
+    assert counts(db_conn) == first
+    assert db_conn.execute("SELECT path, id FROM tracks ORDER BY path").fetchall() == ids
+    row = db_conn.execute(
+        "SELECT mb_trackid::text, rg_track_gain, year FROM tracks WHERE path = '/m/a/1.mp3'"
+    ).fetchone()
+    assert row == (rid, -6.5, 2001)
+    genres = db_conn.execute(
+        "SELECT g.name FROM track_genres tg JOIN genres g ON g.id = tg.genre_id "
+        "JOIN tracks t ON t.id = tg.track_id WHERE t.path = '/m/a/1.mp3' ORDER BY tg.position"
+    ).fetchall()
+    assert genres == [("Rock",), ("Pop",)]
+
+
+def test_keys_follow_the_music_not_the_names(db_conn):
+    same_recording = str(uuid.uuid4())
+    upsert(
+        db_conn,
+        [
+            # Two files of one recording are two tracks.
+            record("/m/x/1.flac", mb_trackid=same_recording),
+            record("/m/y/1.mp3", mb_trackid=same_recording),
+            # Same artist name, different MusicBrainz artists.
+            record("/m/z/1.mp3", artist="Nirvana", mb_artistid=str(uuid.uuid4()), album="A"),
+            record("/m/z/2.mp3", artist="Nirvana", mb_artistid=str(uuid.uuid4()), album="B"),
+            # One album title used by two artists.
+            record("/m/w/1.mp3", artist="P", album="Greatest Hits"),
+            record("/m/w/2.mp3", artist="Q", album="Greatest Hits"),
+            # A compilation: one album, many track artists.
+            record("/m/v/1.mp3", artist="R", albumartist="Various Artists", album="Hits 1", comp=True),
+            record("/m/v/2.mp3", artist="S", albumartist="Various Artists", album="Hits 1", comp=True),
+        ],
+    )
+    assert db_conn.execute("SELECT count(*) FROM tracks WHERE mb_trackid = %s", (same_recording,)).fetchone() == (
+        2,
+    )
+    assert db_conn.execute("SELECT count(*) FROM artists WHERE name = 'Nirvana'").fetchone() == (2,)
+    assert db_conn.execute("SELECT count(*) FROM albums WHERE title = 'Greatest Hits'").fetchone() == (2,)
+    comp = db_conn.execute(
+        "SELECT count(*), bool_and(a.comp), count(DISTINCT t.artist_id) FROM albums a "
+        "JOIN tracks t ON t.album_id = a.id WHERE a.title = 'Hits 1'"
+    ).fetchone()
+    assert comp == (2, True, 2)
+
+
+def test_a_changed_file_moves_and_orphans_are_removed(db_conn):
+    upsert(db_conn, [record("/m/a/1.mp3", album="Old", genres=["Jazz"])])
+    upsert(db_conn, [record("/m/a/1.mp3", album="New", genres=["Blues"], mtime_ns=2)])
+    with db_conn.transaction():
+        insert.remove_orphans(db_conn)
+    assert db_conn.execute("SELECT title FROM albums").fetchall() == [("New",)]
+    assert db_conn.execute("SELECT name FROM genres").fetchall() == [("Blues",)]
+    with db_conn.transaction():
+        assert insert.remove_tracks(db_conn, ["/m/a/1.mp3"]) == 1
+        insert.remove_orphans(db_conn)
+    assert counts(db_conn) == (0, 0, 0, 0, 0)
+
+
+def test_buffer_groups_chunks_into_batches_and_ignores_redelivered_chunks(db_conn):
+    with db_conn.transaction():
+        session = ledger.create_session(db_conn, ["/m"])
+        for i in range(7):
+            chunk = [record(f"/m/{i:02}/{n}.mp3") for n in range(30)]
+            assert ledger.buffer_records(db_conn, session, f"x{i}", chunk)
+        assert not ledger.buffer_records(db_conn, session, "x3", [record("/m/03/0.mp3")])
+        # 210 rows in chunks of 30, target 100: one batch of 120; the 90-row rest waits (no flush).
+        batches = ledger.cut_batches(db_conn, session, 100, flush=False)
+    assert len(batches) == 1
+    assert ledger.pending(db_conn, session).unbatched == 3
+    with db_conn.transaction():
+        rest = ledger.cut_batches(db_conn, session, 100, flush=True)
+    assert len(rest) == 1 and ledger.pending(db_conn, session).unbatched == 0
+    assert ledger.pending(db_conn, session).inserts == 2
+    with db_conn.transaction():
+        taken = ledger.take_batch(db_conn, session, batches[0])
+    assert [r["path"] for r in taken][:2] == ["/m/00/0.mp3", "/m/00/1.mp3"]
+    assert len(taken) == 120
+    with db_conn.transaction():
+        assert ledger.take_batch(db_conn, session, batches[0]) == []
+
+
+def test_unit_counts_are_counted_once(db_conn):
+    with db_conn.transaction():
+        session = ledger.create_session(db_conn, ["/m"])
+        ledger.register_units(db_conn, session, [("walk:0", "walk")])
+        ledger.register_units(db_conn, session, [("walk:0", "walk")])
+        assert ledger.finish_unit(db_conn, session, "walk:0", {"discovered": 5, "unchanged": 2})
+        assert not ledger.finish_unit(db_conn, session, "walk:0", {"discovered": 5, "unchanged": 2})
+    assert ledger.progress(db_conn, session) == {
+        "discovered": 5, "unchanged": 2, "extracted": 0, "inserted": 0, "errors": 0, "removed": 0,
+    }  # fmt: skip
+    assert ledger.pending(db_conn, session).upstream == 0
+    with db_conn.transaction():
+        assert ledger.close_session(db_conn, session, "completed")
+        assert not ledger.close_session(db_conn, session, "failed")
+    row = db_conn.execute("SELECT status, discovered, ended_at IS NOT NULL FROM scan_sessions").fetchone()
+    assert row == ("completed", 5, True)

@@ -1,0 +1,217 @@
+"""The whole pipeline on real workers: scan a real library, then assert the exact rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import audio_fixtures
+from tests.conftest import COVERS_DIR
+
+pytestmark = pytest.mark.integration
+
+TRACK_FIELDS = ("title", "artist", "album", "albumartist", "track", "tracktotal", "disc", "year", "comp")
+
+
+def track_rows(pipeline) -> dict[str, dict]:
+    cur = pipeline.conn.execute(
+        f"SELECT path, {', '.join(TRACK_FIELDS)}, mb_trackid::text, mb_albumid::text, "
+        "ARRAY(SELECT g.name FROM track_genres tg JOIN genres g ON g.id = tg.genre_id "
+        "      WHERE tg.track_id = t.id ORDER BY tg.position) AS genres "
+        "FROM tracks t ORDER BY path"
+    )
+    names = [d.name for d in cur.description]
+    return {row[0]: dict(zip(names, row, strict=True)) for row in cur.fetchall()}
+
+
+def expected_rows(expected: list[dict]) -> dict[str, dict]:
+    keys = ("path", *TRACK_FIELDS, "mb_trackid", "mb_albumid", "genres")
+    return {e["path"]: {k: e.get(k) for k in keys} for e in expected}
+
+
+def session_units(pipeline, session_id) -> dict[str, int]:
+    return dict(
+        pipeline.rows(
+            "SELECT stage, count(*) FROM scan_units WHERE session_id = %s GROUP BY stage", session_id
+        )
+    )
+
+
+def test_scan_lands_exact_rows_then_rescans_only_what_changed(pipeline, library):
+    expected = audio_fixtures.build_library(library, artists=4, albums_per_artist=3, tracks_per_album=6)
+    assert len(expected) == 72
+
+    first = pipeline.scan(library)
+    assert first["status"] == "completed", first
+    assert first["counts"] == {
+        "discovered": 72, "unchanged": 0, "extracted": 72, "inserted": 72, "errors": 0, "removed": 0,
+    }  # fmt: skip
+    assert track_rows(pipeline) == expected_rows(expected)
+    units = session_units(pipeline, first["id"])
+    assert units["walk"] > 1, "the walk fanned out into subtree tasks"
+    assert units["extract"] >= 2 and units["insert"] >= 1
+    # Albums and artists are normalised; every album got its cover file.
+    albums = pipeline.rows("SELECT title, cover_hash FROM albums ORDER BY title")
+    assert len(albums) == len({(e["albumartist"] or e["artist"], e["album"]) for e in expected})
+    for title, cover_hash in albums:
+        assert cover_hash, f"album {title} has no cover"
+        assert (COVERS_DIR / cover_hash[:2] / cover_hash).is_file()
+    assert pipeline.rows("SELECT count(*) FROM record_buffer WHERE payload IS NOT NULL") == [(0,)]
+    updated_before = dict(pipeline.rows("SELECT path, updated_at FROM tracks"))
+
+    # Unchanged rescan: nothing is read again, nothing is written.
+    second = pipeline.scan(library)
+    assert second["status"] == "completed"
+    assert second["counts"] == {
+        "discovered": 72, "unchanged": 72, "extracted": 0, "inserted": 0, "errors": 0, "removed": 0,
+    }  # fmt: skip
+    assert set(session_units(pipeline, second["id"])) <= {"walk", "finalize"}
+    assert dict(pipeline.rows("SELECT path, updated_at FROM tracks")) == updated_before
+
+    # Touch two files' tags, add three, delete two, delete a whole album folder.
+    by_album = {}
+    for e in expected:
+        by_album.setdefault(os.path.dirname(e["path"]), []).append(e)
+    albums_dirs = sorted(by_album)
+    retagged = by_album[albums_dirs[0]][:2]
+    for e in retagged:
+        audio_fixtures.write_tags(Path(e["path"]), {"title": e["title"] + " (remaster)"})
+        e["title"] += " (remaster)"
+    deleted = by_album[albums_dirs[1]][:2]
+    for e in deleted:
+        os.unlink(e["path"])
+        expected.remove(e)
+    gone_album = albums_dirs[2]
+    shutil.rmtree(gone_album)
+    expected = [e for e in expected if os.path.dirname(e["path"]) != gone_album]
+    added = []
+    for n, source in enumerate(by_album[albums_dirs[3]][:3]):
+        new_path = Path(albums_dirs[3]) / f"bonus {n}{Path(source['path']).suffix}"
+        shutil.copy(source["path"], new_path)
+        audio_fixtures.write_tags(new_path, {"title": f"Bonus {n}", "track": 90 + n})
+        added.append({**source, "path": str(new_path), "title": f"Bonus {n}", "track": 90 + n})
+    expected += added
+
+    third = pipeline.scan(library)
+    assert third["status"] == "completed"
+    assert third["counts"]["extracted"] == 5
+    assert third["counts"]["inserted"] == 5
+    assert third["counts"]["removed"] == 2 + 6
+    assert third["counts"]["unchanged"] == 72 - 2 - 6 - 2
+    assert track_rows(pipeline) == expected_rows(expected)
+    # The album whose folder is gone is gone too, with no orphan left behind.
+    assert pipeline.rows("SELECT count(*) FROM albums a WHERE NOT EXISTS "
+                         "(SELECT 1 FROM tracks t WHERE t.album_id = a.id)") == [(0,)]  # fmt: skip
+
+
+def test_broken_and_odd_files_become_error_records_and_the_session_closes(pipeline, library):
+    expected = audio_fixtures.build_library(library, artists=1, albums_per_artist=2, tracks_per_album=3)
+    bad = audio_fixtures.add_bad_files(library)
+    session = pipeline.scan(library)
+    assert session["status"] == "completed", session
+    errors = [json.loads(line) for line in pipeline.cli("errors", "--json").stdout.splitlines()]
+    by_path = {e["path"]: e for e in errors}
+    assert all(e["error"] for e in errors)
+    stored = {p for (p,) in pipeline.rows("SELECT path FROM tracks")}
+    assert {e["path"] for e in expected} <= stored
+    for path, kind in bad.items():
+        if kind.startswith("track"):
+            assert path in stored, f"{kind}: {path} should be a track"
+        else:
+            assert path in by_path or any(path in p for p in by_path), f"{kind}: {path} has no error record"
+    assert session["counts"]["errors"] == len(errors)
+    assert session["counts"]["extracted"] + session["counts"]["errors"] >= len(expected)
+    # Nothing broken is retried: an unchanged rescan reads nothing again.
+    again = pipeline.scan(library)
+    assert again["status"] == "completed"
+    assert again["counts"]["extracted"] == 0
+    assert {e["path"] for e in map(json.loads, pipeline.cli("errors", "--json").stdout.splitlines())} == set(
+        by_path
+    )
+
+
+def test_an_unreadable_folder_keeps_its_tracks(pipeline, library):
+    audio_fixtures.build_library(library, artists=2, albums_per_artist=1, tracks_per_album=3)
+    assert pipeline.scan(library)["counts"]["inserted"] == 6
+    locked = sorted(p for p in library.iterdir() if p.is_dir())[0]
+    locked.chmod(0)
+    try:
+        session = pipeline.scan(library)
+    finally:
+        locked.chmod(0o755)
+    assert session["status"] == "completed"
+    assert session["counts"]["removed"] == 0
+    assert pipeline.rows("SELECT count(*) FROM tracks") == [(6,)]
+    errors = pipeline.rows("SELECT path, reason FROM file_errors WHERE stage = 'scan'")
+    assert errors and errors[0][0] == str(locked) and "cannot list folder" in errors[0][1]
+
+
+def test_a_missing_root_fails_the_session_and_removes_nothing(pipeline, library):
+    audio_fixtures.build_library(library, artists=1, albums_per_artist=1, tracks_per_album=2)
+    assert pipeline.scan(library)["status"] == "completed"
+    proc = pipeline.cli("scan", str(library / "nope"), "--wait", check=False)
+    assert proc.returncode == 1
+    assert "does not exist" in proc.stdout
+    # An emptied root (an unmounted disk) is refused, not taken as "everything was deleted".
+    for child in library.iterdir():
+        shutil.rmtree(child)
+    failed = pipeline.scan(library)
+    assert failed["status"] == "failed" and "is it mounted" in failed["message"]
+    assert pipeline.rows("SELECT count(*) FROM tracks") == [(2,)]
+
+
+def test_a_redelivered_insert_batch_is_applied_once(pipeline, library):
+    """Send every insert message of a session twice, as a redelivery after a crash would."""
+    from backend_worker import tasks
+
+    audio_fixtures.build_library(library, artists=2, albums_per_artist=2, tracks_per_album=5)
+    session = pipeline.scan(library)
+    assert session["counts"]["inserted"] == 20
+    before = pipeline.rows("SELECT id, path, updated_at FROM tracks ORDER BY id")
+    batches = [b for (b,) in pipeline.rows(
+        "SELECT unit_id FROM scan_units WHERE session_id = %s AND stage = 'insert'", session["id"])]  # fmt: skip
+    for batch_id in batches:
+        tasks.records.apply_async(kwargs={"session_id": session["id"], "batch_id": batch_id})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and "succeeded" not in pipeline.workers.log_tail("insert", 5):
+        time.sleep(0.2)
+    time.sleep(1)
+    assert pipeline.rows("SELECT id, path, updated_at FROM tracks ORDER BY id") == before
+    totals = pipeline.rows("SELECT inserted FROM scan_sessions WHERE id = %s", session["id"])
+    assert totals == [(20,)]
+
+
+def test_extract_json_prints_one_line_per_argument(pipeline, library):
+    expected = audio_fixtures.build_library(library, artists=1, albums_per_artist=1, tracks_per_album=2)
+    garbage = library / "garbage.mp3"
+    garbage.write_bytes(b"this is not audio" * 10)
+    args = [expected[0]["path"], str(garbage), str(library / "missing.flac"), expected[1]["path"]]
+    proc = pipeline.cli("extract", *args, "--json")
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [line["path"] for line in lines] == args
+    assert lines[0]["title"] == expected[0]["title"] and "error" not in lines[0]
+    assert lines[1]["error"] and lines[2]["error"] and "title" not in lines[1]
+
+
+def test_cli_reports_unreachable_services_in_one_line(pipeline, library):
+    env_backup = dict(os.environ)
+    try:
+        os.environ["SONIQUEBAY_DATABASE_URL"] = "postgresql://nobody@127.0.0.1:1/none"
+        proc = pipeline.cli("status", check=False)
+        assert proc.returncode == 2
+        assert proc.stderr.count("\n") == 1 and "cannot use PostgreSQL at postgresql://127.0.0.1:1/none" in proc.stderr
+        os.environ.update(env_backup)
+        os.environ["SONIQUEBAY_BROKER_URL"] = "redis://:secret@127.0.0.1:1/0"
+        proc = pipeline.cli("scan", str(library), check=False)
+        assert proc.returncode == 2
+        assert proc.stderr.count("\n") == 1 and "cannot use the broker at redis://127.0.0.1:1/0" in proc.stderr
+        assert "secret" not in proc.stderr
+    finally:
+        os.environ.clear()
+        os.environ.update(env_backup)
+    assert pipeline.rows("SELECT count(*) FROM scan_sessions") == [(0,)]

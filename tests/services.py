@@ -1,0 +1,163 @@
+"""Real services for the test suite: a private redis-server, a private PostgreSQL cluster and
+Celery worker processes, all on free loopback ports, started and stopped by the suite."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+QUEUES = ("scan", "extract", "batch", "insert", "deferred")
+# Workers run as an unprivileged user, as in production: that is also what makes a mode-000
+# folder unreadable to them (root reads everything).
+WORKER_USER = "nobody"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
+
+
+def shared_tempdir(prefix: str) -> Path:
+    """A folder the unprivileged workers can read (pytest's tmp_path is root-only)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+    path.chmod(0o755)
+    return path
+
+
+class Redis:
+    def __init__(self, workdir: Path, port: int):
+        self.port = port
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
+             "--save", "", "--appendonly", "yes", "--maxmemory-policy", "noeviction"],
+            stdout=open(self.workdir / "redis.log", "ab"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+
+
+class Postgres:
+    """A throwaway cluster owned by the `postgres` system user (initdb refuses root)."""
+
+    def __init__(self, workdir: Path, port: int):
+        self.port = port
+        self.datadir = workdir / "pgdata"
+        self.workdir = workdir
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/soniquebay"
+
+    def _as_postgres(self, *cmd: str, **kwargs) -> subprocess.CompletedProcess:
+        return subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=True, **kwargs)
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        shutil.chown(self.workdir, "postgres", "postgres")
+        if not self.datadir.exists():
+            self._as_postgres(
+                str(PG_BIN / "initdb"), "-D", str(self.datadir), "--auth=trust", "-U", "postgres",
+                "--encoding=UTF8", "--locale=C.UTF-8", stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+        self._as_postgres(
+            str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-w", "-l", str(self.workdir / "postgres.log"),
+            "-o", f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 -c fsync=off "
+                  "-c full_page_writes=off -c synchronous_commit=off",
+            "start", stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        self._as_postgres(
+            str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "soniquebay"
+        )
+
+    def stop(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop",
+                              stdout=subprocess.DEVNULL)  # fmt: skip
+
+
+class Workers:
+    """One `celery worker` process per queue, each with a small prefork pool."""
+
+    def __init__(self, logdir: Path, env: dict[str, str], concurrency: int = 2):
+        self.logdir = logdir
+        self.env = env
+        self.concurrency = concurrency
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, queues=QUEUES) -> None:
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self.logdir.chmod(0o777)
+        for queue in queues:
+            log = self.logdir / f"{queue}.log"
+            self.procs[queue] = subprocess.Popen(
+                ["setpriv", f"--reuid={WORKER_USER}", "--regid=nogroup", "--clear-groups",
+                 str(VENV_BIN / "celery"), "-A", "backend_worker", "worker", "-Q", queue,
+                 "-c", str(self.concurrency), "--prefetch-multiplier", "4", "-n", f"{queue}-1@%h",
+                 "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
+                cwd="/", env=self.env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        self.wait_ready(queues)
+
+    def wait_ready(self, queues=QUEUES, timeout: float = 60) -> None:
+        from backend_worker.app import app
+
+        wanted = {f"{q}-1@{socket.gethostname()}" for q in queues}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for queue, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"worker {queue} exited:\n{self.log_tail(queue)}")
+            replies = app.control.ping(timeout=0.5) or []
+            if wanted <= {name for reply in replies for name in reply}:
+                return
+        raise TimeoutError(f"workers not ready after {timeout} s")
+
+    def log_tail(self, queue: str, lines: int = 40) -> str:
+        path = self.logdir / f"{queue}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        self.procs.clear()

@@ -1,0 +1,50 @@
+"""The Celery app: every setting is one Celery knows, queues and routes are explicit."""
+
+from __future__ import annotations
+
+import pytest
+from celery.app.defaults import flatten, NAMESPACES
+
+from backend_worker.config import LONGEST_TIME_LIMIT, QUEUE_TIME_LIMITS, ConfigError, Settings
+
+
+def test_every_setting_is_known_to_celery():
+    from backend_worker.app import app
+
+    known = {name for name, _ in flatten(NAMESPACES)}
+    ours = set(app.conf.changes) - {"include"}
+    assert ours, "the app sets its configuration"
+    assert ours <= known, f"Celery ignores unknown settings silently: {sorted(ours - known)}"
+
+
+def test_queues_routes_and_reliability():
+    from backend_worker import tasks
+    from backend_worker.app import QUEUES, app
+
+    assert [q.name for q in app.conf.task_queues] == list(QUEUES)
+    assert app.conf.task_acks_late and app.conf.task_reject_on_worker_lost
+    assert app.conf.task_ignore_result
+    assert app.conf.broker_connection_retry_on_startup
+    assert app.conf.broker_transport_options["visibility_timeout"] > LONGEST_TIME_LIMIT
+    ours = {name: task for name, task in app.tasks.items() if not name.startswith("celery.")}
+    assert set(ours) == {
+        "scan.walk", "extract.files", "batch.collect", "batch.flush", "insert.records",
+        "deferred.finalize", "deferred.covers",
+    }  # fmt: skip
+    router = app.amqp.router
+    for name, task in ours.items():
+        queue = name.split(".")[0]
+        assert router.route({}, name)["queue"].name == queue
+        assert task.time_limit == QUEUE_TIME_LIMITS[queue]
+        assert task.soft_time_limit < task.time_limit
+        assert task.retry_backoff and task.retry_jitter and task.max_retries
+    assert tasks.PipelineTask.autoretry_for
+
+
+def test_visibility_timeout_must_exceed_the_longest_task(monkeypatch):
+    monkeypatch.setenv("SONIQUEBAY_VISIBILITY_TIMEOUT", str(LONGEST_TIME_LIMIT))
+    with pytest.raises(ConfigError, match="SONIQUEBAY_VISIBILITY_TIMEOUT"):
+        Settings.from_env()
+    monkeypatch.setenv("SONIQUEBAY_VISIBILITY_TIMEOUT", "soon")
+    with pytest.raises(ConfigError, match="not a whole number"):
+        Settings.from_env()
