@@ -209,7 +209,7 @@ def record_errors(c: psycopg.Connection, session_id: str, stage: str, errors: li
     if not errors:
         return
     c.execute(
-        "INSERT INTO file_errors (path, dir, size, mtime_ns, stage, reason, session_id) "
+        "INSERT INTO file_errors (path, dir, size, mtime_ns, reason, stage, session_id) "
         "SELECT *, %s, %s FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[]) "
         "ON CONFLICT (path) DO UPDATE SET dir = EXCLUDED.dir, size = EXCLUDED.size, "
         "mtime_ns = EXCLUDED.mtime_ns, stage = EXCLUDED.stage, reason = EXCLUDED.reason, "

@@ -57,11 +57,12 @@ class Redis:
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
-             "--save", "", "--appendonly", "yes", "--maxmemory-policy", "noeviction"],
-            stdout=open(self.workdir / "redis.log", "ab"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        with open(self.workdir / "redis.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
+                 "--save", "", "--appendonly", "yes", "--maxmemory-policy", "noeviction"],
+                stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
         wait_for_port(self.port)
 
     def stop(self) -> None:
@@ -122,15 +123,14 @@ class Workers:
         self.logdir.mkdir(parents=True, exist_ok=True)
         self.logdir.chmod(0o777)
         for queue in queues:
-            log = self.logdir / f"{queue}.log"
-            self.procs[queue] = subprocess.Popen(
-                ["setpriv", f"--reuid={WORKER_USER}", "--regid=nogroup", "--clear-groups",
-                 str(VENV_BIN / "celery"), "-A", "backend_worker", "worker", "-Q", queue,
-                 "-c", str(self.concurrency), "--prefetch-multiplier", "4", "-n", f"{queue}-1@%h",
-                 "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
-                cwd="/", env=self.env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
+            with open(self.logdir / f"{queue}.log", "ab") as log:
+                self.procs[queue] = subprocess.Popen(
+                    ["setpriv", f"--reuid={WORKER_USER}", "--regid=nogroup", "--clear-groups",
+                     str(VENV_BIN / "celery"), "-A", "backend_worker", "worker", "-Q", queue,
+                     "-c", str(self.concurrency), "--prefetch-multiplier", "4", "-n", f"{queue}-1@%h",
+                     "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
+                    cwd="/", env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                )  # fmt: skip
         self.wait_ready(queues)
 
     def wait_ready(self, queues=QUEUES, timeout: float = 60) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 import mutagen
 from mutagen import MutagenError
+from mutagen._vorbis import VComment
 from mutagen.aac import AAC
 from mutagen.ac3 import AC3
 from mutagen.aiff import AIFF
@@ -42,10 +43,10 @@ from mutagen.oggflac import OggFLAC
 from mutagen.oggopus import OggOpus
 from mutagen.oggspeex import OggSpeex
 from mutagen.oggtheora import OggTheora
+from mutagen.oggvorbis import OggVorbis
 from mutagen.optimfrog import OptimFROG
 from mutagen.tak import TAK
 from mutagen.trueaudio import TrueAudio
-from mutagen.oggvorbis import OggVorbis
 from mutagen.wave import WAVE
 from mutagen.wavpack import WavPack
 
@@ -202,12 +203,10 @@ def _sniff(header: bytes) -> type | None:
 
 def _sniff_past_id3(fileobj, header: bytes) -> type | None:
     """For an ID3v2-prefixed file: the class named by the magic right after the tag."""
-    if header[:3] != b"ID3" or len(header) < 10:
+    end = _id3_end(header)
+    if not end:
         return None
-    size = 10 + ((header[6] & 0x7F) << 21 | (header[7] & 0x7F) << 14 | (header[8] & 0x7F) << 7 | header[9] & 0x7F)
-    if header[5] & 0x10:  # footer present
-        size += 10
-    fileobj.seek(size)
+    fileobj.seek(end)
     return _sniff(fileobj.read(64))
 
 
@@ -253,28 +252,37 @@ def _family(tags) -> str | None:
             family = tagtable.APE
         elif isinstance(tags, ASFTags):
             family = tagtable.ASF
-        elif isinstance(tags, list) and all(isinstance(item, tuple) for item in tags[:1]):
-            family = tagtable.VORBIS  # VComment and its Ogg/FLAC subclasses
+        elif isinstance(tags, VComment):  # Ogg and FLAC comment blocks
+            family = tagtable.VORBIS
         else:
             family = None
         _FAMILY_BY_TAGS[kind] = family
     return family
 
 
-def _reason(exc: BaseException, kind: type | None) -> str:
-    """A short human reason for a parse failure."""
-    name = _FORMAT_NAMES.get(kind, kind.__name__) if kind is not None else "audio"
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+_TRUNCATION_WORDS = ("truncated", "too short", "too small", "not enough data", "file said", "eof", "end of")
+
+
+def _id3_end(header: bytes) -> int:
+    """Offset where a leading ID3v2 tag ends (0 without one)."""
+    if header[:3] != b"ID3" or len(header) < 10:
+        return 0
+    size = (header[6] & 0x7F) << 21 | (header[7] & 0x7F) << 14 | (header[8] & 0x7F) << 7 | header[9] & 0x7F
+    return 10 + size + (10 if header[5] & 0x10 else 0)
+
+
+def _reason(exc: BaseException, kind: type, header: bytes, size: int) -> str:
+    """A short human reason for a parse failure of a file whose format we believed was ``kind``."""
+    name = _FORMAT_NAMES.get(kind) or kind.__name__
+    text = " ".join(str(exc).split()) or type(exc).__name__
     lowered = text.lower()
-    if isinstance(exc, EOFError | struct.error) or any(
-        word in lowered for word in ("truncated", "too short", "too small", "not enough data", "eof", "end of")
-    ):
+    if isinstance(exc, EOFError | struct.error) or any(word in lowered for word in _TRUNCATION_WORDS):
         return f"truncated {name} stream"
-    if kind is MP3 and ("sync" in lowered or "header" in lowered):
-        return "not an MPEG audio stream (no MP3 frames found)"
-    if len(text) > 120:
-        text = text[:117] + "..."
-    return f"unreadable {name} file: {text}"
+    if kind is MP3 and 0 < size <= _id3_end(header) + 4:
+        return "truncated MP3 stream"  # nothing (or no full frame header) after the ID3 tag
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return f"corrupt {name} file: {text}"
 
 
 def _stat(path: str) -> os.stat_result:
@@ -323,21 +331,30 @@ def _open_mutagen(path: str, st: os.stat_result, want_pictures: bool = False):
             except _PARSE_ERRORS as exc:
                 if sniffed is not None:
                     # The magic number is sure of the format: report its error, don't guess on.
-                    raise ExtractError(_reason(exc, kind), size=size, mtime_ns=mtime_ns) from None
+                    raise ExtractError(
+                        _reason(exc, kind, header, size), size=size, mtime_ns=mtime_ns
+                    ) from None
                 error = exc
+        # Unknown magic and the extension's class failed (or there is none): an ID3v2 prefix
+        # before another format, else mutagen's own scoring over the other classes.
+        found = None
         try:
-            fallback = _sniff_past_id3(fileobj, header)
-            if fallback is not None and fallback is not kind:
+            after_id3 = _sniff_past_id3(fileobj, header)
+            if after_id3 is not None and after_id3 is not kind:
                 fileobj.seek(0)
-                return fallback(fileobj), fallback
-            fileobj.seek(0)
-            found = mutagen.File(fileobj, options=[k for k in _ALL_KINDS if k is not kind])
-        except _PARSE_ERRORS as exc:
-            raise ExtractError(_reason(error or exc, kind), size=size, mtime_ns=mtime_ns) from None
-        if found is None:
-            reason = _reason(error, kind) if error is not None else "not an audio file mutagen can read"
-            raise ExtractError(reason, size=size, mtime_ns=mtime_ns)
-        return found, type(found)
+                found = after_id3(fileobj)
+            else:
+                fileobj.seek(0)
+                found = mutagen.File(fileobj, options=[k for k in _ALL_KINDS if k is not kind])
+        except _PARSE_ERRORS:
+            found = None
+        if found is not None:
+            return found, type(found)
+        if error is not None and kind is MP3:
+            reason = _reason(error, kind, header, size)
+            if reason.startswith("truncated"):
+                raise ExtractError(reason, size=size, mtime_ns=mtime_ns)
+        raise ExtractError("not an audio file mutagen can read", size=size, mtime_ns=mtime_ns)
     finally:
         fileobj.close()
 
@@ -427,8 +444,8 @@ def extract_paths(paths: Iterable[str]) -> tuple[list[dict[str, Any]], list[dict
                     "mtime_ns": exc.mtime_ns,
                 }
             )
-        except (TypeError, ValueError) as exc:  # not a path at all
-            errors.append({"path": repr(path), "error": f"invalid path: {exc}", "size": None, "mtime_ns": None})
+        except (TypeError, ValueError):  # not a path at all (None, a number, ...)
+            errors.append({"path": repr(path), "error": "invalid path", "size": None, "mtime_ns": None})
     return records, errors
 
 

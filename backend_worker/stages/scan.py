@@ -85,9 +85,14 @@ def walk(dirs: list[str], max_entries: int) -> WalkResult:
                                     result.problems.append((path, folder, "symlink loop, not followed"))
                                     continue
                             subdirs.append(path)
-                        elif is_audio_name(name) and entry.is_file():
-                            st = entry.stat()
-                            result.files.append(FileStat(path, folder, st.st_mtime_ns, st.st_size))
+                        elif is_audio_name(name):
+                            if entry.is_file():
+                                st = entry.stat()
+                                result.files.append(FileStat(path, folder, st.st_mtime_ns, st.st_size))
+                            elif entry.is_symlink() and not os.path.exists(path):
+                                result.problems.append((path, folder, "broken symlink"))
+                            else:  # a fifo or device would block or make no sense to read
+                                result.problems.append((path, folder, "not a regular file"))
                     except OSError as exc:
                         result.problems.append((path, folder, exc.strerror or str(exc)))
         except OSError as exc:

@@ -49,25 +49,29 @@ Converter = Callable[[list], Any]
 
 
 def _text(value: Any) -> str:
-    """One raw value as text ('' for nothing)."""
-    if value.__class__ is str:
-        return value
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    return str(value)
+    """One raw value as text ('' for nothing). NULs are dropped: PostgreSQL text cannot hold them."""
+    if value.__class__ is not str:
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        elif isinstance(value, bool):
+            return "1" if value else "0"
+        else:
+            value = str(value)
+    return value.replace("\x00", "") if "\x00" in value else value
 
 
 def conv_text(raw: list) -> str | None:
-    return _text(raw[0]).strip() or None if raw else None
+    if not raw:
+        return None
+    text = _text(raw[0])
+    return text if text.strip() else None
 
 
 def conv_list(raw: list) -> list[str] | None:
     out = []
     for value in raw:
-        text = _text(value).strip()
-        if text and text not in out:
+        text = _text(value)
+        if text.strip() and text not in out:
             out.append(text)
     return out or None
 
@@ -473,6 +477,9 @@ class _ASFView(_DictView):
         super().__init__(((k, getattr(v, "value", v)) for k, v in tags), lower=False)
 
 
+_APE_TEXT = 0  # mutagen.apev2.TEXT
+
+
 class _APEView:
     __slots__ = ("tags",)
 
@@ -483,7 +490,7 @@ class _APEView:
         value = self.tags.get(key)  # APEv2 keys are case-insensitive in mutagen
         if value is None:
             return None
-        if value.kind == 0:  # text: null-separated values
+        if value.kind == _APE_TEXT:  # text: NUL-separated values
             return value.value.split("\0")
         return [value.value]
 
@@ -538,13 +545,13 @@ def has_picture(family: str | None, mfile) -> bool:
     if tags is None or family is None:
         return False
     if family == ID3:
-        return any(key[:4] == "APIC" for key in tags.keys())
+        return any(key[:4] == "APIC" for key in tags)
     if family == MP4:
         return bool(tags.get("covr"))
     if family == VORBIS:
         return any(key.lower() in ("metadata_block_picture", "coverart") for key, _ in tags)
     if family == APE:
-        return any(key.lower().startswith("cover art") for key in tags.keys())
+        return any(key.lower().startswith("cover art") for key in tags)
     return any(key == _ASF_PICTURE for key, _ in tags)
 
 
@@ -618,7 +625,7 @@ def pictures(family: str | None, mfile) -> tuple[bytes, str] | None:
             if legacy_mime:
                 candidates = [(k, d, m or legacy_mime) for k, d, m in candidates]
         elif family == APE:
-            for key in tags.keys():
+            for key in tags:
                 if key.lower().startswith("cover art"):
                     blob = tags[key].value
                     data = blob.split(b"\x00", 1)[1] if b"\x00" in blob else blob

@@ -83,9 +83,8 @@ def test_keys_follow_the_music_not_the_names(db_conn):
             record("/m/v/2.mp3", artist="S", albumartist="Various Artists", album="Hits 1", comp=True),
         ],
     )
-    assert db_conn.execute("SELECT count(*) FROM tracks WHERE mb_trackid = %s", (same_recording,)).fetchone() == (
-        2,
-    )
+    twins = db_conn.execute("SELECT count(*) FROM tracks WHERE mb_trackid = %s", (same_recording,))
+    assert twins.fetchone() == (2,)
     assert db_conn.execute("SELECT count(*) FROM artists WHERE name = 'Nirvana'").fetchone() == (2,)
     assert db_conn.execute("SELECT count(*) FROM albums WHERE title = 'Greatest Hits'").fetchone() == (2,)
     comp = db_conn.execute(

@@ -34,6 +34,11 @@ def expected_rows(expected: list[dict]) -> dict[str, dict]:
     return {e["path"]: {k: e.get(k) for k in keys} for e in expected}
 
 
+def retag(expected: dict) -> dict:
+    """The tags to write so a file reads back as `expected`."""
+    return {k: v for k, v in expected.items() if k in audio_fixtures.TAG_KEYS and v not in (None, [], False)}
+
+
 def session_units(pipeline, session_id) -> dict[str, int]:
     return dict(
         pipeline.rows(
@@ -57,7 +62,8 @@ def test_scan_lands_exact_rows_then_rescans_only_what_changed(pipeline, library)
     assert units["extract"] >= 2 and units["insert"] >= 1
     # Albums and artists are normalised; every album got its cover file.
     albums = pipeline.rows("SELECT title, cover_hash FROM albums ORDER BY title")
-    assert len(albums) == len({(e["albumartist"] or e["artist"], e["album"]) for e in expected})
+    album_keys = {(e["albumartist"] or e["artist"], e["album"], e["mb_albumid"]) for e in expected}
+    assert len(albums) == len(album_keys)
     for title, cover_hash in albums:
         assert cover_hash, f"album {title} has no cover"
         assert (COVERS_DIR / cover_hash[:2] / cover_hash).is_file()
@@ -80,8 +86,8 @@ def test_scan_lands_exact_rows_then_rescans_only_what_changed(pipeline, library)
     albums_dirs = sorted(by_album)
     retagged = by_album[albums_dirs[0]][:2]
     for e in retagged:
-        audio_fixtures.write_tags(Path(e["path"]), {"title": e["title"] + " (remaster)"})
         e["title"] += " (remaster)"
+        audio_fixtures.write_tags(Path(e["path"]), retag(e))
     deleted = by_album[albums_dirs[1]][:2]
     for e in deleted:
         os.unlink(e["path"])
@@ -93,8 +99,9 @@ def test_scan_lands_exact_rows_then_rescans_only_what_changed(pipeline, library)
     for n, source in enumerate(by_album[albums_dirs[3]][:3]):
         new_path = Path(albums_dirs[3]) / f"bonus {n}{Path(source['path']).suffix}"
         shutil.copy(source["path"], new_path)
-        audio_fixtures.write_tags(new_path, {"title": f"Bonus {n}", "track": 90 + n})
-        added.append({**source, "path": str(new_path), "title": f"Bonus {n}", "track": 90 + n})
+        bonus = {**source, "path": str(new_path), "title": f"Bonus {n}", "track": 90 + n}
+        audio_fixtures.write_tags(new_path, retag(bonus))
+        added.append(bonus)
     expected += added
 
     third = pipeline.scan(library)
@@ -109,30 +116,69 @@ def test_scan_lands_exact_rows_then_rescans_only_what_changed(pipeline, library)
                          "(SELECT 1 FROM tracks t WHERE t.album_id = a.id)") == [(0,)]  # fmt: skip
 
 
+# What each awkward input becomes when the workers run unprivileged (as in production):
+# (outcome, words the error reason must contain).
+BAD_FILE_EXPECTATIONS = {
+    "zero_byte": ("error", "empty"),
+    "truncated_header": ("error", ""),
+    "truncated_audio": ("track", ""),
+    "garbage": ("error", ""),
+    "text_as_audio": ("error", ""),
+    "flac_named_mp3": ("track", ""),
+    "newline_in_name": ("track", ""),
+    # PostgreSQL text holds UTF-8 only: recorded under a printable name, with what to do.
+    "non_utf8_name": ("error", "UTF-8"),
+    "symlink_loop": ("none", ""),
+    "inside_symlink_loop": ("track", ""),
+    "dir_named_like_audio": ("none", ""),
+    "inside_dir_named_like_audio": ("track", ""),
+    "fifo": ("error", "not a regular file"),
+    "unreadable_dir": ("error", "cannot list folder"),
+    "inside_unreadable_dir": ("none", ""),
+    "unreadable_file": ("error", "ermission denied"),
+}
+
+
 def test_broken_and_odd_files_become_error_records_and_the_session_closes(pipeline, library):
+    from backend_worker.stages.scan import printable
+
     expected = audio_fixtures.build_library(library, artists=1, albums_per_artist=2, tracks_per_album=3)
-    bad = audio_fixtures.add_bad_files(library)
+    bad = {path: kind.rpartition(":")[2] for path, kind in audio_fixtures.add_bad_files(library).items()}
+    assert set(bad.values()) <= set(BAD_FILE_EXPECTATIONS), "every awkward case has an expectation"
+    assert len(set(bad.values())) >= 12
     session = pipeline.scan(library)
     assert session["status"] == "completed", session
-    errors = [json.loads(line) for line in pipeline.cli("errors", "--json").stdout.splitlines()]
-    by_path = {e["path"]: e for e in errors}
-    assert all(e["error"] for e in errors)
+    errors = {e["path"]: e for e in map(json.loads, pipeline.cli("errors", "--json").stdout.splitlines())}
     stored = {p for (p,) in pipeline.rows("SELECT path FROM tracks")}
     assert {e["path"] for e in expected} <= stored
+    wanted_tracks = {e["path"] for e in expected}
+    wanted_errors = set()
     for path, kind in bad.items():
-        if kind.startswith("track"):
-            assert path in stored, f"{kind}: {path} should be a track"
-        else:
-            assert path in by_path or any(path in p for p in by_path), f"{kind}: {path} has no error record"
+        outcome, words = BAD_FILE_EXPECTATIONS[kind]
+        shown = printable(path)
+        if outcome == "track":
+            wanted_tracks.add(path)
+        elif outcome == "error":
+            wanted_errors.add(shown)
+            assert shown in errors, f"{kind}: no error record for {shown!r}"
+            assert words in errors[shown]["error"], f"{kind}: {errors[shown]['error']!r}"
+    symlink = str(library / "Bad Files" / "loop" / "a" / "b")
+    wanted_errors.add(symlink)
+    assert errors[symlink]["error"] == "symlink loop, not followed"
+    assert stored == wanted_tracks
+    assert set(errors) == wanted_errors
+    assert all(e["error"] and e["stage"] in ("scan", "extract") for e in errors.values())
     assert session["counts"]["errors"] == len(errors)
-    assert session["counts"]["extracted"] + session["counts"]["errors"] >= len(expected)
-    # Nothing broken is retried: an unchanged rescan reads nothing again.
+    assert session["counts"]["inserted"] == len(wanted_tracks)
+
+    # Nothing broken is retried and nothing is lost: an unchanged rescan reads nothing again.
     again = pipeline.scan(library)
     assert again["status"] == "completed"
-    assert again["counts"]["extracted"] == 0
-    assert {e["path"] for e in map(json.loads, pipeline.cli("errors", "--json").stdout.splitlines())} == set(
-        by_path
+    assert again["counts"]["extracted"] == 0 and again["counts"]["removed"] == 0
+    assert {json.loads(line)["path"] for line in pipeline.cli("errors", "--json").stdout.splitlines()} == set(
+        errors
     )
+    assert {p for (p,) in pipeline.rows("SELECT path FROM tracks")} == wanted_tracks
 
 
 def test_an_unreadable_folder_keeps_its_tracks(pipeline, library):
@@ -173,8 +219,12 @@ def test_a_redelivered_insert_batch_is_applied_once(pipeline, library):
     session = pipeline.scan(library)
     assert session["counts"]["inserted"] == 20
     before = pipeline.rows("SELECT id, path, updated_at FROM tracks ORDER BY id")
-    batches = [b for (b,) in pipeline.rows(
-        "SELECT unit_id FROM scan_units WHERE session_id = %s AND stage = 'insert'", session["id"])]  # fmt: skip
+    batches = [
+        b
+        for (b,) in pipeline.rows(
+            "SELECT unit_id FROM scan_units WHERE session_id = %s AND stage = 'insert'", session["id"]
+        )
+    ]
     for batch_id in batches:
         tasks.records.apply_async(kwargs={"session_id": session["id"], "batch_id": batch_id})
     deadline = time.monotonic() + 30
@@ -204,12 +254,14 @@ def test_cli_reports_unreachable_services_in_one_line(pipeline, library):
         os.environ["SONIQUEBAY_DATABASE_URL"] = "postgresql://nobody@127.0.0.1:1/none"
         proc = pipeline.cli("status", check=False)
         assert proc.returncode == 2
-        assert proc.stderr.count("\n") == 1 and "cannot use PostgreSQL at postgresql://127.0.0.1:1/none" in proc.stderr
+        assert proc.stderr.count("\n") == 1
+        assert "cannot use PostgreSQL at postgresql://127.0.0.1:1/none" in proc.stderr
         os.environ.update(env_backup)
         os.environ["SONIQUEBAY_BROKER_URL"] = "redis://:secret@127.0.0.1:1/0"
         proc = pipeline.cli("scan", str(library), check=False)
         assert proc.returncode == 2
-        assert proc.stderr.count("\n") == 1 and "cannot use the broker at redis://127.0.0.1:1/0" in proc.stderr
+        assert proc.stderr.count("\n") == 1
+        assert "cannot use the broker at redis://127.0.0.1:1/0" in proc.stderr
         assert "secret" not in proc.stderr
     finally:
         os.environ.clear()
