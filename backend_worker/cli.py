@@ -267,11 +267,18 @@ def extract(files, as_json):
     """Read FILES as the pipeline would and print the records; broken files give an error line."""
     from backend_worker.stages.extract import ExtractError, read_record
 
+    from backend_worker.stages.scan import printable
+
     for path in files:
-        try:
-            record = read_record(os.path.abspath(path))
-        except ExtractError as exc:
-            record = {"path": os.path.abspath(path), "error": str(exc)}
+        path = os.path.abspath(path)
+        if not os.path.lexists(path):
+            record = {"path": path, "error": "no such file"}
+        else:
+            try:
+                record = read_record(path)
+            except ExtractError as exc:
+                record = {"path": path, "error": str(exc)}
+        record["path"] = printable(record["path"])  # names on disk are bytes; JSON wants UTF-8
         click.echo(json.dumps(record, ensure_ascii=False))
 
 
