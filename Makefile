@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: deploy test deps lint unit dev dev-stop clean
+.PHONY: deploy test deps lint unit dev dev-stop clean bench
 
 deploy:
 	scripts/deploy.sh
@@ -34,3 +34,7 @@ dev-stop:
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+
+# Benchmarks (not tests): print tables and ratios, write docs/performance.md.
+bench: deps
+	$(PY) -m bench $(BENCH_ARGS)
