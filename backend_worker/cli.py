@@ -84,18 +84,61 @@ def _check_broker() -> None:
         conn.ensure_connection(max_retries=1, timeout=5)
 
 
+_WAIT_OPTION = click.option(
+    "--wait", is_flag=True, help="Follow the session with progress bars until it closes."
+)
+_JSON_OPTION = click.option(
+    "--json", "as_json", is_flag=True, help="With --wait, print the closed session as JSON."
+)
+
+
 @main.command()
 @click.argument("paths", nargs=-1)
-@click.option("--wait", is_flag=True, help="Follow the session with a progress bar until it closes.")
-@click.option("--json", "as_json", is_flag=True, help="With --wait, print the closed session as JSON.")
+@_WAIT_OPTION
+@_JSON_OPTION
 def scan(paths, wait, as_json):
     """Scan library folders PATHS (default: SONIQUEBAY_LIBRARY_ROOTS) into the database."""
-    from backend_worker import db as database
-    from backend_worker import ledger
-
     roots = _normalise_roots(paths or settings().library_roots)
     if not roots:
         fail("give at least one folder to scan, or set SONIQUEBAY_LIBRARY_ROOTS", EXIT_FAILED)
+    _run_session(roots, wait, as_json)
+
+
+@main.command("retry-failed")
+@_WAIT_OPTION
+@_JSON_OPTION
+def retry_failed(wait, as_json):
+    """Read again the files that failed (after fixing permissions, or upgrading): forgets their
+    error records and rescans the library folders that hold them (unchanged files are skipped)."""
+    from backend_worker import db as database
+
+    with database.connect() as conn:
+        _require_schema(conn)
+        failed = [p for (p,) in conn.execute("SELECT path FROM file_errors WHERE stage <> 'scan'")]
+        known_roots = [
+            r for (r,) in conn.execute("SELECT DISTINCT unnest(roots) FROM scan_sessions ORDER BY 1")
+        ] + list(settings().library_roots)
+    roots = _normalise_roots(
+        tuple(
+            {
+                next((r for r in known_roots if p.startswith(r.rstrip("/") + "/")), os.path.dirname(p))
+                for p in failed
+            }
+        )
+    )
+    if not roots:
+        click.echo("no failed files to retry")
+        return
+    with database.connect() as conn:
+        conn.execute("DELETE FROM file_errors WHERE path = ANY(%s)", (failed,))
+    click.echo(f"retrying {len(failed)} files under {', '.join(roots)}", err=True)
+    _run_session(roots, wait, as_json)
+
+
+def _run_session(roots: list[str], wait: bool, as_json: bool) -> None:
+    from backend_worker import db as database
+    from backend_worker import ledger
+
     _check_broker()
     with database.connect() as conn:
         _require_schema(conn)
@@ -266,7 +309,6 @@ def errors(as_json):
 def extract(files, as_json):
     """Read FILES as the pipeline would and print the records; broken files give an error line."""
     from backend_worker.stages.extract import ExtractError, read_record
-
     from backend_worker.stages.scan import printable
 
     for path in files:

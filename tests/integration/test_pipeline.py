@@ -267,3 +267,21 @@ def test_cli_reports_unreachable_services_in_one_line(pipeline, library):
         os.environ.clear()
         os.environ.update(env_backup)
     assert pipeline.rows("SELECT count(*) FROM scan_sessions") == [(0,)]
+
+
+def test_retry_failed_reads_fixed_files_again(pipeline, library):
+    expected = audio_fixtures.build_library(library, artists=1, albums_per_artist=1, tracks_per_album=3)
+    locked = Path(expected[0]["path"])
+    locked.chmod(0)  # the workers run unprivileged: this file cannot be read
+    first = pipeline.scan(library)
+    assert first["counts"]["errors"] == 1 and first["counts"]["inserted"] == 2
+    assert "ermission denied" in pipeline.rows("SELECT reason FROM file_errors")[0][0]
+    locked.chmod(0o644)  # the fix does not change the file: a plain rescan leaves it alone
+    assert pipeline.scan(library)["counts"]["extracted"] == 0
+    proc = pipeline.cli("retry-failed", "--wait", "--json")
+    retried = json.loads(proc.stdout.splitlines()[-1])
+    assert retried["status"] == "completed" and retried["roots"] == [str(library)]
+    assert retried["counts"]["extracted"] == 1 and retried["counts"]["errors"] == 0
+    assert pipeline.rows("SELECT count(*) FROM tracks") == [(3,)]
+    assert pipeline.rows("SELECT count(*) FROM file_errors") == [(0,)]
+    assert "no failed files" in pipeline.cli("retry-failed").stdout
