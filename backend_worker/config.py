@@ -5,16 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-# Per-queue hard time limits (seconds). The soft limit is 30 s lower so a task can record
-# what it was doing; units' TimeoutStopSec and the broker's visibility timeout must exceed these.
-QUEUE_TIME_LIMITS = {
-    "scan": 600,
-    "extract": 600,
-    "batch": 300,
-    "insert": 600,
-    "deferred": 900,
-}
-LONGEST_TIME_LIMIT = max(QUEUE_TIME_LIMITS.values())
+DEFAULT_TIME_LIMITS = {"scan": 600, "extract": 600, "batch": 300, "insert": 600, "deferred": 900}
 
 
 class ConfigError(Exception):
@@ -32,6 +23,16 @@ def _int(name: str, default: int, minimum: int = 1) -> int:
     if value < minimum:
         raise ConfigError(f"{name}={value} must be at least {minimum}")
     return value
+
+
+def queue_time_limits() -> dict[str, int]:
+    """Hard time limit per queue, SONIQUEBAY_TIME_LIMIT_<QUEUE> overriding the default. The soft
+    limit is 30 s lower so a task can record what it was doing; units' TimeoutStopSec and the
+    broker's visibility timeout must exceed these."""
+    return {
+        queue: _int(f"SONIQUEBAY_TIME_LIMIT_{queue.upper()}", default, minimum=40)
+        for queue, default in DEFAULT_TIME_LIMITS.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -53,15 +54,16 @@ class Settings:
             database_url=os.environ.get("SONIQUEBAY_DATABASE_URL", "postgresql:///soniquebay"),
             covers_dir=os.environ.get("SONIQUEBAY_COVERS_DIR", "/var/lib/soniquebay/covers"),
             library_roots=tuple(r for r in roots.split(":") if r),
-            visibility_timeout=_int("SONIQUEBAY_VISIBILITY_TIMEOUT", 2 * LONGEST_TIME_LIMIT),
+            visibility_timeout=_int("SONIQUEBAY_VISIBILITY_TIMEOUT", 2 * max(queue_time_limits().values())),
             extract_chunk_files=_int("SONIQUEBAY_EXTRACT_CHUNK_FILES", 250),
             insert_batch_rows=_int("SONIQUEBAY_INSERT_BATCH_ROWS", 2000, minimum=100),
             walk_unit_entries=_int("SONIQUEBAY_WALK_UNIT_ENTRIES", 5000, minimum=10),
         )
-        if settings.visibility_timeout <= LONGEST_TIME_LIMIT:
+        longest = max(queue_time_limits().values())
+        if settings.visibility_timeout <= longest:
             raise ConfigError(
                 f"SONIQUEBAY_VISIBILITY_TIMEOUT={settings.visibility_timeout} must exceed the longest "
-                f"task time limit ({LONGEST_TIME_LIMIT} s), or running tasks get delivered twice"
+                f"task time limit ({longest} s), or running tasks get delivered twice"
             )
         return settings
 

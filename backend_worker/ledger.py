@@ -133,7 +133,7 @@ def fail_session(conn: psycopg.Connection, session_id: str, message: str) -> boo
 def fail_stale_sessions(conn: psycopg.Connection, roots: list[str] | None = None) -> list[str]:
     """Sessions still 'running' that no worker can be working on (the machine rebooted, the
     broker lost its queue...): their newest unit is older than any task may run."""
-    from backend_worker.config import LONGEST_TIME_LIMIT
+    from backend_worker.config import queue_time_limits
 
     rows = conn.execute(
         """
@@ -143,7 +143,7 @@ def fail_stale_sessions(conn: psycopg.Connection, roots: list[str] | None = None
                                       FROM scan_units u WHERE u.session_id = s.id))
               < now() - make_interval(secs => %s)
         """,
-        (2 * LONGEST_TIME_LIMIT,),
+        (2 * max(queue_time_limits().values()),),
     ).fetchall()
     failed = []
     for (session_id,) in rows:

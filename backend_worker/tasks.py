@@ -17,10 +17,12 @@ from celery.utils.log import get_task_logger
 
 from backend_worker import db, ledger
 from backend_worker.app import app
-from backend_worker.config import QUEUE_TIME_LIMITS, settings
+from backend_worker.config import queue_time_limits, settings
 from backend_worker.stages import covers, extract, insert, scan
 
 log = get_task_logger(__name__)
+
+QUEUE_TIME_LIMITS = queue_time_limits()  # read once: the task decorators below need them
 
 # Extra walk tasks a walk hands its remaining folders to once it has seen enough entries.
 WALK_FANOUT = 4

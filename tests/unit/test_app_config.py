@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from celery.app.defaults import NAMESPACES, flatten
 
-from backend_worker.config import LONGEST_TIME_LIMIT, QUEUE_TIME_LIMITS, ConfigError, Settings
+from backend_worker.config import ConfigError, Settings, queue_time_limits
+
+LONGEST_TIME_LIMIT = max(queue_time_limits().values())
 
 
 def test_every_setting_is_known_to_celery():
@@ -35,7 +37,7 @@ def test_queues_routes_and_reliability():
     for name, task in ours.items():
         queue = name.split(".")[0]
         assert router.route({}, name)["queue"].name == queue
-        assert task.time_limit == QUEUE_TIME_LIMITS[queue]
+        assert task.time_limit == queue_time_limits()[queue]
         assert task.soft_time_limit < task.time_limit
         assert task.retry_backoff and task.retry_jitter and task.max_retries
     assert tasks.PipelineTask.autoretry_for
@@ -48,3 +50,11 @@ def test_visibility_timeout_must_exceed_the_longest_task(monkeypatch):
     monkeypatch.setenv("SONIQUEBAY_VISIBILITY_TIMEOUT", "soon")
     with pytest.raises(ConfigError, match="not a whole number"):
         Settings.from_env()
+
+
+def test_time_limits_are_configurable_per_queue(monkeypatch):
+    monkeypatch.setenv("SONIQUEBAY_TIME_LIMIT_EXTRACT", "120")
+    assert queue_time_limits()["extract"] == 120
+    monkeypatch.setenv("SONIQUEBAY_TIME_LIMIT_DEFERRED", "5")
+    with pytest.raises(ConfigError, match="SONIQUEBAY_TIME_LIMIT_DEFERRED=5 must be at least 40"):
+        queue_time_limits()
