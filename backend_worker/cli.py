@@ -183,17 +183,33 @@ def _require_schema(conn) -> None:
 
 
 def _follow(session_id: str, quiet: bool) -> dict:
+    import psycopg
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from backend_worker import db as database
 
     columns = (TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with database.connect(autocommit=True) as conn, Progress(*columns, disable=quiet, transient=False) as bar:
+    conn = None
+    outage_since = None
+    with Progress(*columns, disable=quiet, transient=False) as bar:
         found = bar.add_task("found", total=None)
         read = bar.add_task("extract", total=None)
         stored = bar.add_task("insert", total=None)
         while True:
-            session = _session(conn, session_id)
+            try:
+                if conn is None or conn.closed or conn.broken:
+                    conn = database.connect(autocommit=True)
+                session = _session(conn, session_id)
+                outage_since = None
+            except psycopg.OperationalError as exc:
+                # The workers retry through a database restart; so does the one watching them.
+                outage_since = outage_since or time.monotonic()
+                if time.monotonic() - outage_since > 600:
+                    raise
+                if not quiet:
+                    bar.console.print(f"database unavailable, still waiting: {_first_line(exc)}")
+                time.sleep(2)
+                continue
             c = session["counts"]
             to_read = max(c["discovered"] - c["unchanged"], 0)
             bar.update(found, completed=c["discovered"], description=f"found ({c['unchanged']} unchanged)")
@@ -201,6 +217,7 @@ def _follow(session_id: str, quiet: bool) -> dict:
             bar.update(stored, completed=c["inserted"], total=c["extracted"] or None)
             if session["status"] != "running":
                 bar.update(found, total=c["discovered"])
+                conn.close()
                 return session
             time.sleep(0.2)
 

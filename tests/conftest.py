@@ -60,6 +60,12 @@ def services_up():
 
 
 @pytest.fixture()
+def postgres(services_up) -> services.Postgres:
+    """The suite's PostgreSQL server, for tests that stop and start it."""
+    return _POSTGRES
+
+
+@pytest.fixture()
 def db_conn(services_up):
     """A connection to an emptied library database."""
     import psycopg

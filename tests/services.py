@@ -89,7 +89,8 @@ class Postgres:
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         shutil.chown(self.workdir, "postgres", "postgres")
-        if not self.datadir.exists():
+        fresh = not self.datadir.exists()
+        if fresh:
             self._as_postgres(
                 str(PG_BIN / "initdb"), "-D", str(self.datadir), "--auth=trust", "-U", "postgres",
                 "--encoding=UTF8", "--locale=C.UTF-8", stdout=subprocess.DEVNULL,
@@ -100,9 +101,17 @@ class Postgres:
                   "-c full_page_writes=off -c synchronous_commit=off",
             "start", stdout=subprocess.DEVNULL,
         )  # fmt: skip
-        self._as_postgres(
-            str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "soniquebay"
-        )
+        if fresh:
+            self._as_postgres(
+                str(PG_BIN / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "soniquebay",
+            )
 
     def stop(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):
