@@ -13,6 +13,7 @@ import kombu.exceptions
 import psycopg
 import redis.exceptions
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.utils.log import get_task_logger
 
 from backend_worker import db, ledger
@@ -238,7 +239,10 @@ class ExtractTask(PipelineTask):
         # A chunk that failed as a whole (time limit, a crash in a reader): its files become
         # error records and the session goes on.
         session_id, unit_id, paths = kwargs["session_id"], kwargs["unit_id"], kwargs["paths"]
-        reason = f"extract task failed: {short_error(exc)}"
+        if isinstance(exc, TimeLimitExceeded | SoftTimeLimitExceeded):
+            reason = f"not read: its extract task ran past the {self.time_limit} s time limit"
+        else:
+            reason = f"extract task failed: {short_error(exc)}"
         with transaction() as c:
             record_errors(c, session_id, "extract", [{"path": p, "error": reason} for p in paths])
             ledger.finish_unit(c, session_id, unit_id, {"errors": len(paths)})

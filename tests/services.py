@@ -128,9 +128,10 @@ class Workers:
         self.concurrency = concurrency
         self.procs: dict[str, subprocess.Popen] = {}
 
-    def start(self, queues=QUEUES) -> None:
+    def start(self, queues=QUEUES, extra_env: dict[str, str] | None = None) -> None:
         self.logdir.mkdir(parents=True, exist_ok=True)
         self.logdir.chmod(0o777)
+        env = {**self.env, **(extra_env or {})}
         for queue in queues:
             with open(self.logdir / f"{queue}.log", "ab") as log:
                 self.procs[queue] = subprocess.Popen(
@@ -138,7 +139,7 @@ class Workers:
                      str(VENV_BIN / "celery"), "-A", "backend_worker", "worker", "-Q", queue,
                      "-c", str(self.concurrency), "--prefetch-multiplier", "4", "-n", f"{queue}-1@%h",
                      "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
-                    cwd="/", env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                    cwd="/", env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 )  # fmt: skip
         self.wait_ready(queues)
 
@@ -160,13 +161,26 @@ class Workers:
         path = self.logdir / f"{queue}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
-    def stop(self) -> None:
-        for proc in self.procs.values():
+    def stop(self, queues=QUEUES) -> None:
+        procs = {q: p for q, p in self.procs.items() if q in queues}
+        for proc in procs.values():
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs.values():
+        for proc in procs.values():
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-        self.procs.clear()
+                proc.wait()
+        for queue in procs:
+            del self.procs[queue]
+
+    def restart(self, queues, extra_env: dict[str, str] | None = None) -> None:
+        """Restart these queues' workers with settings changed (or back to the suite's)."""
+        self.stop(queues)
+        self.start(queues, extra_env)
+
+    def pool_children(self, queue: str) -> list[int]:
+        main = self.procs[queue].pid
+        with open(f"/proc/{main}/task/{main}/children") as fh:
+            return [int(pid) for pid in fh.read().split()]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 
@@ -40,3 +42,58 @@ def test_postgresql_restarted_mid_scan_the_tasks_retry_and_complete(pipeline, po
     assert paths == sorted(e["path"] for e in expected)
     logs = "".join(pipeline.workers.log_tail(q, 4000) for q in services.QUEUES)
     assert "retry" in logs.lower(), "some task met the outage and was retried"
+
+
+def _cpu_ticks(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def test_a_stuck_task_is_killed_at_its_time_limit_recorded_and_the_queue_goes_on(pipeline, library):
+    """Freeze (SIGSTOP) the pool process that is reading a chunk, as a hung disk read would: the
+    worker kills it at the hard time limit, the chunk's files become error records, the other
+    chunks go through and the session closes."""
+    slow = {"SONIQUEBAY_TIME_LIMIT_EXTRACT": "40", "SONIQUEBAY_EXTRACT_CHUNK_FILES": "400"}
+    workers = pipeline.workers
+    workers.restart(["scan", "extract"], slow)
+    try:
+        expected = audio_fixtures.build_library(library, artists=8, albums_per_artist=5, tracks_per_album=20)
+        scan = subprocess.Popen(
+            [str(services.VENV_BIN / "soniquebay"), "scan", str(library), "--wait", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        frozen = None
+        children = workers.pool_children("extract")
+        before = {pid: _cpu_ticks(pid) for pid in children}
+        deadline = time.monotonic() + 60
+        while frozen is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+            for pid in children:
+                if _cpu_ticks(pid) > before[pid]:
+                    os.kill(pid, signal.SIGSTOP)
+                    frozen = pid
+                    break
+        assert frozen, "no extract pool process started working"
+        out, err = scan.communicate(timeout=240)
+        assert scan.returncode == 0, err
+        session = json.loads(out.strip().splitlines()[-1])
+        assert not os.path.exists(f"/proc/{frozen}/stat") or _state(frozen) == "Z", (
+            "the stuck process was killed"
+        )
+        errors = pipeline.rows("SELECT reason FROM file_errors")
+        assert errors, "the killed chunk's files are recorded"
+        assert {reason for (reason,) in errors} == {"not read: its extract task ran past the 40 s time limit"}
+        c = session["counts"]
+        assert session["status"] == "completed"
+        assert c["errors"] == len(errors) <= 400
+        assert c["inserted"] == len(expected) - len(errors) > 0
+        assert pipeline.rows("SELECT count(*) FROM tracks")[0][0] + len(errors) == len(expected)
+        assert "Hard time limit (40s) exceeded" in workers.log_tail("extract", 400)
+    finally:
+        workers.restart(["scan", "extract"])
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rsplit(")", 1)[1].split()[0]
