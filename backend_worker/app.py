@@ -41,6 +41,8 @@ def build_app() -> Celery:
         task_track_started=True,
         worker_hijack_root_logger=False,
         worker_max_tasks_per_child=2000,
+        # Lets an operator restart a pool from Flower (pool_restart remote control).
+        worker_pool_restarts=True,
         worker_cancel_long_running_tasks_on_connection_loss=False,
         timezone="UTC",
     )
