@@ -128,7 +128,7 @@ def _load_known(c: psycopg.Connection, dirs: list[str]) -> tuple[dict, dict]:
     rows = c.execute(
         "SELECT path, dir, mtime_ns, size FROM tracks WHERE dir = ANY(%(d)s) "
         "UNION ALL SELECT path, dir, mtime_ns, size FROM file_errors "
-        "WHERE stage = 'extract' AND dir = ANY(%(d)s)",
+        "WHERE stage <> 'scan' AND dir = ANY(%(d)s)",
         {"d": dirs},
     ).fetchall()
     for path, folder, mtime_ns, size in rows:

@@ -58,6 +58,17 @@ def album_key(record: dict, albumartist_id: int) -> tuple[int, str, str]:
     return (albumartist_id, record.get("album") or "", record.get("mb_albumid") or "")
 
 
+_INT_COLUMNS = ("year", "track", "tracktotal", "disc", "disctotal", "bpm", "bitrate", "samplerate",
+                "bitdepth", "channels")  # fmt: skip
+_INT32 = range(-(2**31), 2**31)
+
+
+def _storable(record: dict) -> dict:
+    """A tag number no integer column can hold (a year of 99999999999) is stored as unknown."""
+    bad = [c for c in _INT_COLUMNS if record.get(c) is not None and record[c] not in _INT32]
+    return {**record, **dict.fromkeys(bad)} if bad else record
+
+
 def _dedupe_by_path(records: list[dict]) -> list[dict]:
     by_path = {}
     for r in records:
@@ -67,7 +78,7 @@ def _dedupe_by_path(records: list[dict]) -> list[dict]:
 
 def upsert_records(conn: psycopg.Connection, records: list[dict], session_id: str | None) -> int:
     """Write records (as `extract` produces them); returns the number of tracks written."""
-    records = _dedupe_by_path(records)
+    records = _dedupe_by_path([_storable(r) for r in records])
     if not records:
         return 0
     cur = conn.cursor()

@@ -146,3 +146,30 @@ def test_unit_counts_are_counted_once(db_conn):
         assert not ledger.close_session(db_conn, session, "failed")
     row = db_conn.execute("SELECT status, discovered, ended_at IS NOT NULL FROM scan_sessions").fetchone()
     assert row == ("completed", 5, True)
+
+
+def test_numbers_no_column_can_hold_are_stored_as_unknown(db_conn):
+    upsert(db_conn, [record("/m/a/1.flac", year=99_999_999_999, track=-(2**40), bpm=120)])
+    row = db_conn.execute("SELECT year, track, bpm FROM tracks").fetchone()
+    assert row == (None, None, 120)
+
+
+def test_one_bad_record_does_not_sink_its_batch(db_conn):
+    """A record the database refuses is recorded as an error; the rest of its batch is stored."""
+    from backend_worker import tasks
+
+    with db_conn.transaction():
+        session = ledger.create_session(db_conn, ["/m"])
+        good = [record(f"/m/a/{n}.mp3", track=n) for n in range(5)]
+        poisoned = record("/m/a/bad.mp3", mb_trackid="not-a-uuid")
+        ledger.buffer_records(db_conn, session, "x0", [*good[:2], poisoned, *good[2:]])
+        (batch_id,) = ledger.cut_batches(db_conn, session, 100, flush=True)
+    assert tasks._insert_one_by_one(session, batch_id) == 5
+    assert [p for (p,) in db_conn.execute("SELECT path FROM tracks ORDER BY path")] == sorted(
+        r["path"] for r in good
+    )
+    (reason,) = db_conn.execute("SELECT reason FROM file_errors WHERE path = '/m/a/bad.mp3'").fetchone()
+    assert reason.startswith("cannot store: InvalidTextRepresentation")
+    assert ledger.progress(db_conn, session)["inserted"] == 5
+    assert ledger.progress(db_conn, session)["errors"] == 1
+    assert tasks._insert_one_by_one(session, batch_id) == 0, "a second run finds the batch done"
