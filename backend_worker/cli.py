@@ -321,6 +321,17 @@ def errors(as_json):
 
 
 @main.command()
+@click.option("--address", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=9808, show_default=True, help="Port to listen on.")
+def exporter(address, port):
+    """Serve Prometheus metrics (queue depth and age, stalled sessions, library totals) on /metrics."""
+    from backend_worker.exporter import serve
+
+    click.echo(f"serving metrics on http://{address}:{port}/metrics", err=True)
+    serve(address, port)
+
+
+@main.command()
 @click.argument("files", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per file (the default).")
 def extract(files, as_json):

@@ -1,0 +1,130 @@
+"""A small Prometheus exporter for what Flower cannot see: queue depth and the age of the oldest
+unfinished work per queue, running scan sessions and how long since they last progressed, and
+library totals. Text exposition format, served by the standard library."""
+
+from __future__ import annotations
+
+import logging
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import psycopg
+import redis
+
+from backend_worker.app import QUEUES
+from backend_worker.config import settings
+
+log = logging.getLogger(__name__)
+
+# Ledger stage -> the queue its tasks run on.
+STAGE_QUEUES = {
+    "walk": "scan", "extract": "extract", "collect": "batch", "insert": "insert",
+    "finalize": "deferred", "cover": "deferred",
+}  # fmt: skip
+
+HELP = {
+    "soniquebay_up": ("gauge", "1 when the exporter could read both Redis and PostgreSQL."),
+    "soniquebay_queue_messages": ("gauge", "Messages waiting in the queue (not yet taken by a worker)."),
+    "soniquebay_queue_oldest_unfinished_seconds": (
+        "gauge",
+        "Age of the oldest unit of work sent to the queue and not finished (0 when none).",
+    ),
+    "soniquebay_scan_sessions_running": ("gauge", "Scan sessions with status running."),
+    "soniquebay_scan_session_stalled_seconds": (
+        "gauge",
+        "Seconds since the least recently progressing running session last progressed (0 when none).",
+    ),
+    "soniquebay_library_items": ("gauge", "Rows in the library by kind."),
+    "soniquebay_file_errors": ("gauge", "Files and folders recorded as errors."),
+    "soniquebay_scrape_duration_seconds": ("gauge", "Time this scrape took."),
+}
+
+
+def collect(broker: redis.Redis, conn: psycopg.Connection) -> list[tuple[str, dict[str, str], float]]:
+    samples: list[tuple[str, dict[str, str], float]] = []
+    for queue in QUEUES:
+        samples.append(("soniquebay_queue_messages", {"queue": queue}, broker.llen(queue)))
+    oldest = dict.fromkeys(QUEUES, 0.0)
+    rows = conn.execute(
+        "SELECT u.stage, extract(epoch FROM now() - min(u.created_at)) FROM scan_units u "
+        "JOIN scan_sessions s ON s.id = u.session_id AND s.status = 'running' "
+        "WHERE u.done_at IS NULL GROUP BY u.stage"
+    ).fetchall()
+    for stage, age in rows:
+        queue = STAGE_QUEUES.get(stage)
+        if queue:
+            oldest[queue] = max(oldest[queue], float(age))
+    for queue, age in oldest.items():
+        samples.append(("soniquebay_queue_oldest_unfinished_seconds", {"queue": queue}, age))
+    running, stalled = conn.execute(
+        "SELECT count(*), coalesce(max(extract(epoch FROM now() - last)), 0) FROM ("
+        "  SELECT greatest(s.started_at, max(u.done_at), max(u.created_at)) AS last"
+        "  FROM scan_sessions s LEFT JOIN scan_units u ON u.session_id = s.id"
+        "  WHERE s.status = 'running' GROUP BY s.id, s.started_at) AS r"
+    ).fetchone()
+    samples.append(("soniquebay_scan_sessions_running", {}, running))
+    samples.append(("soniquebay_scan_session_stalled_seconds", {}, float(stalled)))
+    tracks, albums, artists, genres, errors = conn.execute(
+        "SELECT (SELECT count(*) FROM tracks), (SELECT count(*) FROM albums), "
+        "(SELECT count(*) FROM artists), (SELECT count(*) FROM genres), (SELECT count(*) FROM file_errors)"
+    ).fetchone()
+    for kind, value in (("tracks", tracks), ("albums", albums), ("artists", artists), ("genres", genres)):
+        samples.append(("soniquebay_library_items", {"kind": kind}, value))
+    samples.append(("soniquebay_file_errors", {}, errors))
+    return samples
+
+
+def render(samples: list[tuple[str, dict[str, str], float]]) -> str:
+    lines, seen = [], set()
+    for name, labels, value in samples:
+        if name not in seen:
+            kind, text = HELP[name]
+            lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+            seen.add(name)
+        label_text = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        lines.append(f"{name}{{{label_text}}} {float(value):g}" if labels else f"{name} {float(value):g}")
+    return "\n".join(lines) + "\n"
+
+
+class Exporter:
+    def __init__(self):
+        conf = settings()
+        self.broker = redis.Redis.from_url(conf.broker_url, socket_timeout=5, socket_connect_timeout=5)
+        self.database_url = conf.database_url
+        self.conn: psycopg.Connection | None = None
+
+    def scrape(self) -> str:
+        started = time.monotonic()
+        try:
+            if self.conn is None or self.conn.closed or self.conn.broken:
+                self.conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=5)
+            samples = collect(self.broker, self.conn)
+            samples.insert(0, ("soniquebay_up", {}, 1))
+        except (psycopg.Error, redis.RedisError) as exc:
+            log.warning("scrape failed: %s", exc)
+            samples = [("soniquebay_up", {}, 0)]
+        samples.append(("soniquebay_scrape_duration_seconds", {}, time.monotonic() - started))
+        return render(samples)
+
+
+def serve(address: str, port: int) -> None:
+    exporter = Exporter()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server API
+            if self.path.split("?")[0] != "/metrics":
+                self.send_error(404)
+                return
+            body = exporter.scrape().encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):  # scrapes every 15 s would flood the journal
+            pass
+
+    server = ThreadingHTTPServer((address, port), Handler)
+    server.daemon_threads = True
+    server.serve_forever()

@@ -1,0 +1,83 @@
+"""The metrics exporter against real Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import urllib.request
+
+import pytest
+
+from tests import audio_fixtures, services
+
+pytestmark = pytest.mark.integration
+
+
+def scrape(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    assert re.search(r"^# TYPE soniquebay_queue_messages gauge$", text, re.M)
+    return samples
+
+
+@pytest.fixture()
+def exporter_port(services_up):
+    port = services.free_port()
+    proc = subprocess.Popen([str(services.VENV_BIN / "soniquebay"), "exporter", "--port", str(port)])
+    try:
+        services.wait_for_port(port)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_metrics_follow_the_library_queues_and_stalled_sessions(pipeline, library, exporter_port):
+    expected = audio_fixtures.build_library(library, artists=2, albums_per_artist=2, tracks_per_album=3)
+    assert pipeline.scan(library)["status"] == "completed"
+    m = scrape(exporter_port)
+    assert m["soniquebay_up"] == 1
+    assert m['soniquebay_library_items{kind="tracks"}'] == len(expected)
+    assert m["soniquebay_scan_sessions_running"] == 0
+    assert m["soniquebay_scan_session_stalled_seconds"] == 0
+    for queue in services.QUEUES:
+        assert m[f'soniquebay_queue_messages{{queue="{queue}"}}'] == 0
+        assert m[f'soniquebay_queue_oldest_unfinished_seconds{{queue="{queue}"}}'] == 0
+
+    # A session whose last extract chunk never finished, ten minutes ago.
+    pipeline.conn.execute(
+        "INSERT INTO scan_sessions (id, roots, started_at) "
+        "VALUES ('00000000-0000-4000-8000-000000000001', '{/x}', now() - interval '20 minutes')"
+    )
+    pipeline.conn.execute(
+        "INSERT INTO scan_units (session_id, unit_id, stage, created_at) "
+        "VALUES ('00000000-0000-4000-8000-000000000001', 'walk:0/x0', 'extract', "
+        "        now() - interval '10 minutes')"
+    )
+    from backend_worker.app import app
+
+    pipeline.workers.stop(["scan"])  # so that a message waits in the scan queue
+    try:
+        with app.connection_for_write() as conn:
+            app.amqp.Producer(conn).publish({"hello": 1}, routing_key="scan", exchange="soniquebay")
+        m = scrape(exporter_port)
+    finally:
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_purge("scan")
+        pipeline.workers.start(["scan"])
+    assert m["soniquebay_scan_sessions_running"] == 1
+    assert 590 < m["soniquebay_scan_session_stalled_seconds"] < 700
+    assert 590 < m['soniquebay_queue_oldest_unfinished_seconds{queue="extract"}'] < 700
+    assert m['soniquebay_queue_messages{queue="scan"}'] == 1
+
+
+def test_metrics_say_down_when_the_database_is_unreachable(services_up, monkeypatch):
+    from backend_worker.exporter import Exporter
+
+    monkeypatch.setenv("SONIQUEBAY_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    text = Exporter().scrape()
+    assert "soniquebay_up 0" in text.splitlines()
