@@ -12,11 +12,25 @@ How a file is opened:
    (a FLAC named ``.mp3`` is read as FLAC); otherwise the extension picks it. Only when neither
    identifies the file (or the extension's class fails on an unrecognised header) does
    ``mutagen.File``'s scoring run over the remaining classes.
-3. Tags are read through the table in ``tags.py``; stream info mirrors beets' mediafile.
+3. mutagen reads through ``_GuardedFile``, which caps its reads/seeks: a parser looping on a
+   crafted file becomes an ExtractError instead of a worker stuck until the task time limit.
+4. Tags are read through the table in ``tags.py``; stream info mirrors beets' mediafile: length
+   (s), bitrate (mutagen's, else size * 8 / length), samplerate (Opus: 48000), bitdepth
+   (bits_per_sample where mutagen has one, else 0), channels, format (mediafile's names).
+
+A record (RECORD_KEYS, in that order) is JSON-serialisable: path (str as given; a non-UTF-8 name
+holds surrogate escapes), size, mtime (float s), mtime_ns (exact st_mtime_ns), the tag fields of
+``tags.FIELDS`` (str | None, genres list[str], int | None, comp bool, floats | None, MusicBrainz ids
+as lowercase UUID strings | None), the stream fields above, and has_cover (an embedded picture).
+
+ExtractError reasons the pipeline may match on: "file vanished" (stat or open found nothing),
+"empty file", "not a regular file", "permission denied", "not an audio file mutagen can read",
+"truncated <format> stream", "corrupt <format> file: <mutagen's words>".
 """
 
 from __future__ import annotations
 
+import math
 import os
 import stat as stat_mod
 import struct
@@ -260,7 +274,16 @@ def _family(tags) -> str | None:
     return family
 
 
-_TRUNCATION_WORDS = ("truncated", "too short", "too small", "not enough data", "file said", "eof", "end of")
+_TRUNCATION_WORDS = (
+    "truncated",
+    "too short",
+    "too small",
+    "not enough data",
+    "file said",
+    "unable to read full data",
+    "eof",
+    "end of",
+)
 
 
 def _id3_end(header: bytes) -> int:
@@ -271,8 +294,15 @@ def _id3_end(header: bytes) -> int:
     return 10 + size + (10 if header[5] & 0x10 else 0)
 
 
+def _describe(kind: type | None) -> str:
+    name = (_FORMAT_NAMES.get(kind) or kind.__name__) if kind is not None else "audio"
+    return name if name.endswith("File") else f"{name} file"
+
+
 def _reason(exc: BaseException, kind: type, header: bytes, size: int) -> str:
     """A short human reason for a parse failure of a file whose format we believed was ``kind``."""
+    if isinstance(exc, OSError) and not isinstance(exc, MutagenError) and exc.errno is not None:
+        return f"read error: {exc.strerror or exc}"
     name = _FORMAT_NAMES.get(kind) or kind.__name__
     text = " ".join(str(exc).split()) or type(exc).__name__
     lowered = text.lower()
@@ -282,7 +312,7 @@ def _reason(exc: BaseException, kind: type, header: bytes, size: int) -> str:
         return "truncated MP3 stream"  # nothing (or no full frame header) after the ID3 tag
     if len(text) > 80:
         text = text[:77] + "..."
-    return f"corrupt {name} file: {text}"
+    return f"corrupt {_describe(kind)}: {text}"
 
 
 def _stat(path: str) -> os.stat_result:
@@ -303,60 +333,107 @@ def _stat(path: str) -> os.stat_result:
     return st
 
 
-def _open_mutagen(path: str, st: os.stat_result, want_pictures: bool = False):
+class _Runaway(BaseException):
+    """A parser exceeded its I/O budget. BaseException: mutagen's own ``except Exception`` must
+    not swallow it and carry on looping."""
+
+
+# Far above what any real file needs (measured: 20-160 reads/seeks per file; ADTS AAC, the most,
+# ~800 for a long stream), and reached in well under a second by a parser going round in circles.
+_IO_BUDGET = 100_000
+
+
+class _GuardedFile:
+    """The file as mutagen sees it: read/seek/tell, with a budget on the number of calls.
+
+    mutagen has parsers that can loop forever on crafted input (a Musepack SV8 packet whose size
+    is smaller than its own header seeks backwards, and round it goes): without this, a worker
+    would sit on one file until the task's time limit and fail its whole chunk.
+    """
+
+    __slots__ = ("_file", "_left", "name")
+
+    def __init__(self, fileobj, name: str):
+        self._file = fileobj
+        self._left = _IO_BUDGET
+        self.name = name
+
+    def read(self, size: int = -1) -> bytes:
+        self._left -= 1
+        if self._left < 0:
+            raise _Runaway
+        return self._file.read(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._left -= 1
+        if self._left < 0:
+            raise _Runaway
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+
+def _open_mutagen(path: str, st: os.stat_result):
     """(mutagen file object, class used). Raises ExtractError."""
     size, mtime_ns = st.st_size, st.st_mtime_ns
     if size == 0:
         raise ExtractError("empty file", size=size, mtime_ns=mtime_ns)
     try:
-        fileobj = open(path, "rb")  # noqa: SIM115 - closed in finally below
+        raw = open(path, "rb")  # noqa: SIM115 - closed in finally below
     except FileNotFoundError:
         raise ExtractError("file vanished", size=size, mtime_ns=mtime_ns) from None
     except PermissionError:
         raise ExtractError("permission denied", size=size, mtime_ns=mtime_ns) from None
     except OSError as exc:
         raise ExtractError(f"cannot open file: {exc.strerror or exc}", size=size, mtime_ns=mtime_ns) from None
+    fileobj = _GuardedFile(raw, path)
+    kind: type | None = None
     try:
         try:
-            header = fileobj.read(64)
+            header = raw.read(64)
         except OSError as exc:
             raise ExtractError(f"read error: {exc.strerror or exc}", size=size, mtime_ns=mtime_ns) from None
         sniffed = _sniff(header)
         kind = sniffed or _BY_EXTENSION.get(os.path.splitext(path)[1].lower())
         error: BaseException | None = None
         if kind is not None:
-            fileobj.seek(0)
+            raw.seek(0)
             try:
                 return kind(fileobj), kind
             except _PARSE_ERRORS as exc:
                 if sniffed is not None:
                     # The magic number is sure of the format: report its error, don't guess on.
-                    raise ExtractError(
-                        _reason(exc, kind, header, size), size=size, mtime_ns=mtime_ns
-                    ) from None
+                    reason = _reason(exc, kind, header, size)
+                    raise ExtractError(reason, size=size, mtime_ns=mtime_ns) from None
                 error = exc
         # Unknown magic and the extension's class failed (or there is none): an ID3v2 prefix
         # before another format, else mutagen's own scoring over the other classes.
         found = None
+        tried = kind
         try:
-            after_id3 = _sniff_past_id3(fileobj, header)
-            if after_id3 is not None and after_id3 is not kind:
-                fileobj.seek(0)
-                found = after_id3(fileobj)
+            kind = _sniff_past_id3(fileobj, header)
+            if kind is not None and kind is not tried:
+                raw.seek(0)
+                found = kind(fileobj)
             else:
-                fileobj.seek(0)
-                found = mutagen.File(fileobj, options=[k for k in _ALL_KINDS if k is not kind])
+                kind = None
+                raw.seek(0)
+                found = mutagen.File(fileobj, options=[k for k in _ALL_KINDS if k is not tried])
         except _PARSE_ERRORS:
             found = None
         if found is not None:
             return found, type(found)
-        if error is not None and kind is MP3:
-            reason = _reason(error, kind, header, size)
+        if error is not None and tried is MP3:
+            reason = _reason(error, tried, header, size)
             if reason.startswith("truncated"):
                 raise ExtractError(reason, size=size, mtime_ns=mtime_ns)
         raise ExtractError("not an audio file mutagen can read", size=size, mtime_ns=mtime_ns)
+    except _Runaway:
+        reason = f"corrupt {_describe(kind)} (parser did not terminate)"
+        raise ExtractError(reason, size=size, mtime_ns=mtime_ns) from None
     finally:
-        fileobj.close()
+        raw.close()
 
 
 def _format_name(kind: type, info) -> str:
@@ -364,6 +441,13 @@ def _format_name(kind: type, info) -> str:
         codec = getattr(info, "codec", "") or ""
         return "ALAC" if codec.startswith("alac") else "AAC"
     return _FORMAT_NAMES.get(kind) or kind.__name__
+
+
+def _stream_int(value: Any) -> int:
+    """A stream property as the int the database column holds (0: unknown or out of range)."""
+    if isinstance(value, float):
+        value = int(value) if math.isfinite(value) else 0
+    return value if isinstance(value, int) and 0 <= value <= tagtable.INT4_MAX else 0
 
 
 def read_record(path: str) -> dict[str, Any]:
@@ -378,10 +462,12 @@ def read_record(path: str) -> dict[str, Any]:
         family = _family(tags) if tags is not None else None
         fields = tagtable.read_fields(family, tags)
         length = float(getattr(info, "length", 0.0) or 0.0)
+        if not 0.0 <= length < 1e9:  # NaN, infinities, nonsense from a crafted header
+            length = 0.0
         size = st.st_size
         bitrate = getattr(info, "bitrate", 0)
         if not bitrate:
-            bitrate = size * 8 / length if length else 0
+            bitrate = size * 8 / length if length else 0  # mediafile's estimate for lossless
         samplerate = getattr(info, "sample_rate", None)
         if samplerate is None:
             samplerate = 48000 if kind is OggOpus else 0
@@ -406,10 +492,10 @@ def read_record(path: str) -> dict[str, Any]:
             "comp": fields["comp"],
             "bpm": fields["bpm"],
             "length": length,
-            "bitrate": int(bitrate),
-            "samplerate": int(samplerate or 0),
-            "bitdepth": int(getattr(info, "bits_per_sample", 0) or 0),
-            "channels": int(getattr(info, "channels", 0) or 0),
+            "bitrate": _stream_int(bitrate),
+            "samplerate": _stream_int(samplerate),
+            "bitdepth": _stream_int(getattr(info, "bits_per_sample", 0)),
+            "channels": _stream_int(getattr(info, "channels", 0)),
             "format": _format_name(kind, info),
             "mb_trackid": fields["mb_trackid"],
             "mb_albumid": fields["mb_albumid"],

@@ -27,8 +27,12 @@ Deliberate differences from mediafile (the tests normalise exactly these):
 - ID3v1 numeric genres "(17)" / "17" become "Rock" (mediafile returns the raw text);
 - MusicBrainz ids are lowercased and must look like a UUID (else ``None``);
 - a Vorbis/APE ``TRACKNUMBER``/``DISCNUMBER`` of the form "3/12" also supplies the total when no
-  total field is present (mediafile ignores it);
+  total field is present (mediafile ignores it), and an APE ``Year`` holding a full date gives
+  its year (mediafile: None);
 - MP4 freeform atoms are matched case-insensitively (mediafile: exact).
+
+Values are made safe for the database: text loses NUL characters (whitespace-only text is None),
+integers outside PostgreSQL's ``integer`` range and non-finite floats are None.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ import re
 import struct
 from collections.abc import Callable
 from typing import Any, NamedTuple
+
+from mutagen.flac import Picture
 
 ID3, MP4, VORBIS, APE, ASF = "id3", "mp4", "vorbis", "ape", "asf"
 
@@ -80,13 +86,18 @@ _LEADING_INT = re.compile(r"\s*([+-]?\d+)")
 _LEADING_FLOAT = re.compile(r"\s*([+-]?(?:\d+\.?\d*|\.\d+))")
 
 
+INT4_MAX = 2**31 - 1  # the database's integer columns: a bigger number would fail a whole batch
+
+
 def _int(value: Any) -> int | None:
-    if isinstance(value, int):  # includes bool
-        return int(value)
     if isinstance(value, float):
-        return int(value) if math.isfinite(value) else None
-    match = _LEADING_INT.match(_text(value))
-    return int(match.group(1)) if match else None
+        value = int(value) if math.isfinite(value) else None
+    elif not isinstance(value, int):  # bool is an int
+        match = _LEADING_INT.match(_text(value))
+        value = int(match.group(1)) if match else None
+    if value is None or not -INT4_MAX <= value <= INT4_MAX:
+        return None
+    return int(value)
 
 
 def conv_int(raw: list) -> int | None:
@@ -133,14 +144,18 @@ def conv_bool(raw: list) -> bool | None:
 
 
 def conv_float(raw: list) -> float | None:
-    """ReplayGain gain/peak: "-6.50 dB", "0.988553", numbers."""
+    """ReplayGain gain/peak: "-6.50 dB", "0.988553", numbers (NaN and infinities: None)."""
     if not raw:
         return None
     value = raw[0]
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    match = _LEADING_FLOAT.match(_text(value))
-    return float(match.group(1)) if match else None
+        number = float(value)
+    else:
+        match = _LEADING_FLOAT.match(_text(value))
+        if not match:
+            return None
+        number = float(match.group(1))
+    return number if math.isfinite(number) else None
 
 
 _DATE_SPLIT = re.compile(r"[-/.Tt ]")
@@ -151,10 +166,10 @@ def conv_year(raw: list) -> int | None:
     if not raw:
         return None
     value = raw[0]
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value or None
-    head = _DATE_SPLIT.split(_text(value).strip(), 1)[0]
-    return int(head) if head.isdigit() and int(head) > 0 else None
+    if not (isinstance(value, int) and not isinstance(value, bool)):
+        head = _DATE_SPLIT.split(_text(value).strip(), 1)[0]
+        value = int(head) if head.isdigit() else 0
+    return value if 0 < value <= INT4_MAX else None
 
 
 _UUID = re.compile(r"\s*([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})")
@@ -597,8 +612,6 @@ def _unpack_asf_picture(value: bytes) -> tuple[int, bytes, str]:
 
 def pictures(family: str | None, mfile) -> tuple[bytes, str] | None:
     """(image bytes, mime type) of the front cover, else the first picture."""
-    from mutagen.flac import Picture
-
     candidates: list[tuple[int, bytes, str | None]] = []
     for pic in getattr(mfile, "pictures", None) or ():
         candidates.append((pic.type, pic.data, pic.mime))
