@@ -147,11 +147,13 @@ def _run_session(roots: list[str], wait: bool, as_json: bool) -> None:
         session_id = ledger.create_session(conn, roots)
         units = [(f"walk:{i}", "walk") for i in range(len(roots))]
         ledger.register_units(conn, session_id, units)
-    from backend_worker import tasks
+    from backend_worker.app import app
 
     try:
+        # By name: importing backend_worker.tasks (mutagen, every stage) would only slow the start.
         for (unit_id, _), root in zip(units, roots, strict=True):
-            tasks.send_walk(session_id, unit_id, [root], root=True)
+            walk = {"session_id": session_id, "unit_id": unit_id, "dirs": [root], "root": True}
+            app.send_task("scan.walk", kwargs=walk)
     except Exception as exc:
         with database.connect() as conn:
             ledger.fail_session(conn, session_id, f"could not queue the scan: {_first_line(exc)}")
@@ -167,8 +169,16 @@ def _run_session(roots: list[str], wait: bool, as_json: bool) -> None:
         click.echo(f"session {session_id} {session['status']}: {counts}")
         if session.get("message"):
             click.echo(f"  {session['message']}")
-    if session["status"] != "completed":
-        sys.exit(EXIT_FAILED)
+    _exit_now(EXIT_FAILED if session["status"] != "completed" else 0)
+
+
+def _exit_now(code: int) -> None:
+    """Exit without tearing the interpreter down: the session is closed and printed, every
+    connection is closed, and unloading Celery, kombu and psycopg took longer (0.1-0.3 s) than
+    an unchanged rescan of a 20,000-file library spends scanning."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _require_schema(conn) -> None:
@@ -182,16 +192,40 @@ def _require_schema(conn) -> None:
         )
 
 
-def _follow(session_id: str, quiet: bool) -> dict:
-    import psycopg
+class _NoProgress:
+    """Stands in for rich's Progress with --json (importing rich costs a noticeable start-up time)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+    def add_task(self, *args, **kwargs) -> int:
+        return 0
+
+    def update(self, *args, **kwargs) -> None:
+        pass
+
+
+def _progress(quiet: bool):
+    if quiet:
+        return _NoProgress()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from backend_worker import db as database
-
     columns = (TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    return Progress(*columns, transient=False)
+
+
+def _follow(session_id: str, quiet: bool) -> dict:
+    import psycopg
+
+    from backend_worker import db as database
+    from backend_worker import ledger
+
     conn = None
     outage_since = None
-    with Progress(*columns, disable=quiet, transient=False) as bar:
+    with _progress(quiet) as bar:
         found = bar.add_task("found", total=None)
         read = bar.add_task("extract", total=None)
         stored = bar.add_task("insert", total=None)
@@ -199,6 +233,7 @@ def _follow(session_id: str, quiet: bool) -> dict:
             try:
                 if conn is None or conn.closed or conn.broken:
                     conn = database.connect(autocommit=True)
+                    conn.execute(f"LISTEN {ledger.CLOSED_CHANNEL}")
                 session = _session(conn, session_id)
                 outage_since = None
             except psycopg.OperationalError as exc:
@@ -219,7 +254,22 @@ def _follow(session_id: str, quiet: bool) -> dict:
                 bar.update(found, total=c["discovered"])
                 conn.close()
                 return session
-            time.sleep(0.2)
+            _wait_for_close(conn, session_id, 0.2)
+
+
+def _wait_for_close(conn, session_id: str, timeout: float) -> None:
+    """Sleep until the next progress refresh, or until the session's close is announced (so the
+    command ends as soon as the session does, not up to one refresh later)."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            for note in conn.notifies(timeout=left, stop_after=1):
+                if note.payload == session_id:
+                    return
+    except psycopg.OperationalError:
+        pass  # the next query reconnects
 
 
 def _session(conn, session_id: str) -> dict:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import uuid
+import zlib
 from dataclasses import dataclass
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 COUNT_NAMES = ("discovered", "unchanged", "extracted", "inserted", "errors", "removed")
+# NOTIFY channel: a session's id is announced here when it closes (`soniquebay scan --wait` listens).
+CLOSED_CHANNEL = "soniquebay_session_closed"
 UPSTREAM_STAGES = ("walk", "extract", "collect")
 
 
@@ -102,6 +105,28 @@ def pending(conn: psycopg.Connection, session_id: str) -> Pending:
     return Pending(*row)
 
 
+def next_steps(conn: psycopg.Connection, session_id: str) -> tuple[str, str, Pending, list[str]] | None:
+    """(status, phase, what is pending, insert units cut but never sent) in one round trip; None
+    for an unknown session. Every task asks this when it is done (see tasks.advance)."""
+    row = conn.execute(
+        """
+        SELECT s.status, s.phase,
+          (SELECT count(*) FROM scan_units WHERE session_id = s.id AND done_at IS NULL
+             AND stage = ANY(%(up)s)),
+          (SELECT count(*) FROM record_buffer WHERE session_id = s.id AND batch_id IS NULL),
+          (SELECT count(*) FROM scan_units WHERE session_id = s.id AND done_at IS NULL AND stage = 'insert'),
+          (SELECT count(*) FROM scan_units WHERE session_id = s.id AND done_at IS NULL AND stage = 'cover'),
+          ARRAY(SELECT unit_id FROM scan_units WHERE session_id = s.id AND stage = 'insert'
+                  AND NOT sent AND done_at IS NULL)
+        FROM scan_sessions s WHERE s.id = %(s)s
+        """,
+        {"s": session_id, "up": list(UPSTREAM_STAGES)},
+    ).fetchone()
+    if row is None:
+        return None
+    return row[0], row[1], Pending(*row[2:6]), list(row[6])
+
+
 def progress(conn: psycopg.Connection, session_id: str) -> dict[str, int]:
     """Counts so far: the sum over the session's finished units."""
     rows = conn.execute(
@@ -123,6 +148,8 @@ def close_session(conn: psycopg.Connection, session_id: str, status: str, messag
         + " WHERE id = %s AND status = 'running'",
         (status, message, *(counts[n] for n in COUNT_NAMES), session_id),
     )
+    if cur.rowcount == 1:
+        conn.execute("SELECT pg_notify(%s, %s)", (CLOSED_CHANNEL, session_id))  # sent on commit
     return cur.rowcount == 1
 
 
@@ -155,13 +182,36 @@ def fail_stale_sessions(conn: psycopg.Connection, roots: list[str] | None = None
 # --- the record buffer between extract and insert -------------------------------------------------
 
 
+def _encode(records: list[dict]) -> bytes:
+    """A chunk of records as zlib-compressed JSON. Records with the same keys (all of extract's)
+    are stored as {"keys": [...], "rows": [[...], ...]}: half the size, much faster to write and
+    read back. zlib at level 1 costs the worker less than PostgreSQL's own (pglz) compression of
+    the TOASTed value cost the server (which gives up at once on data that is compressed)."""
+    keys = tuple(records[0]) if records else ()
+    if all(tuple(r) == keys for r in records):
+        text = json.dumps({"keys": keys, "rows": [list(r.values()) for r in records]})
+    else:
+        text = json.dumps(records)
+    return zlib.compress(text.encode(), 1)
+
+
+def _decode(payload: bytes) -> list[dict]:
+    if payload[:1] not in (b"{", b"["):  # zlib; earlier versions stored plain JSON
+        payload = zlib.decompress(payload)
+    data = json.loads(payload)
+    if isinstance(data, dict):
+        keys = data["keys"]
+        return [dict(zip(keys, row, strict=True)) for row in data["rows"]]
+    return data  # a list of records (what earlier versions wrote)
+
+
 def buffer_records(conn: psycopg.Connection, session_id: str, unit_id: str, records: list[dict]) -> bool:
     """Park an extract chunk's records; False if this chunk was buffered before (redelivery)."""
     sort_key = min((r["path"] for r in records), default="")
     cur = conn.execute(
         "INSERT INTO record_buffer (session_id, unit_id, sort_key, rows, payload) "
         "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-        (session_id, unit_id, sort_key, len(records), json.dumps(records).encode()),
+        (session_id, unit_id, sort_key, len(records), _encode(records)),
     )
     return cur.rowcount == 1
 
@@ -211,4 +261,4 @@ def take_batch(conn: psycopg.Connection, session_id: str, batch_id: str) -> list
         "UPDATE record_buffer SET payload = NULL WHERE session_id = %s AND batch_id = %s",
         (session_id, batch_id),
     )
-    return [record for (payload,) in rows for record in json.loads(payload)]
+    return [record for (payload,) in rows for record in _decode(payload)]

@@ -151,6 +151,13 @@ def build(source: Path, lock: Path, python_version: str, arch: str, name: str, v
         partial.replace(dest)
 
 
+def prune(cache: Path, keep: Path, newest: int = 5) -> None:
+    """Keep the newest builds only (each code change makes one)."""
+    builds = sorted((p for p in cache.iterdir() if p.is_dir() and p != keep), key=lambda p: p.stat().st_mtime)
+    for old in builds[: max(0, len(builds) - (newest - 1))]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", required=True, type=Path)
@@ -180,6 +187,7 @@ def main() -> None:
             tarball.parent.mkdir(parents=True, exist_ok=True)
             build(source, args.lock, args.python_version, args.arch, name, version, tarball)
             built = True
+            prune(args.cache, keep=tarball.parent)
     print(json.dumps({"key": key, "tarball": str(tarball), "built": built, "lock_created": lock_created,
                       "name": name, "version": version}))
 

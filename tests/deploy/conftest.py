@@ -1,0 +1,47 @@
+"""Deployment tests: one booted Debian 12 machine per pytest session, converged once with site.yml.
+
+The machine (tests/testhost.py) shares this host's network, so nginx, Flower, Redis and PostgreSQL
+of the deployment answer on this machine's loopback ports while it runs. It is destroyed at the end
+of the session, also when a test fails or the run is interrupted.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.deploy.layout import ALL_UNITS
+from tests.testhost import Converge, TestHost
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the deploy tests last: while the test host is up it holds ports 80, 5432, 5555, 6379
+    and a few GB of memory, which the other suites should not share."""
+    deploy = [item for item in items if item.get_closest_marker("deploy")]
+    if deploy:
+        rest = [item for item in items if not item.get_closest_marker("deploy")]
+        items[:] = rest + deploy
+
+
+@pytest.fixture(scope="session")
+def test_host():
+    """The booted machine, not yet provisioned."""
+    host = TestHost.create()
+    try:
+        yield host
+    finally:
+        host.destroy()
+
+
+@pytest.fixture(scope="session")
+def first_converge(test_host) -> Converge:
+    result = test_host.converge()
+    assert result.ok, f"ansible-playbook playbooks/site.yml failed on the fresh host:\n{result.tail(120)}"
+    return result
+
+
+@pytest.fixture(scope="session")
+def deployed(test_host, first_converge) -> TestHost:
+    """The machine after a successful `playbooks/site.yml`, every unit active."""
+    states = test_host.wait_active(ALL_UNITS, timeout=180)
+    assert all(state == "active" for state in states.values()), states
+    return test_host

@@ -1,0 +1,20 @@
+"""The default worker layout the deploy tests expect (inventory/local/group_vars/workers.yml)."""
+
+# Every worker unit of the default layout (inventory/local/group_vars/workers.yml):
+# queue -> (units, concurrency, prefetch multiplier).
+LAYOUT = {
+    "scan": (2, 16, 16),
+    "extract": (2, 8, 4),
+    "batch": (1, 4, 2),
+    "insert": (2, 16, 8),
+    "deferred": (1, 6, 6),
+}
+WORKER_UNITS = [f"soniquebay-worker-{queue}-{n}.service" for queue, (units, _, _) in LAYOUT.items()
+                for n in range(1, units + 1)]  # fmt: skip
+SONIQUEBAY_UNITS = [
+    *WORKER_UNITS,
+    "soniquebay-flower.service",
+    "soniquebay-workers.target",
+    "soniquebay.target",
+]
+ALL_UNITS = [*SONIQUEBAY_UNITS, "redis-server.service", "postgresql.service", "nginx.service"]

@@ -1,0 +1,153 @@
+"""Flower as an operator sees it: headless Chromium (Debian's), through nginx, with the password.
+
+Screenshots go to artifacts/screenshots/ (and, with SONIQUEBAY_UPDATE_SCREENSHOTS=1, to
+docs/screenshots/ for the README)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests import audio_fixtures
+from tests.deploy.layout import LAYOUT
+from tests.deploy.test_host import FLOWER, LIBRARY, flower_auth, flower_workers, http, soniquebay_json
+
+pytestmark = pytest.mark.deploy
+
+REPO = Path(__file__).resolve().parents[2]
+SHOTS = REPO / "artifacts" / "screenshots"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+QUEUES = list(LAYOUT)
+
+
+@pytest.fixture(scope="module")
+def scanned(deployed, tmp_path_factory):
+    """The deployed host after a scan, so Flower has tasks of every stage to show."""
+    staging = tmp_path_factory.mktemp("browser") / "music"
+    expected = audio_fixtures.build_library(
+        staging, artists=3, albums_per_artist=2, tracks_per_album=5, seed=7
+    )
+    target = deployed.root / LIBRARY.lstrip("/")
+    if target.exists():
+        shutil.rmtree(target)
+    subprocess.run(["cp", "-a", str(staging), str(target)], check=True)
+    subprocess.run(["chmod", "-R", "a+rX", str(target)], check=True)
+    session = soniquebay_json(deployed, "scan", LIBRARY, "--wait", "--json")
+    assert session["status"] == "completed", session
+    assert session["counts"]["inserted"] == len(expected)
+    flower_workers(deployed)  # all eight answer
+    return deployed, session
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture()
+def page(browser, scanned):
+    host, _ = scanned
+    user, password = flower_auth(host)
+    context = browser.new_context(
+        http_credentials={"username": user, "password": password}, viewport={"width": 1440, "height": 900}
+    )
+    yield context.new_page()
+    context.close()
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    if os.environ.get("SONIQUEBAY_UPDATE_SCREENSHOTS"):
+        docs = REPO / "docs" / "screenshots"
+        docs.mkdir(parents=True, exist_ok=True)
+        shutil.copy(SHOTS / f"{name}.png", docs / f"{name}.png")
+
+
+def test_without_the_password_the_browser_gets_no_flower(browser, scanned):
+    context = browser.new_context()
+    response = context.new_page().goto(FLOWER)
+    assert response.status == 401
+    context.close()
+
+
+def test_dashboard_lists_the_eight_workers_named_after_their_units(page, scanned):
+    host, _ = scanned
+    page.goto(FLOWER)
+    names = [f"{q}-{n}@{host.name}" for q, (units, _, _) in LAYOUT.items() for n in range(1, units + 1)]
+    for name in names:
+        page.get_by_role("link", name=name, exact=True).wait_for(timeout=60_000)
+    rows = page.locator("table tbody tr")
+    assert rows.count() == len(names)
+    for i in range(rows.count()):
+        assert "Online" in rows.nth(i).inner_text()
+    shot(page, "flower-dashboard")
+    # A worker's page shows the queue it consumes.
+    page.get_by_role("link", name=f"extract-1@{host.name}", exact=True).click()
+    page.get_by_role("tab", name="Queues").click()
+    page.get_by_role("cell", name="extract", exact=True).first.wait_for()
+
+
+def test_broker_view_shows_the_five_queues_with_their_lengths(page, scanned):
+    page.goto(FLOWER + "broker")
+    for queue in QUEUES:
+        page.get_by_role("cell", name=queue, exact=True).wait_for()
+    table = page.locator("table").first.inner_text()
+    assert all(queue in table for queue in QUEUES)
+    shot(page, "flower-broker")
+    status, _, body = http(FLOWER + "api/queues/length", auth=flower_auth(scanned[0]))
+    assert status == 200
+    assert {q["name"] for q in json.loads(body)["active_queues"]} == set(QUEUES)
+
+
+def test_tasks_view_filters_by_state_and_name_and_sorts(page, scanned):
+    page.goto(FLOWER + "tasks")
+    table = page.locator("#tasks-table")
+    table.locator("tbody tr").first.wait_for()
+    for name in ("scan.walk", "extract.files", "insert.records", "deferred.finalize"):
+        assert page.get_by_text(name).count() > 0, name
+    search = page.locator("input[type=search]")
+    search.fill("state:SUCCESS name:extract.files")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#tasks-table tbody tr')].every("
+        "r => r.innerText.includes('extract.files') && r.innerText.includes('SUCCESS'))"
+    )
+    rows = table.locator("tbody tr")
+    assert rows.count() >= 1
+    shot(page, "flower-tasks")
+    # Sorting by runtime, longest first: the column header toggles the order.
+    search.fill("")
+    header = table.locator("thead th", has_text="Runtime")
+    header.click()
+    header.click()
+    page.wait_for_timeout(1000)
+    runtimes = [float(t) for t in table.locator("tbody tr td:nth-child(8)").all_inner_texts() if t.strip()]
+    assert runtimes == sorted(runtimes, reverse=True)
+
+
+def test_task_page_shows_readable_arguments_and_a_short_result(page, scanned):
+    host, session = scanned
+    status, _, body = http(FLOWER + "api/tasks?taskname=extract.files&limit=1", auth=flower_auth(host))
+    assert status == 200
+    (task_id,) = json.loads(body)
+    page.goto(FLOWER + f"task/{task_id}")
+    text = page.locator("body").inner_text()
+    assert "extract.files" in text and "SUCCESS" in text
+    assert session["id"] in text
+    assert "files from" in text  # the arguments are summarised, not a list of paths
+    assert "'extracted':" in text
+    assert len(text) < 20_000
+    shot(page, "flower-task")

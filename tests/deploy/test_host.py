@@ -1,0 +1,365 @@
+"""playbooks/site.yml on a freshly booted Debian 12 (systemd-nspawn), checked from outside like an operator.
+
+The tests share one machine (tests/deploy/conftest.py) and run in file order: state checks first,
+then a second converge, a layout change, restarts, a killed worker and a reboot.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shlex
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests import audio_fixtures
+from tests.deploy.layout import ALL_UNITS, LAYOUT, SONIQUEBAY_UNITS, WORKER_UNITS
+from tests.testhost import TestHost
+
+pytestmark = pytest.mark.deploy
+
+FLOWER = "http://127.0.0.1/flower/"
+LIBRARY = "/srv/music"
+COVERS = "/var/lib/soniquebay/covers"
+
+
+# ---- helpers ---------------------------------------------------------------------------------------
+
+
+def http(url: str, auth: tuple[str, str] | None = None, timeout: float = 30) -> tuple[int, dict, bytes]:
+    """GET without following redirects: (status, headers, body)."""
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    request = urllib.request.Request(url)
+    if auth:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def flower_auth(host: TestHost) -> tuple[str, str]:
+    return ("admin", host.credential("flower-admin"))
+
+
+def flower_workers(host: TestHost, timeout: float = 120) -> dict:
+    """Flower's /api/workers through nginx, once all eight workers answer."""
+    deadline = time.monotonic() + timeout
+    workers: dict = {}
+    while time.monotonic() < deadline:
+        status, _, body = http(FLOWER + "api/workers?refresh=1", auth=flower_auth(host))
+        if status == 200:
+            workers = json.loads(body)
+            if len([w for w in workers.values() if w.get("stats")]) == len(WORKER_UNITS):
+                return workers
+        time.sleep(3)
+    return workers
+
+
+def celery_inspect(
+    host: TestHost, command: str, expect: set[str] | None = None, timeout: float = 120
+) -> dict:
+    """`celery inspect <command> --json` on the host, as the service user with the env file; with
+    `expect`, retried until every one of those workers (name without @host) has answered."""
+    names = {f"{name}@{host.name}" for name in expect or ()}
+    deadline = time.monotonic() + timeout
+    while True:
+        proc = host.ssh(
+            "set -a; . /etc/soniquebay/soniquebay.env; set +a; "
+            f"runuser -u soniquebay -- /opt/soniquebay/venv/bin/celery -A backend_worker inspect {command} "
+            "--json --timeout 10",
+            check=False,
+            timeout=90,
+        )
+        lines = proc.stdout.strip().splitlines()
+        replies = json.loads(lines[-1]) if proc.returncode == 0 and lines else {}
+        if (replies and names <= set(replies)) or time.monotonic() > deadline:
+            assert replies, f"no worker answered `inspect {command}`: {proc.stdout}{proc.stderr}"
+            return replies
+        time.sleep(3)
+
+
+def expected_layout() -> dict[str, tuple[str, int, int]]:
+    """worker name (without @host) -> (queue, concurrency, prefetch count = concurrency * multiplier)."""
+    layout = {}
+    for queue, (units, concurrency, multiplier) in LAYOUT.items():
+        for n in range(1, units + 1):
+            layout[f"{queue}-{n}"] = (queue, concurrency, concurrency * multiplier)
+    return layout
+
+
+def main_pids(host: TestHost, units: list[str]) -> dict[str, int]:
+    out = host.ssh("for u in " + " ".join(units) + "; do systemctl show -P MainPID $u; done").stdout.split()
+    return dict(zip(units, map(int, out), strict=True))
+
+
+def wait_all_active(host: TestHost, units: list[str] = ALL_UNITS, timeout: float = 240) -> None:
+    states = host.wait_active(units, timeout=timeout)
+    assert all(state == "active" for state in states.values()), states
+
+
+def psql(host: TestHost, sql: str) -> list[list[str]]:
+    proc = host.ssh(f"runuser -u postgres -- psql -d soniquebay -XAt -F '\t' -c {shlex.quote(sql)}")
+    return [line.split("\t") for line in proc.stdout.splitlines() if line]
+
+
+def soniquebay_json(host: TestHost, *args: str) -> dict:
+    proc = host.ssh("soniquebay " + " ".join(args), check=False, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def own_addresses() -> list[str]:
+    """This machine's non-loopback addresses (the test host shares them)."""
+    out = subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True, check=True).stdout
+    addresses = []
+    for line in out.splitlines():
+        fields = line.split()
+        family, address = fields[2], fields[3].split("/")[0]
+        if fields[1] != "lo" and not address.startswith("fe80") and family in ("inet", "inet6"):
+            addresses.append(address)
+    return addresses
+
+
+# ---- the converged host ---------------------------------------------------------------------------
+
+
+# Includes booting the machine (and, on a new controller, debootstrap) and the first converge.
+@pytest.mark.timeout(2400)
+def test_first_converge_succeeds_and_every_unit_is_active(deployed, first_converge):
+    assert first_converge.recap["failed"] == 0 and first_converge.recap["unreachable"] == 0
+    assert first_converge.changed > 0
+    wait_all_active(deployed)
+    enabled = deployed.ssh("systemctl is-enabled " + " ".join(SONIQUEBAY_UNITS), check=False).stdout.split()
+    assert enabled == ["enabled"] * len(SONIQUEBAY_UNITS)
+    failed = deployed.ssh("systemctl --failed --no-legend --plain", check=False).stdout.strip()
+    assert failed == "", failed
+
+
+def test_worker_and_flower_units_are_hardened_and_verify_cleanly(deployed):
+    services = [u for u in SONIQUEBAY_UNITS if u.endswith(".service")]
+    verify = deployed.ssh(
+        "cd /etc/systemd/system && systemd-analyze verify " + " ".join(SONIQUEBAY_UNITS), check=False
+    )
+    assert verify.stderr == "" and verify.returncode == 0, verify.stderr
+    for unit in services:
+        out = deployed.ssh(f"systemd-analyze security --no-pager {unit}").stdout
+        exposure = float(out.rsplit("Overall exposure level for", 1)[1].split(":")[1].split()[0])
+        assert exposure <= 2.0, f"{unit}: {exposure}\n{out}"
+    props = deployed.ssh(
+        "systemctl show -p User -p KillMode -p Type -p Restart -p TimeoutStopUSec -p NoNewPrivileges "
+        "-p ProtectSystem -p PrivateTmp -p MemoryMax soniquebay-worker-deferred-1.service"
+    ).stdout
+    wanted = ["User=soniquebay", "KillMode=mixed", "Type=exec", "Restart=on-failure", "TimeoutStopUSec=16min",
+              "NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes"]  # fmt: skip
+    for expected in wanted:
+        assert expected in props, props
+    assert "MemoryMax=infinity" not in props
+
+
+def test_celery_inspect_shows_eight_workers_with_their_queue_concurrency_and_prefetch(deployed):
+    stats = celery_inspect(deployed, "stats", expect=set(expected_layout()))
+    queues = celery_inspect(deployed, "active_queues", expect=set(expected_layout()))
+    hostname = deployed.name
+    expected = expected_layout()
+    assert sorted(stats) == sorted(f"{name}@{hostname}" for name in expected)
+    for name, (queue, concurrency, prefetch) in expected.items():
+        worker = f"{name}@{hostname}"
+        assert stats[worker]["pool"]["max-concurrency"] == concurrency, worker
+        assert stats[worker]["prefetch_count"] == prefetch, worker
+        assert [q["name"] for q in queues[worker]] == [queue], worker
+
+
+def test_flower_requires_its_login_and_its_api_works_through_nginx(deployed):
+    auth = flower_auth(deployed)
+    status, headers, _ = http(FLOWER)
+    assert status == 401 and "Basic" in headers.get("WWW-Authenticate", "")
+    assert http(FLOWER, auth=("admin", "not-the-password"))[0] == 401
+    status, _, body = http(FLOWER, auth=auth)
+    assert status == 200 and b"Flower" in body
+    # The prefix is not stripped: Flower's assets resolve under /flower/.
+    assert b"/flower/static/" in body
+    status, headers, _ = http("http://127.0.0.1/flower")
+    assert status == 301 and headers["Location"].endswith("/flower/")
+    workers = flower_workers(deployed)
+    expected = expected_layout()
+    assert sorted(workers) == sorted(f"{name}@{deployed.name}" for name in expected)
+    for name, (queue, concurrency, prefetch) in expected.items():
+        info = workers[f"{name}@{deployed.name}"]
+        assert [q["name"] for q in info["active_queues"]] == [queue]
+        assert info["stats"]["pool"]["max-concurrency"] == concurrency
+        assert info["stats"]["prefetch_count"] == prefetch
+
+
+def test_flower_redis_and_postgresql_listen_on_loopback_only(deployed):
+    listeners = deployed.ssh("ss -Hltn").stdout.splitlines()
+    for port in (5555, 6379, 5432):
+        local = [line.split()[3] for line in listeners if line.split()[3].rsplit(":", 1)[1] == str(port)]
+        assert local, f"nothing listens on {port}"
+        for address in local:
+            assert address.rsplit(":", 1)[0] in ("127.0.0.1", "[::1]"), f"port {port} listens on {address}"
+    addresses = own_addresses()
+    assert addresses, "this machine has no non-loopback address to try"
+    for address in addresses:
+        for port in (5555, 6379, 5432):
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.settimeout(3)
+                assert sock.connect_ex((address, port)) != 0, f"{address}:{port} is reachable"
+
+
+def test_secrets_are_generated_private_and_never_on_a_command_line(deployed):
+    for name in ("flower-admin", "redis", "postgresql"):
+        path = deployed.credentials_dir / name
+        assert path.stat().st_mode & 0o777 == 0o600, path
+        assert len(deployed.credential(name)) >= 20
+    modes = deployed.ssh(
+        "stat -c '%a %U %G %n' /etc/soniquebay/soniquebay.env /etc/soniquebay/flower.env"
+    ).stdout
+    assert modes.splitlines() == [
+        "640 root soniquebay /etc/soniquebay/soniquebay.env",
+        "640 root soniquebay /etc/soniquebay/flower.env",
+    ]
+    public = deployed.ssh(
+        "cat /etc/systemd/system/soniquebay-*.service /etc/nginx/sites-enabled/*; ps -eo args"
+    ).stdout  # fmt: skip
+    for name in ("flower-admin", "redis", "postgresql"):
+        assert deployed.credential(name) not in public, f"the {name} password shows in a unit file or in ps"
+    # Redis refuses clients without the password.
+    noauth = deployed.ssh("redis-cli ping", check=False)
+    assert "NOAUTH" in noauth.stdout + noauth.stderr
+    settings = deployed.ssh(
+        "export REDISCLI_AUTH=$(cat); redis-cli --no-auth-warning config get appendonly; "
+        "redis-cli --no-auth-warning config get maxmemory-policy",
+        input=deployed.credential("redis"),
+    ).stdout.split()
+    assert settings == ["appendonly", "yes", "maxmemory-policy", "noeviction"]
+    # PostgreSQL stores a SCRAM verifier.
+    assert psql(deployed, "SELECT left(rolpassword, 14) FROM pg_authid WHERE rolname = 'soniquebay'") == [
+        ["SCRAM-SHA-256$"]
+    ]
+
+
+def test_a_scan_of_a_fixture_library_lands_the_right_rows(deployed, tmp_path):
+    staging = tmp_path / "music"
+    expected = audio_fixtures.build_library(staging, artists=3, albums_per_artist=2, tracks_per_album=4)
+    target = deployed.root / LIBRARY.lstrip("/")
+    if target.exists():
+        subprocess.run(["rm", "-rf", str(target)], check=True)
+    subprocess.run(["cp", "-a", str(staging), str(target)], check=True)
+    subprocess.run(["chmod", "-R", "a+rX", str(target)], check=True)
+    session = soniquebay_json(deployed, "scan", LIBRARY, "--wait", "--json")
+    assert session["status"] == "completed", session
+    n = len(expected)
+    assert session["counts"]["discovered"] == n and session["counts"]["inserted"] == n, session
+    assert session["counts"]["errors"] == 0, session
+
+    status = soniquebay_json(deployed, "status", "--json")
+    assert status["library"]["tracks"] == n
+    album_keys = {(e["albumartist"] or e["artist"], e["album"], e["mb_albumid"]) for e in expected}
+    assert status["library"]["albums"] == len(album_keys)
+    assert status["library"]["errors"] == 0
+    rows = psql(deployed, "SELECT path, coalesce(title, ''), coalesce(artist, '') FROM tracks ORDER BY path")
+    want = sorted(
+        [LIBRARY + "/" + str(Path(e["path"]).relative_to(staging)), e["title"] or "", e["artist"] or ""]
+        for e in expected
+    )
+    assert rows == want
+    # Covers went to the covers directory, written by the (unprivileged, sandboxed) workers.
+    hashes = [h for (h,) in psql(deployed, "SELECT cover_hash FROM albums WHERE cover_hash IS NOT NULL")]
+    assert len(hashes) == len(album_keys)
+    for digest in hashes:
+        deployed.ssh(f"test -s {COVERS}/{digest[:2]}/{digest}")
+
+
+def test_a_second_converge_changes_nothing(deployed):
+    result = deployed.converge()
+    assert result.ok, result.tail(120)
+    assert result.changed == 0, f"changed tasks on the second run: {result.changed_tasks()}"
+
+
+def test_changing_one_pool_restarts_only_its_units(deployed):
+    """A pool's setting changes: only that pool's units restart, then the original layout comes back."""
+    before = main_pids(deployed, [*WORKER_UNITS, "soniquebay-flower.service"])
+    pools = [
+        {"queue": q, "units": u, "concurrency": c, "prefetch_multiplier": m, "pool": "prefork",
+         "memory_max": "1G" if q in ("batch", "deferred") else "2G"}
+        for q, (u, c, m) in LAYOUT.items()
+    ]  # fmt: skip
+    changed = [dict(p, prefetch_multiplier=3) if p["queue"] == "deferred" else p for p in pools]
+    result = deployed.converge("playbooks/workers.yml", "-e", json.dumps({"backend_worker_pools": changed}))
+    assert result.ok, result.tail(120)
+    wait_all_active(deployed, SONIQUEBAY_UNITS)
+    after = main_pids(deployed, [*WORKER_UNITS, "soniquebay-flower.service"])
+    restarted = sorted(unit for unit in before if before[unit] != after[unit])
+    assert restarted == ["soniquebay-worker-deferred-1.service"]
+    stats = celery_inspect(deployed, "stats", expect=set(expected_layout()))
+    assert stats[f"deferred-1@{deployed.name}"]["prefetch_count"] == 6 * 3
+    # Back to the inventory's layout.
+    result = deployed.converge("playbooks/workers.yml")
+    assert result.ok, result.tail(120)
+    wait_all_active(deployed, SONIQUEBAY_UNITS)
+
+
+def test_restarting_the_target_restarts_everything(deployed):
+    before = main_pids(deployed, [u for u in SONIQUEBAY_UNITS if u.endswith(".service")])
+    deployed.ssh("systemctl restart soniquebay.target", timeout=600)
+    wait_all_active(deployed)
+    after = main_pids(deployed, list(before))
+    assert all(after[unit] != before[unit] and after[unit] > 0 for unit in before), (before, after)
+    assert len(flower_workers(deployed)) == len(WORKER_UNITS)
+    # Stopping the target stops every unit (they are PartOf= it); workers finish a warm shutdown.
+    deployed.ssh("systemctl stop soniquebay.target", timeout=600)
+    deadline = time.monotonic() + 180
+    while True:
+        states = deployed.ssh("systemctl is-active " + " ".join(SONIQUEBAY_UNITS), check=False).stdout.split()
+        if set(states) == {"inactive"} or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert set(states) == {"inactive"}, states
+    deployed.ssh("systemctl start soniquebay.target", timeout=300)
+    wait_all_active(deployed)
+
+
+def test_a_worker_killed_with_sigkill_is_restarted_by_systemd(deployed):
+    unit = "soniquebay-worker-scan-1.service"
+    pid = deployed.unit_main_pid(unit)
+    assert pid > 0
+    deployed.ssh(f"kill -9 {pid}")
+    deadline = time.monotonic() + 60
+    new_pid = pid
+    while time.monotonic() < deadline:
+        state = deployed.ssh(f"systemctl is-active {unit}", check=False).stdout.strip()
+        new_pid = deployed.unit_main_pid(unit)
+        if state == "active" and new_pid not in (0, pid):
+            break
+        time.sleep(1)
+    assert new_pid not in (0, pid), f"{unit} was not restarted"
+    restarts = int(deployed.ssh(f"systemctl show -P NRestarts {unit}").stdout.strip())
+    assert restarts >= 1
+    # Active as soon as Celery is exec'd (Type=exec); it answers once it has connected to Redis.
+    assert f"scan-1@{deployed.name}" in celery_inspect(deployed, "ping", expect={"scan-1"})
+
+
+def test_everything_comes_back_after_a_reboot(deployed):
+    tracks_before = soniquebay_json(deployed, "status", "--json")["library"]["tracks"]
+    deployed.reboot()
+    wait_all_active(deployed)
+    assert len(flower_workers(deployed)) == len(WORKER_UNITS)
+    assert http(FLOWER)[0] == 401
+    assert soniquebay_json(deployed, "status", "--json")["library"]["tracks"] == tracks_before
+    # Flower saved its state at the clean stop and loaded it again (persistent mode).
+    deployed.ssh("ls /var/lib/soniquebay-flower/flower.db*")

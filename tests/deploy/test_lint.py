@@ -1,0 +1,174 @@
+"""Static checks of the Ansible deployment: linters, syntax, the rendered systemd units, input validation.
+
+No test host needed: these run on the controller in well under a minute each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+TEMPLATES = REPO / "templates"
+EXPOSURE_LIMIT = 2.0
+
+
+def tool(name: str) -> str:
+    path = VENV_BIN / name
+    return str(path) if path.exists() else name
+
+
+def run(argv: list[str], *, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1", NO_COLOR="1")
+    env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}"
+    return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def test_ansible_lint_production_profile_passes():
+    proc = run([tool("ansible-lint"), "--offline", "--profile", "production", "--nocolor"])
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-6000:]
+    assert re.search(r"Passed: 0 failure\(s\), 0 warning\(s\)", output), output[-3000:]
+
+
+def test_yamllint_is_clean():
+    paths = ["playbooks", "roles", "inventory", "tests/deploy", ".yamllint", ".ansible-lint"]
+    proc = run([tool("yamllint"), "--strict", *paths])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("inventory", ["inventory/local/hosts.yml", "inventory/example"])
+def test_site_playbook_syntax(inventory):
+    proc = run([tool("ansible-playbook"), "--syntax-check", "-i", inventory, "playbooks/site.yml"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_example_inventory_is_a_broker_database_host_and_worker_hosts():
+    proc = run([tool("ansible-inventory"), "-i", "inventory/example", "--list"])
+    assert proc.returncode == 0, proc.stderr
+    groups = json.loads(proc.stdout)
+    assert groups["broker"]["hosts"] == groups["database"]["hosts"] == ["db1"]
+    assert sorted(groups["workers"]["hosts"]) == ["worker1", "worker2"]
+    hostvars = groups["_meta"]["hostvars"]
+    # All worker hosts mount the library at the same path.
+    assert {tuple(hostvars[h]["backend_worker_library_roots"]) for h in groups["workers"]["hosts"]} == {
+        ("/srv/music",)
+    }
+
+
+def test_deployable_files_start_with_ansible_managed_and_roles_use_them_without_copies():
+    templates = sorted(TEMPLATES.glob("*.j2"))
+    assert templates
+    for template in templates:
+        assert template.read_text().startswith("{{ ansible_managed | comment"), template
+    assert not list((REPO / "roles").glob("*/templates")), "roles render templates/ at the repository root"
+    used = "\n".join(p.read_text() for p in (REPO / "roles").glob("*/tasks/*.yml"))
+    for template in templates:
+        assert template.name in used or "{{ item }}.j2" in used, f"{template.name} is not used by any role"
+
+
+@pytest.fixture(scope="module")
+def rendered_units(tmp_path_factory) -> Path:
+    """The units as the roles render them (default layout), ExecStart pointing at this venv's Celery."""
+    out = tmp_path_factory.mktemp("units")
+    venv = VENV_BIN.parent
+    assert (venv / "bin" / "celery").exists(), "the test venv needs the app's dependencies (celery)"
+    proc = run(
+        [tool("ansible-playbook"), "tests/deploy/render_units.yml", "-e", f"out_dir={out}",
+         "-e", f"backend_worker_venv={venv}", "-e", f"flower_venv={venv}"]
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr
+    return out
+
+
+def test_one_template_renders_every_worker_unit(rendered_units):
+    names = sorted(p.name for p in rendered_units.glob("soniquebay-worker-*.service"))
+    assert names == sorted(
+        f"soniquebay-worker-{q}-{n}.service"
+        for q, units in {"scan": 2, "extract": 2, "batch": 1, "insert": 2, "deferred": 1}.items()
+        for n in range(1, units + 1)
+    )
+    scan = (rendered_units / "soniquebay-worker-scan-1.service").read_text()
+    assert (
+        " worker " in scan and "-Q scan -c 16 --prefetch-multiplier 16 --pool prefork -n scan-1@%%h" in scan
+    )
+    assert "KillMode=mixed" in scan and "Type=exec" in scan and "Restart=on-failure" in scan
+    assert "TimeoutStopSec=660" in scan  # scan's 600 s time limit + 60
+    deferred = (rendered_units / "soniquebay-worker-deferred-1.service").read_text()
+    assert "-Q deferred -c 6 --prefetch-multiplier 6" in deferred and "TimeoutStopSec=960" in deferred
+    flower = (rendered_units / "soniquebay-flower.service").read_text()
+    assert "--address=127.0.0.1 --port=5555 --url_prefix=flower --persistent=True" in flower
+    assert "FLOWER_BASIC_AUTH" not in flower and "--basic_auth" not in flower
+
+
+def test_rendered_units_pass_systemd_analyze_verify(rendered_units):
+    units = sorted(p.name for p in rendered_units.iterdir())
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *units], cwd=rendered_units, capture_output=True, text=True
+    )
+    # verify exits 0 on unknown or unparsable directives: its stderr is the verdict.
+    assert proc.stderr == "", proc.stderr
+    assert proc.returncode == 0
+
+
+def test_rendered_services_expose_at_most_2_0(rendered_units):
+    for unit in sorted(rendered_units.glob("*.service")):
+        proc = subprocess.run(
+            ["systemd-analyze", "security", "--offline=true", "--no-pager", unit.name],
+            cwd=rendered_units,
+            capture_output=True,
+            text=True,
+        )
+        match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", proc.stdout)
+        assert match, proc.stdout + proc.stderr
+        assert float(match.group(1)) <= EXPOSURE_LIMIT, f"{unit.name}: {match.group(1)}\n{proc.stdout}"
+
+
+@pytest.mark.parametrize(
+    ("extra_vars", "expected"),
+    [
+        (
+            {
+                "backend_worker_pools": [
+                    {"queue": "scna", "units": 1, "concurrency": 2, "prefetch_multiplier": 1}
+                ]
+            },
+            "scna",
+        ),
+        (
+            {
+                "backend_worker_pools": [
+                    {"queue": "scan", "units": 1, "concurrency": 0, "prefetch_multiplier": 1}
+                ]
+            },
+            "concurrency=0",
+        ),
+        ({"soniquebay_redis_password": ""}, "backend_worker_redis_password must be at least 12 characters"),
+        ({"backend_worker_visibility_timeout": 600}, "backend_worker_visibility_timeout=600 must exceed"),
+    ],
+    ids=["unknown-queue", "zero-concurrency", "missing-password", "short-visibility-timeout"],
+)
+def test_bad_inventory_values_fail_early_naming_the_value(tmp_path, extra_vars, expected):
+    """Check mode against the controller: validation is the first thing the role does, so nothing runs."""
+    extra = {
+        "soniquebay_credentials_dir": str(tmp_path / "credentials"),
+        "ansible_become": False,
+        **extra_vars,
+    }
+    proc = run(
+        [tool("ansible-playbook"), "-i", "inventory/local/hosts.yml", "playbooks/workers.yml", "--check",
+         "-e", json.dumps(extra)]
+    )  # fmt: skip
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output[-3000:]
+    assert expected in output, output[-3000:]
+    # It failed at validation: no task that changes the host ran.
+    assert "TASK [backend_worker : Install the host packages" not in output
+    assert "changed=0" in output
