@@ -1,0 +1,178 @@
+"""Insert stage alone vs. a plain COPY of the same rows, on a database of its own.
+
+Stage: what one ``insert.records`` task does, batch after batch (``SONIQUEBAY_INSERT_BATCH_ROWS``
+records each, one transaction per batch): check the unit, take the batch's records out of
+``record_buffer``, upsert artists, albums and genres, write the tracks (COPY for new paths,
+INSERT ... ON CONFLICT for known ones), write their genres, clear their error rows, mark the unit
+done. The buffer is filled beforehand (the extract stage's work), untimed.
+
+COPY: the same track rows (all columns, ids already known) and the same track_genres rows
+COPYed into empty tables defined like ``tracks`` / ``track_genres`` (same columns, indexes, unique
+and foreign keys), in the same batches, one transaction per batch: the least any importer must do to
+get those rows into PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import psycopg
+
+from backend_worker import db, ledger
+from backend_worker.config import settings
+from backend_worker.stages import insert
+from bench import stack
+
+RECORD_QUERY = """
+SELECT t.path, t.size, t.mtime_ns, t.title, t.artist, t.album, t.albumartist, t.composer,
+       t.initial_key,
+       coalesce((SELECT array_agg(g.name ORDER BY tg.position) FROM track_genres tg
+                 JOIN genres g ON g.id = tg.genre_id WHERE tg.track_id = t.id), '{}'),
+       t.year, t.track, t.tracktotal, t.disc, t.disctotal, t.comp, t.bpm, t.length, t.bitrate,
+       t.samplerate, t.bitdepth, t.channels, t.format, t.mb_trackid::text, t.mb_albumid::text,
+       t.mb_artistid::text, t.mb_albumartistid::text, t.mb_releasegroupid::text,
+       t.rg_track_gain, t.rg_track_peak, t.rg_album_gain, t.rg_album_peak, t.has_cover
+FROM tracks t ORDER BY t.path
+"""
+RECORD_FIELDS = (
+    "path", "size", "mtime_ns", "title", "artist", "album", "albumartist", "composer", "initial_key",
+    "genres", "year", "track", "tracktotal", "disc", "disctotal", "comp", "bpm", "length", "bitrate",
+    "samplerate", "bitdepth", "channels", "format", "mb_trackid", "mb_albumid", "mb_artistid",
+    "mb_albumartistid", "mb_releasegroupid", "rg_track_gain", "rg_track_peak", "rg_album_gain",
+    "rg_album_peak", "has_cover",
+)  # fmt: skip
+
+
+def records_from_library(conn: psycopg.Connection) -> list[dict]:
+    """The records the pipeline stored (as extract produces them) from a filled library."""
+    out = []
+    for row in conn.execute(RECORD_QUERY):
+        record = dict(zip(RECORD_FIELDS, row, strict=True))
+        record["genres"] = list(record["genres"])
+        record["mtime"] = record["mtime_ns"] / 1e9
+        out.append(record)
+    return out
+
+
+_TABLES = (
+    "track_genres, tracks, albums, artists, genres, file_errors, record_buffer, scan_units, scan_sessions"
+)
+
+
+def _reset(conn: psycopg.Connection) -> None:
+    conn.execute(f"TRUNCATE {_TABLES}, copy_tracks, copy_track_genres RESTART IDENTITY CASCADE")
+    conn.execute("CHECKPOINT")
+
+
+class _Clock:
+    """Wall time, this process's CPU time and the PostgreSQL backend's CPU time."""
+
+    def __init__(self, conn: psycopg.Connection):
+        self.backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+    def __enter__(self):
+        self.wall = time.perf_counter()
+        self.client = time.process_time()
+        self.server = stack.cpu_seconds(self.backend)
+        return self
+
+    def __exit__(self, *exc_info):
+        self.wall = time.perf_counter() - self.wall
+        self.client = time.process_time() - self.client
+        self.server = stack.cpu_seconds(self.backend) - self.server
+        return False
+
+
+def _stage(conn: psycopg.Connection, records: list[dict], batch_rows: int) -> tuple[_Clock, int, list]:
+    chunk_files = settings().extract_chunk_files  # records per buffered extract chunk
+    session_id = ledger.create_session(conn, ["/bench"])
+    for i in range(0, len(records), chunk_files):
+        chunk = records[i : i + chunk_files]
+        ledger.register_units(conn, session_id, [(f"x{i}/c", "collect")])
+        ledger.buffer_records(conn, session_id, f"x{i}/c", chunk)
+    batch_ids = ledger.cut_batches(conn, session_id, batch_rows, flush=True)
+    conn.execute("CHECKPOINT")
+    written = 0
+    with _Clock(conn) as clock:
+        for batch_id in batch_ids:  # the body of tasks.records
+            with conn.transaction():
+                if ledger.unit_done(conn, session_id, batch_id) or not ledger.is_running(conn, session_id):
+                    continue
+                rows = ledger.take_batch(conn, session_id, batch_id)
+                n = insert.upsert_records(conn, rows, session_id)
+                ledger.finish_unit(conn, session_id, batch_id, {"inserted": n})
+                written += n
+    columns = ", ".join(insert.TRACK_COLUMNS)
+    tracks = conn.execute(f"SELECT id, {columns} FROM tracks ORDER BY path").fetchall()
+    genres = conn.execute("SELECT track_id, genre_id, position FROM track_genres ORDER BY 1, 3").fetchall()
+    return clock, written, [tracks, genres, len(batch_ids)]
+
+
+def _copy(conn: psycopg.Connection, tracks: list[tuple], genres: list[tuple], batch_rows: int) -> _Clock:
+    by_track: dict[int, list[tuple]] = {}
+    for row in genres:
+        by_track.setdefault(row[0], []).append(row)
+    conn.execute("CHECKPOINT")
+    columns = ", ".join(insert.TRACK_COLUMNS)
+    with _Clock(conn) as clock:
+        for i in range(0, len(tracks), batch_rows):
+            batch = tracks[i : i + batch_rows]
+            with conn.transaction(), conn.cursor() as cur:
+                with cur.copy(f"COPY copy_tracks (id, {columns}) FROM STDIN") as copy:
+                    for row in batch:
+                        copy.write_row(row)
+                with cur.copy("COPY copy_track_genres (track_id, genre_id, position) FROM STDIN") as copy:
+                    for row in batch:
+                        for genre_row in by_track.get(row[0], ()):
+                            copy.write_row(genre_row)
+    return clock
+
+
+def run(admin_url: str, records: list[dict], batch_rows: int, repeat: int = 2) -> dict:
+    """Stage and COPY, alternately, `repeat` times each on emptied tables; best of each."""
+    name = f"insertbench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    url = admin_url.rsplit("/", 1)[0] + "/" + name
+    try:
+        db.upgrade(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "CREATE TABLE copy_tracks (LIKE tracks INCLUDING ALL, "
+                "FOREIGN KEY (artist_id) REFERENCES artists (id), "
+                "FOREIGN KEY (album_id) REFERENCES albums (id))"
+            )
+            conn.execute(
+                "CREATE TABLE copy_track_genres (LIKE track_genres INCLUDING ALL, "
+                "FOREIGN KEY (track_id) REFERENCES copy_tracks (id) ON DELETE CASCADE, "
+                "FOREIGN KEY (genre_id) REFERENCES genres (id))"
+            )
+            stages, copies = [], []
+            shape: list = []
+            for _ in range(repeat):
+                _reset(conn)
+                clock, written, shape = _stage(conn, records, batch_rows)
+                stages.append(clock)
+                tracks, genres, batches = shape
+                conn.execute("TRUNCATE copy_tracks, copy_track_genres")
+                conn.execute("CHECKPOINT")
+                copies.append(_copy(conn, tracks, genres, batch_rows))
+            tracks, genres, batches = shape
+            stage = min(stages, key=lambda c: c.wall)
+            copy = min(copies, key=lambda c: c.wall)
+            return {
+                "rows": written,
+                "genre_rows": len(genres),
+                "batches": batches,
+                "batch_rows": batch_rows,
+                "stage_seconds": stage.wall,
+                "copy_seconds": copy.wall,
+                "stage_cpu": {"client": stage.client, "server": stage.server},
+                "copy_cpu": {"client": copy.client, "server": copy.server},
+                "stage_all": [c.wall for c in stages],
+                "copy_all": [c.wall for c in copies],
+            }
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -1,0 +1,213 @@
+"""Redis, PostgreSQL and the deployment's worker layout as plain processes on this machine.
+
+Redis and PostgreSQL are started like the test suite's (tests/services.py, free loopback ports)
+but PostgreSQL keeps the settings of a Debian install (fsync, synchronous_commit and
+full_page_writes on), as the deployment runs it. The workers are the deployment's default
+8-unit layout (roles/backend_worker/defaults/main.yml), each unit one
+``celery -A ... worker -Q <queue> -c <n> --prefetch-multiplier <m> --pool prefork -n <queue>-<i>@%h``,
+run as root with the deployment's environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests import services
+
+REPO = services.REPO
+VENV_BIN = services.VENV_BIN
+
+
+@dataclass(frozen=True)
+class Pool:
+    queue: str
+    units: int
+    concurrency: int
+    prefetch: int
+
+
+def deployment_layout() -> list[Pool]:
+    """The worker pools of roles/backend_worker/defaults/main.yml (read, so the bench follows it)."""
+    text = (REPO / "roles/backend_worker/defaults/main.yml").read_text()
+    pools = []
+    pattern = r"\{queue: (\w+), units: (\d+), concurrency: (\d+), prefetch_multiplier: (\d+), pool: prefork"
+    for queue, units, concurrency, prefetch in re.findall(pattern, text):
+        pools.append(Pool(queue, int(units), int(concurrency), int(prefetch)))
+    if {p.queue for p in pools} != set(services.QUEUES):
+        raise RuntimeError(f"cannot read the worker layout from roles/backend_worker/defaults: {pools}")
+    return pools
+
+
+class Postgres(services.Postgres):
+    """The suite's throwaway cluster, but durable like a Debian install (no fsync=off)."""
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        os.chown(self.workdir, *_ids("postgres"))
+        if not self.datadir.exists():
+            self._as_postgres(
+                str(services.PG_BIN / "initdb"), "-D", str(self.datadir), "--auth=trust", "-U", "postgres",
+                "--encoding=UTF8", "--locale=C.UTF-8", stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+        self._as_postgres(
+            str(services.PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-w",
+            "-l", str(self.workdir / "postgres.log"),
+            "-o", f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1",
+            "start", stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        self._as_postgres(
+            str(services.PG_BIN / "createdb"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "soniquebay",
+        )
+
+    def postmaster_pid(self) -> int:
+        return int((self.datadir / "postmaster.pid").read_text().split()[0])
+
+
+def _ids(user: str) -> tuple[int, int]:
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    return entry.pw_uid, entry.pw_gid
+
+
+class Layout:
+    """The worker units of a layout as plain processes (one process group each)."""
+
+    def __init__(self, pools: list[Pool], logdir: Path, env: dict[str, str], app: str = "bench.probe"):
+        self.pools = pools
+        self.logdir = logdir
+        self.env = env
+        self.app = app
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    @property
+    def names(self) -> list[str]:
+        return [f"{p.queue}-{i}" for p in self.pools for i in range(1, p.units + 1)]
+
+    def start(self) -> None:
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        for pool in self.pools:
+            for i in range(1, pool.units + 1):
+                name = f"{pool.queue}-{i}"
+                with open(self.logdir / f"{name}.log", "ab") as log:
+                    self.procs[name] = subprocess.Popen(
+                        [str(VENV_BIN / "celery"), "-A", self.app, "worker", "--loglevel=INFO",
+                         "-Q", pool.queue, "-c", str(pool.concurrency),
+                         "--prefetch-multiplier", str(pool.prefetch), "--pool", "prefork",
+                         "-n", f"{name}@%h"],
+                        cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                    )  # fmt: skip
+
+    def wait_ready(self, timeout: float = 240) -> float:
+        """Wait until every unit answers a ping; returns the seconds it took."""
+        from backend_worker.app import app
+
+        started = time.monotonic()
+        wanted = {f"{name}@{socket.gethostname()}" for name in self.names}
+        while time.monotonic() - started < timeout:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"worker {name} exited:\n{self.log_tail(name)}")
+            replies = app.control.ping(timeout=1.0) or []
+            if wanted <= {n for reply in replies for n in reply}:
+                return time.monotonic() - started
+        raise TimeoutError(f"workers not ready after {timeout} s")
+
+    def pids(self) -> dict[str, list[int]]:
+        """Unit name -> [main pid, pool children...]."""
+        out = {}
+        for name, proc in self.procs.items():
+            out[name] = [proc.pid, *children(proc.pid)]
+        return out
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        path = self.logdir / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs.clear()
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(p) for p in fh.read().split()]
+    except OSError:
+        return []
+
+
+def env_for(redis_url: str, database_url: str, covers_dir: Path, message_dir: Path) -> dict[str, str]:
+    """The deployment's settings (defaults for every tuning knob), nothing else of ours."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SONIQUEBAY_")}
+    env.update(
+        {
+            "SONIQUEBAY_BROKER_URL": redis_url,
+            "SONIQUEBAY_DATABASE_URL": database_url,
+            "SONIQUEBAY_COVERS_DIR": str(covers_dir),
+            "SONIQUEBAY_BENCH_MESSAGE_LOG": str(message_dir),
+            "PYTHONPATH": str(REPO),
+        }
+    )
+    return env
+
+
+# --- /proc readings ---------------------------------------------------------------------------------
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm") as fh:
+            return int(fh.read().split()[1]) * _PAGE
+    except OSError:
+        return 0
+
+
+def pss_bytes(pid: int) -> int:
+    """Proportional set size: shared pages (prefork children share the parent's) counted once."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def cpu_seconds(pid: int, with_reaped_children: bool = False) -> float:
+    """User + system CPU time of a process (plus that of its exited, waited-for children)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if with_reaped_children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / _TICK
