@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     from tests import services
 
     redis = services.Redis(workdir / "redis", services.free_port())
-    postgres = stack.Postgres(workdir / "postgres", services.free_port())
+    postgres = services.Postgres(workdir / "postgres", services.free_port(), durable=True)
     covers = workdir / "covers"
     message_dir = workdir / "messages"
     env = stack.env_for(redis.url, postgres.url, covers, message_dir)

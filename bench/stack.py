@@ -45,45 +45,6 @@ def deployment_layout() -> list[Pool]:
     return pools
 
 
-class Postgres(services.Postgres):
-    """The suite's throwaway cluster, but durable like a Debian install (no fsync=off)."""
-
-    def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        os.chown(self.workdir, *_ids("postgres"))
-        if not self.datadir.exists():
-            self._as_postgres(
-                str(services.PG_BIN / "initdb"), "-D", str(self.datadir), "--auth=trust", "-U", "postgres",
-                "--encoding=UTF8", "--locale=C.UTF-8", stdout=subprocess.DEVNULL,
-            )  # fmt: skip
-        self._as_postgres(
-            str(services.PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-w",
-            "-l", str(self.workdir / "postgres.log"),
-            "-o", f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1",
-            "start", stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        self._as_postgres(
-            str(services.PG_BIN / "createdb"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(self.port),
-            "-U",
-            "postgres",
-            "soniquebay",
-        )
-
-    def postmaster_pid(self) -> int:
-        return int((self.datadir / "postmaster.pid").read_text().split()[0])
-
-
-def _ids(user: str) -> tuple[int, int]:
-    import pwd
-
-    entry = pwd.getpwnam(user)
-    return entry.pw_uid, entry.pw_gid
-
-
 class Layout:
     """The worker units of a layout as plain processes (one process group each)."""
 

@@ -72,16 +72,23 @@ class Redis:
 
 
 class Postgres:
-    """A throwaway cluster owned by the `postgres` system user (initdb refuses root)."""
+    """A throwaway cluster owned by the `postgres` system user (initdb refuses root). Tests trade
+    durability for speed; `durable=True` keeps Debian's settings (the benchmarks measure those)."""
 
-    def __init__(self, workdir: Path, port: int):
+    FAST = "-c fsync=off -c full_page_writes=off -c synchronous_commit=off"
+
+    def __init__(self, workdir: Path, port: int, durable: bool = False):
         self.port = port
         self.datadir = workdir / "pgdata"
         self.workdir = workdir
+        self.durable = durable
 
     @property
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/soniquebay"
+
+    def postmaster_pid(self) -> int:
+        return int((self.datadir / "postmaster.pid").read_text().split()[0])
 
     def _as_postgres(self, *cmd: str, **kwargs) -> subprocess.CompletedProcess:
         return subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=True, **kwargs)
@@ -97,8 +104,8 @@ class Postgres:
             )  # fmt: skip
         self._as_postgres(
             str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-w", "-l", str(self.workdir / "postgres.log"),
-            "-o", f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 -c fsync=off "
-                  "-c full_page_writes=off -c synchronous_commit=off",
+            "-o", f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 "
+                  + ("" if self.durable else self.FAST),
             "start", stdout=subprocess.DEVNULL,
         )  # fmt: skip
         if fresh:
