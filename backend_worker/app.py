@@ -31,7 +31,11 @@ def build_app() -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=4,
+        # A worker whose broker is down or refuses its password keeps retrying (one log line per
+        # attempt, at most 30 s apart) instead of exiting after 100 attempts into a restart loop.
         broker_connection_retry_on_startup=True,
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
         broker_transport_options={
             "visibility_timeout": conf.visibility_timeout,
         },

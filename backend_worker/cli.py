@@ -6,22 +6,14 @@ import json
 import os
 import sys
 import time
-from urllib.parse import urlsplit
 
 import click
 
 from backend_worker.config import ConfigError, settings
+from backend_worker.config import where as _where
 
 EXIT_FAILED = 1  # the scan session failed
 EXIT_UNAVAILABLE = 2  # a service is unreachable or a setting is wrong
-
-
-def _where(url: str) -> str:
-    """host:port/db of a URL, without credentials."""
-    parts = urlsplit(url)
-    host = parts.hostname or "localhost"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def fail(message: str, code: int = EXIT_UNAVAILABLE):
@@ -30,8 +22,9 @@ def fail(message: str, code: int = EXIT_UNAVAILABLE):
 
 
 def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
+    """The error's lines joined into one ("Connection refused" and the hint that follows it)."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text[:500] or type(exc).__name__
 
 
 class Cli(click.Group):

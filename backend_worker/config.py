@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 DEFAULT_TIME_LIMITS = {"scan": 600, "extract": 600, "batch": 300, "insert": 600, "deferred": 900}
 
 
 class ConfigError(Exception):
     """A setting has a value we cannot use; the message names it."""
+
+
+def where(url: str) -> str:
+    """scheme://host:port/db of a URL, without credentials: what logs and errors may show."""
+    parts = urlsplit(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{parts.hostname or 'localhost'}{port}{parts.path}"
 
 
 def _int(name: str, default: int, minimum: int = 1) -> int:

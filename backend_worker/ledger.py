@@ -149,8 +149,24 @@ def close_session(conn: psycopg.Connection, session_id: str, status: str, messag
         (status, message, *(counts[n] for n in COUNT_NAMES), session_id),
     )
     if cur.rowcount == 1:
+        prune_session(conn, session_id)
         conn.execute("SELECT pg_notify(%s, %s)", (CLOSED_CHANNEL, session_id))  # sent on commit
     return cur.rowcount == 1
+
+
+# Working state a session needs only while it runs. Its scan_units stay: they are its history
+# (what each task did, with its counts), one row per task, and `soniquebay status` sums nothing
+# from them once the session is closed.
+SESSION_WORK_TABLES = ("session_dirs", "session_vanished", "cover_plans", "record_buffer")
+
+
+def prune_session(conn: psycopg.Connection, session_id: str) -> dict[str, int]:
+    """Delete a closed session's working rows (in the transaction that closes it). A task of the
+    session delivered afterwards finds the session closed and does nothing, so nothing reads them."""
+    return {
+        table: conn.execute(f"DELETE FROM {table} WHERE session_id = %s", (session_id,)).rowcount
+        for table in SESSION_WORK_TABLES
+    }
 
 
 def fail_session(conn: psycopg.Connection, session_id: str, message: str) -> bool:

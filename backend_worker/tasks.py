@@ -8,21 +8,23 @@ second run changes nothing (see backend_worker.ledger).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
+import threading
 import zlib
 
 import kombu.exceptions
 import psycopg
 import redis.exceptions
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
-from celery.signals import worker_init
+from celery.exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
+from celery.signals import task_revoked, worker_init, worker_ready
 from celery.utils.log import get_task_logger
 
 from backend_worker import db, ledger
 from backend_worker.app import app
-from backend_worker.config import queue_time_limits, settings
+from backend_worker.config import queue_time_limits, settings, where
 from backend_worker.stages import covers, extract, insert, scan, warmup
 
 log = get_task_logger(__name__)
@@ -70,11 +72,66 @@ class PipelineTask(Task):
                 ledger.fail_session(c, session_id, f"{self.name} failed: {short_error(exc)}")
 
 
+@task_revoked.connect
+def _record_revoked(sender=None, request=None, terminated=False, expired=False, **_) -> None:
+    """A task revoked by an operator (Flower, `celery control revoke`), with or without terminate,
+    never runs its own failure hook: record it like a permanent failure, so its files become error
+    records (`soniquebay retry-failed` re-queues them) and its session can still close."""
+    if not isinstance(sender, PipelineTask) or request is None:
+        return
+    how = "expired" if expired else "revoked and terminated" if terminated else "revoked"
+    try:
+        sender.on_permanent_failure(TaskRevokedError(f"{how} by an operator"), **(request.kwargs or {}))
+    except Exception:
+        log.exception("could not record the revoked task %s[%s]", sender.name, request.id)
+
+
 @worker_init.connect
 def _warm_up(sender=None, **kwargs) -> None:
     """Parse a few samples in the main process, before the prefork pool forks its children, so
     they start with warm, specialised extract code (see backend_worker.stages.warmup)."""
     warmup.warm_up()
+
+
+# The worker's own messages (not about one task): go to the worker's log like Celery's.
+worker_log = logging.getLogger("backend_worker.worker")
+DB_CHECK_FIRST_WAIT = 2  # seconds before the second attempt; doubled each time
+DB_CHECK_MAX_WAIT = 300
+
+
+def check_database(first_wait: float = DB_CHECK_FIRST_WAIT, max_wait: float = DB_CHECK_MAX_WAIT) -> None:
+    """Try the database until it answers, one log line per failed attempt (where, and why; never
+    the password). The worker itself keeps running whatever happens here: with a wrong URL or
+    password the tasks it takes retry with backoff, and the log says why in one line."""
+    wait = first_wait
+    while True:
+        url = None
+        try:
+            url = settings().database_url
+            with db.connect(url) as conn:
+                conn.execute("SELECT 1")
+        except Exception as exc:  # any failure here is logged, never raised into the worker
+            shown = where(url) if url else "(unknown URL)"
+            worker_log.error(
+                "cannot use PostgreSQL at %s: %s; trying again in %d s", shown, _one_line(exc), wait
+            )
+            threading.Event().wait(wait)
+            wait = min(wait * 2, max_wait)
+            continue
+        if wait != first_wait:
+            worker_log.warning("PostgreSQL at %s answers again", where(url))
+        return
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text[:500] or type(exc).__name__
+
+
+@worker_ready.connect
+def _watch_database(sender=None, **kwargs) -> None:
+    """Once the worker is up (its pool forked), check the database in the background."""
+    threading.Thread(target=check_database, name="soniquebay-db-check", daemon=True).start()
 
 
 def short_error(exc: BaseException) -> str:
@@ -374,6 +431,25 @@ def send_inserts(session_id: str, batch_ids: list[str]) -> None:
 # --- insert ----------------------------------------------------------------------------------------
 
 
+# Errors one record can cause, whatever the others: a value the database refuses (DataError), a
+# constraint, or a limit such as an index entry above 2,704 bytes (a 20,000-character artist tag).
+# ProgramLimitExceeded is an OperationalError to psycopg, which would otherwise count as transient
+# and retry the batch for a quarter of an hour before failing the session.
+RECORD_ERRORS = (
+    psycopg.DataError,
+    psycopg.IntegrityError,
+    psycopg.ProgrammingError,
+    psycopg.errors.ProgramLimitExceeded,
+)
+
+
+def _record_error(exc: BaseException) -> bool:
+    """Whether a batch's failure may come from one of its records (not an outage to wait out)."""
+    if isinstance(exc, psycopg.errors.ProgramLimitExceeded):
+        return True
+    return isinstance(exc, RECORD_ERRORS) and not isinstance(exc, TRANSIENT_ERRORS)
+
+
 @pipeline_task("insert.records")
 def records(self, session_id: str, batch_id: str) -> dict:
     try:
@@ -385,9 +461,9 @@ def records(self, session_id: str, batch_id: str) -> dict:
                 return {"session": session_id, "skipped": "already inserted"}
             written = insert.upsert_records(c, rows, session_id)
             ledger.finish_unit(c, session_id, batch_id, {"inserted": written})
-    except TRANSIENT_ERRORS:
-        raise
-    except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
+    except Exception as exc:
+        if not _record_error(exc):
+            raise  # transient (retried with backoff) or a bug (fails the session)
         # One bad record must not sink its batch: insert one by one, record the ones that fail.
         log.warning("batch %s failed as a whole (%s); inserting record by record", batch_id, short_error(exc))
         written = _insert_one_by_one(session_id, batch_id)
@@ -405,7 +481,7 @@ def _insert_one_by_one(session_id: str, batch_id: str) -> int:
             try:
                 with c.transaction():
                     written += insert.upsert_records(c, [record], session_id)
-            except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
+            except RECORD_ERRORS as exc:
                 failed.append(
                     {
                         "path": record["path"],

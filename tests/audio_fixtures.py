@@ -35,6 +35,11 @@ from mutagen.dsf import DSF
 from mutagen.flac import FLAC, Picture
 from mutagen.id3 import (
     APIC,
+    COMM,
+    ID3,
+    TALB,
+    TIT2,
+    TPE1,
     TXXX,
     UFID,
     Frames,
@@ -44,6 +49,8 @@ from mutagen.mp4 import MP4, MP4Cover, MP4FreeForm
 from mutagen.oggopus import OggOpus
 from mutagen.oggvorbis import OggVorbis
 from mutagen.wave import WAVE
+
+from backend_worker.stages.extract import RECORD_KEYS
 
 RECIPE_VERSION = 1  # bump when a seed recipe changes: cached seeds are keyed by it
 
@@ -810,35 +817,10 @@ VARIOUS_ARTISTS = "Various Artists"
 VARIOUS_ARTISTS_MBID = "89ad4ac3-39f7-470e-963a-56509c546377"  # MusicBrainz's special artist
 REPEATED_ALBUM_TITLE = "Greatest Hits"
 
-EXPECTED_KEYS = (
-    "path",
-    "size",
-    "format",
-    "title",
-    "artist",
-    "album",
-    "albumartist",
-    "composer",
-    "initial_key",
-    "genres",
-    "year",
-    "track",
-    "tracktotal",
-    "disc",
-    "disctotal",
-    "comp",
-    "bpm",
-    "mb_trackid",
-    "mb_albumid",
-    "mb_artistid",
-    "mb_albumartistid",
-    "mb_releasegroupid",
-    "rg_track_gain",
-    "rg_track_peak",
-    "rg_album_gain",
-    "rg_album_peak",
-    "has_cover",
-)
+# The part of extract's record (RECORD_KEYS) that a library's tags and file name decide: without
+# the stat (mtime) and stream (length, bitrate, ...) fields, which the encoder decides.
+STREAM_KEYS = ("mtime", "mtime_ns", "length", "bitrate", "samplerate", "bitdepth", "channels")
+EXPECTED_KEYS = tuple(key for key in RECORD_KEYS if key not in STREAM_KEYS)
 
 
 def _uuid(rng: random.Random) -> str:
@@ -1031,7 +1013,57 @@ BAD_FILE_KINDS: dict[str, str] = {
         "locked/, mode 000 with a tagged MP3 inside: an unprivileged walker cannot list it (one error "
         "for the folder; its file, not in the map, is never seen). As root it is an ordinary folder"
     ),
+    "track:ogg_named_mp3": "'really an ogg.mp3', a tagged Ogg Vorbis: sniffed by its magic, format OGG",
+    "error:garbage_named_audio": (
+        "garbage.mp3, garbage.flac, garbage.wav: 8 KB of seeded random bytes each (no frame sync that "
+        'mutagen accepts): "not an audio file mutagen can read"'
+    ),
+    "track:huge_comment": "'huge comment.mp3', an ID3v2.4 COMM frame of 1 MB besides the usual tags",
+    "track:huge_picture": (
+        "'huge picture.flac', a 5 MB embedded front cover (a JPEG padded with random bytes): has_cover, "
+        "and the cover stage saves it"
+    ),
+    "track:huge_title": (
+        "'huge title.ogg', a 100,000-character title (stored as it is: text columns are not indexed)"
+    ),
+    "error:huge_artist": (
+        "'huge artist.mp3', a 20,000-character artist of random letters: the artists index cannot hold "
+        'it (PostgreSQL caps an index entry at 2,704 bytes), so insert records "cannot store: ..."'
+    ),
+    "track:latin1_id3v1": "'id3v1 latin1.mp3', only an ID3v1 tag, Latin-1 bytes (title ODD_TITLES[kind])",
+    "track:latin1_id3v23": "'id3v23 latin1.mp3', ID3v2.3 frames in encoding 0 (Latin-1), non-ASCII",
+    "track:utf16_id3v23": "'id3v23 utf16.mp3', ID3v2.3 frames in encoding 1 (UTF-16, BOM), CJK and umlauts",
+    "track:nul_in_tag": (
+        "'nul title.ogg', a Vorbis TITLE with an embedded NUL (dropped: PostgreSQL text cannot hold it)"
+    ),
 }
+
+# Titles the pipeline must store exactly for these kinds (the tag encodings are the point).
+ODD_TITLES: dict[str, str] = {
+    "track:latin1_id3v1": "Café Olé",
+    "track:latin1_id3v23": "Señor Café",
+    "track:utf16_id3v23": "北京 Mädchen",
+    "track:nul_in_tag": "NulTitle",
+}
+
+
+def _id3v1(title: str, artist: str, album: str) -> bytes:
+    """A 128-byte ID3v1 tag: fixed-width Latin-1 fields, genre 255 (none)."""
+
+    def field(text: str, width: int) -> bytes:
+        return text.encode("latin-1")[:width].ljust(width, b"\0")
+
+    return (
+        b"TAG" + field(title, 30) + field(artist, 30) + field(album, 30) + b"2001" + field("", 30) + b"\xff"
+    )
+
+
+def _seed_with_id3(dest: Path, frames: list, version: int) -> None:
+    shutil.copyfile(cached_seed("mp3"), dest)
+    tags = ID3()
+    for frame in frames:
+        tags.add(frame)
+    tags.save(dest, v2_version=version)
 
 
 def _tagged_copy(fmt: str, dest: Path | bytes, title: str) -> None:
@@ -1126,4 +1158,69 @@ def add_bad_files(root: Path | str) -> dict[str, str]:
     _tagged_copy("mp3", locked / "hidden.mp3", "Hidden")
     os.chmod(locked, 0)
     add(locked, "error:unreadable_dir")
+
+    ogg_liar = base / "really an ogg.mp3"
+    _tagged_copy("ogg", ogg_liar, "Really An Ogg")
+    add(ogg_liar, "track:ogg_named_mp3")
+
+    rng = random.Random(6)
+    for ext in (".mp3", ".flac", ".wav"):
+        noise = base / f"garbage{ext}"
+        noise.write_bytes(rng.randbytes(8192))
+        add(noise, "error:garbage_named_audio")
+
+    comment = base / "huge comment.mp3"
+    _tagged_copy("mp3", comment, "Huge Comment")
+    tags = ID3(comment)
+    tags.add(COMM(encoding=3, lang="eng", desc="", text="long comment " * 80_000))  # ~1 MB
+    tags.save()
+    add(comment, "track:huge_comment")
+
+    picture = base / "huge picture.flac"
+    _tagged_copy("flac", picture, "Huge Picture")
+    flac = FLAC(picture)
+    art = Picture()
+    art.type, art.mime, art.data = 3, "image/jpeg", cover_jpeg("huge") + rng.randbytes(5_000_000)
+    flac.add_picture(art)
+    flac.save()
+    add(picture, "track:huge_picture")
+
+    title = base / "huge title.ogg"
+    _tagged_copy("ogg", title, "x")
+    ogg = OggVorbis(title)
+    ogg["TITLE"] = ["".join(rng.choices("abcdefghij klmnopqrstuvwxyz", k=100_000))]
+    ogg.save()
+    add(title, "track:huge_title")
+
+    artist = base / "huge artist.mp3"
+    _tagged_copy("mp3", artist, "Huge Artist")
+    tags = ID3(artist)
+    tags.add(TPE1(encoding=3, text="".join(rng.choices("ABCDEFGHIJKLMNOPQRSTUVWXYZ", k=20_000))))
+    tags.save()
+    add(artist, "error:huge_artist")
+
+    v1 = base / "id3v1 latin1.mp3"
+    shutil.copyfile(cached_seed("mp3"), v1)
+    with open(v1, "ab") as fh:
+        fh.write(_id3v1(ODD_TITLES["track:latin1_id3v1"], "Bad Files", "Bad Files"))
+    add(v1, "track:latin1_id3v1")
+
+    for kind, name, encoding in (
+        ("track:latin1_id3v23", "id3v23 latin1.mp3", 0),
+        ("track:utf16_id3v23", "id3v23 utf16.mp3", 1),
+    ):
+        frames = [
+            TIT2(encoding=encoding, text=ODD_TITLES[kind]),
+            TPE1(encoding=encoding, text="Bad Files"),
+            TALB(encoding=encoding, text="Bad Files"),
+        ]
+        _seed_with_id3(base / name, frames, 3)
+        add(base / name, kind)
+
+    nul = base / "nul title.ogg"
+    _tagged_copy("ogg", nul, "x")
+    ogg = OggVorbis(nul)
+    ogg["TITLE"] = ["Nul\x00Title"]
+    ogg.save()
+    add(nul, "track:nul_in_tag")
     return made

@@ -11,6 +11,11 @@ suite, mirror and package list); each run unpacks a fresh copy under /var/tmp an
     host.reboot()                     # nspawn exits on reboot: started again, like a machine coming back
     host.destroy()                    # poweroff, unmount, delete (also for leftovers of a killed run)
 
+For development, keep one machine up between pytest runs:
+    python -m tests.testhost up       # boot + converge, prints its name; SONIQUEBAY_TESTHOST=<name>
+    SONIQUEBAY_TESTHOST=<name> pytest tests/deploy -k ...   # attaches to it, leaves it running
+    python -m tests.testhost down <name>
+
 Used by tests/deploy/conftest.py (one machine per pytest session); reusable by browser or fault tests.
 """
 
@@ -44,7 +49,17 @@ SECURITY_MIRROR = os.environ.get(
 # checks need (python3 for Ansible modules, sshd to reach it, iproute2 for ss).
 PACKAGES = ("systemd", "systemd-sysv", "dbus", "python3", "openssh-server", "iproute2", "ca-certificates")
 # Ports the deployment listens on inside the machine, which shares this host's network.
-SERVICE_PORTS = {80: "nginx", 5555: "Flower", 6379: "Redis", 5432: "PostgreSQL"}
+SERVICE_PORTS = {
+    80: "nginx",
+    5555: "Flower",
+    6379: "Redis",
+    5432: "PostgreSQL",
+    9090: "Prometheus",
+    9808: "soniquebay exporter",
+}
+# Task time limits and Redis visibility timeout of the test host's deployment (seconds).
+TEST_TIME_LIMIT = 40
+TEST_VISIBILITY_TIMEOUT = 50
 # Left alone: taken by something else on the development machines.
 RESERVED_PORTS = {22, 2024}
 SSH_PORTS = range(2222, 2300)
@@ -180,6 +195,7 @@ class TestHost:
         self.source_dir = workdir / "source"
         self.proc: subprocess.Popen | None = None
         self.boots = 0
+        self.kept = False  # attached to a machine kept up for development: destroy() leaves it
 
     # ---- life cycle ------------------------------------------------------------------------------
 
@@ -203,6 +219,7 @@ class TestHost:
             destroy_workdir(workdir)
         workdir.mkdir(mode=0o700)
         (workdir / "owner.pid").write_text(str(os.getpid()))
+        (workdir / "ssh.port").write_text(str(ssh_port))
         host = cls(name, workdir, ssh_port)
         try:
             host._unpack(tarball)
@@ -213,6 +230,26 @@ class TestHost:
         except BaseException:
             host.destroy()
             raise
+        return host
+
+    @classmethod
+    def attach(cls, name: str) -> TestHost:
+        """A machine kept running by `python -m tests.testhost up` (not destroyed by the tests)."""
+        workdir = MACHINES_DIR / name
+        try:
+            ssh_port = int((workdir / "ssh.port").read_text())
+            pid = int((workdir / "nspawn.pid").read_text())
+        except (OSError, ValueError) as exc:
+            raise TestHostError(f"no kept test host {name} under {MACHINES_DIR}: {exc}") from exc
+        if not _is_nspawn(pid):
+            raise TestHostError(f"test host {name} is not running (nspawn pid {pid} is gone)")
+        host = cls(name, workdir, ssh_port)
+        host.kept = True
+        host.boots = 1
+        host._write_inventory()
+        # Converges deploy the code as it is now.
+        shutil.rmtree(host.source_dir, ignore_errors=True)
+        host._snapshot_source()
         return host
 
     def _unpack(self, tarball: Path) -> None:
@@ -277,8 +314,10 @@ class TestHost:
 
     def _write_inventory(self) -> None:
         """Same groups and group_vars as inventory/local, but reached over SSH."""
-        self.inventory_dir.mkdir()
-        (self.inventory_dir / "group_vars").symlink_to(REPO / "inventory/local/group_vars")
+        self.inventory_dir.mkdir(exist_ok=True)
+        group_vars = self.inventory_dir / "group_vars"
+        if not group_vars.is_symlink():
+            group_vars.symlink_to(REPO / "inventory/local/group_vars")
         host_vars = {
             "ansible_host": "127.0.0.1",
             "ansible_port": self.ssh_port,
@@ -288,13 +327,19 @@ class TestHost:
                 "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
             ),
             "ansible_python_interpreter": "/usr/bin/python3",
+            # Short task time limits, so Redis hands a killed worker's tasks back within a minute
+            # (fault tests); production keeps the defaults (600-900 s, visibility 1800 s).
+            "backend_worker_queue_time_limits": dict.fromkeys(
+                ("scan", "extract", "batch", "insert", "deferred"), TEST_TIME_LIMIT
+            ),
+            "backend_worker_visibility_timeout": TEST_VISIBILITY_TIMEOUT,
         }
         inventory = {
             "all": {
                 "hosts": {self.name: host_vars},
                 "children": {
                     group: {"hosts": {self.name: None}}
-                    for group in ("broker", "database", "workers", "monitoring")
+                    for group in ("broker", "database", "workers", "monitoring", "prometheus")
                 },
             }
         }
@@ -350,6 +395,14 @@ class TestHost:
 
     def wait_stopped(self, timeout: float) -> bool:
         if self.proc is None:
+            # Attached to a kept machine: not our child, poll its pid.
+            with contextlib.suppress(OSError, ValueError):
+                pid = int((self.workdir / "nspawn.pid").read_text())
+                deadline = time.monotonic() + timeout
+                while _is_nspawn(pid):
+                    if time.monotonic() > deadline:
+                        return False
+                    time.sleep(0.5)
             return True
         try:
             self.proc.wait(timeout=timeout)
@@ -366,6 +419,8 @@ class TestHost:
 
     def destroy(self) -> None:
         """Power off (cleanly if possible), unmount what is left and delete the machine."""
+        if self.kept:
+            return
         if self.proc is not None and self.proc.poll() is None:
             self.ssh("systemctl poweroff", check=False, timeout=15)
             if not self.wait_stopped(90):
@@ -548,9 +603,32 @@ def cleanup_leftovers() -> None:
         if not workdir.is_dir() or workdir.name.startswith("debootstrap-"):
             continue
         try:
-            owner = int((workdir / "owner.pid").read_text())
+            owner_text = (workdir / "owner.pid").read_text().strip()
+            if owner_text == "kept" and _is_nspawn(int((workdir / "nspawn.pid").read_text())):
+                continue  # kept up for development (python -m tests.testhost up)
+            owner = int(owner_text)
             os.kill(owner, 0)
             continue  # still owned by a live process
         except (OSError, ValueError):
             pass
         destroy_workdir(workdir)
+
+
+def main(argv: list[str]) -> int:
+    """python -m tests.testhost up | down NAME: a converged machine kept up for development."""
+    if argv[:1] == ["up"]:
+        host = TestHost.create(name="sbdev")
+        (host.workdir / "owner.pid").write_text("kept")
+        result = host.converge()
+        print(result.tail(15))
+        print(f"SONIQUEBAY_TESTHOST={host.name}  (ssh port {host.ssh_port}, workdir {host.workdir})")
+        return 0 if result.ok else 1
+    if len(argv) == 2 and argv[0] == "down":
+        destroy_workdir(MACHINES_DIR / argv[1])
+        return 0
+    print("usage: python -m tests.testhost up | down NAME", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -7,6 +7,8 @@ of the session, also when a test fails or the run is interrupted.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.deploy.layout import ALL_UNITS
@@ -24,8 +26,9 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def test_host():
-    """The booted machine, not yet provisioned."""
-    host = TestHost.create()
+    """The booted machine, not yet provisioned (or SONIQUEBAY_TESTHOST: one kept up, see testhost.py)."""
+    kept = os.environ.get("SONIQUEBAY_TESTHOST")
+    host = TestHost.attach(kept) if kept else TestHost.create()
     try:
         yield host
     finally:

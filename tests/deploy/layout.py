@@ -14,7 +14,9 @@ WORKER_UNITS = [f"soniquebay-worker-{queue}-{n}.service" for queue, (units, _, _
 SONIQUEBAY_UNITS = [
     *WORKER_UNITS,
     "soniquebay-flower.service",
+    "soniquebay-exporter.service",
     "soniquebay-workers.target",
     "soniquebay.target",
 ]
-ALL_UNITS = [*SONIQUEBAY_UNITS, "redis-server.service", "postgresql.service", "nginx.service"]
+SYSTEM_UNITS = ["redis-server.service", "postgresql.service", "nginx.service", "prometheus.service"]
+ALL_UNITS = [*SONIQUEBAY_UNITS, *SYSTEM_UNITS]

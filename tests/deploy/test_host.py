@@ -163,7 +163,7 @@ def test_worker_and_flower_units_are_hardened_and_verify_cleanly(deployed):
         "systemctl show -p User -p KillMode -p Type -p Restart -p TimeoutStopUSec -p NoNewPrivileges "
         "-p ProtectSystem -p PrivateTmp -p MemoryMax soniquebay-worker-deferred-1.service"
     ).stdout
-    wanted = ["User=soniquebay", "KillMode=mixed", "Type=exec", "Restart=on-failure", "TimeoutStopUSec=16min",
+    wanted = ["User=soniquebay", "KillMode=mixed", "Type=exec", "Restart=always", "TimeoutStopUSec=1min 40s",
               "NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes"]  # fmt: skip
     for expected in wanted:
         assert expected in props, props

@@ -99,7 +99,7 @@ def test_one_template_renders_every_worker_unit(rendered_units):
     assert (
         " worker " in scan and "-Q scan -c 16 --prefetch-multiplier 16 --pool prefork -n scan-1@%%h" in scan
     )
-    assert "KillMode=mixed" in scan and "Type=exec" in scan and "Restart=on-failure" in scan
+    assert "KillMode=mixed" in scan and "Type=exec" in scan and "Restart=always" in scan
     assert "TimeoutStopSec=660" in scan  # scan's 600 s time limit + 60
     deferred = (rendered_units / "soniquebay-worker-deferred-1.service").read_text()
     assert "-Q deferred -c 6 --prefetch-multiplier 6" in deferred and "TimeoutStopSec=960" in deferred

@@ -136,18 +136,56 @@ BAD_FILE_EXPECTATIONS = {
     "unreadable_dir": ("error", "cannot list folder"),
     "inside_unreadable_dir": ("none", ""),
     "unreadable_file": ("error", "ermission denied"),
+    "ogg_named_mp3": ("track", ""),
+    "garbage_named_audio": ("error", "not an audio file mutagen can read"),
+    "huge_comment": ("track", ""),
+    "huge_picture": ("track", ""),
+    "huge_title": ("track", ""),
+    # The artists index cannot hold a 20,000-character name: insert records it, the batch goes on.
+    "huge_artist": ("error", "cannot store: ProgramLimitExceeded"),
+    "latin1_id3v1": ("track", ""),
+    "latin1_id3v23": ("track", ""),
+    "utf16_id3v23": ("track", ""),
+    "nul_in_tag": ("track", ""),
 }
+
+
+class WorkerWatch:
+    """Worker main and pool PIDs, and where each log ended, before a scan: check() then says no
+    worker process died or was replaced meanwhile and no task was lost with a dead worker."""
+
+    def __init__(self, workers):
+        self.workers = workers
+        self.pids = {q: (p.pid, sorted(workers.pool_children(q))) for q, p in workers.procs.items()}
+        self.offsets = {q: (workers.logdir / f"{q}.log").stat().st_size for q in workers.procs}
+
+    def new_log(self, queue: str) -> str:
+        with open(self.workers.logdir / f"{queue}.log", "rb") as fh:
+            fh.seek(self.offsets[queue])
+            return fh.read().decode(errors="replace")
+
+    def check(self) -> None:
+        for queue, (main, pool) in self.pids.items():
+            assert self.workers.procs[queue].poll() is None, f"{queue} worker exited"
+            assert self.workers.procs[queue].pid == main
+            assert sorted(self.workers.pool_children(queue)) == pool, f"{queue}: pool processes replaced"
+            log = self.new_log(queue)
+            for sign in ("WorkerLostError", "exited with", "Traceback", "raised unexpected"):
+                assert sign not in log, f"{queue} worker log:\n{log[-3000:]}"
 
 
 def test_broken_and_odd_files_become_error_records_and_the_session_closes(pipeline, library):
     from backend_worker.stages.scan import printable
 
     expected = audio_fixtures.build_library(library, artists=1, albums_per_artist=2, tracks_per_album=3)
-    bad = {path: kind.rpartition(":")[2] for path, kind in audio_fixtures.add_bad_files(library).items()}
+    made = audio_fixtures.add_bad_files(library)
+    bad = {path: kind.rpartition(":")[2] for path, kind in made.items()}
     assert set(bad.values()) <= set(BAD_FILE_EXPECTATIONS), "every awkward case has an expectation"
-    assert len(set(bad.values())) >= 12
+    assert set(bad.values()) == {k.rpartition(":")[2] for k in audio_fixtures.BAD_FILE_KINDS}, "all made"
+    watch = WorkerWatch(pipeline.workers)
     session = pipeline.scan(library)
     assert session["status"] == "completed", session
+    watch.check()
     errors = {e["path"]: e for e in map(json.loads, pipeline.cli("errors", "--json").stdout.splitlines())}
     stored = {p for (p,) in pipeline.rows("SELECT path FROM tracks")}
     assert {e["path"] for e in expected} <= stored
@@ -167,18 +205,86 @@ def test_broken_and_odd_files_become_error_records_and_the_session_closes(pipeli
     assert errors[symlink]["error"] == "symlink loop, not followed"
     assert stored == wanted_tracks
     assert set(errors) == wanted_errors
-    assert all(e["error"] and e["stage"] in ("scan", "extract") for e in errors.values())
+    assert all(e["error"] and e["stage"] in ("scan", "extract", "insert") for e in errors.values())
     assert session["counts"]["errors"] == len(errors)
     assert session["counts"]["inserted"] == len(wanted_tracks)
+    # The plain listing names every one of them, with its reason.
+    listed = pipeline.cli("errors").stdout
+    for path, e in errors.items():
+        assert f"{path}\t{e['stage']}: {e['error']}" in listed
+    # Odd tag encodings are read right; the 5 MB embedded picture is the album's cover.
+    titles = dict(pipeline.rows("SELECT path, title FROM tracks"))
+    for path, kind in made.items():
+        if kind in audio_fixtures.ODD_TITLES:
+            assert titles[path] == audio_fixtures.ODD_TITLES[kind], kind
+    huge_title = next(p for p, kind in bad.items() if kind == "huge_title")
+    assert len(titles[huge_title]) == 100_000
+    [(cover,)] = pipeline.rows("SELECT cover_hash FROM albums WHERE title = 'Bad Files'")
+    assert (COVERS_DIR / cover[:2] / cover).stat().st_size > 5_000_000
+    print(
+        f"\nbad input corpus: {len(bad)} inputs ({len(set(bad.values()))} kinds), {len(expected)} good "
+        f"files: {len(stored)} tracks, {len(errors)} error records, 1 session completed; "
+        f"counts {session['counts']}"
+    )
 
     # Nothing broken is retried and nothing is lost: an unchanged rescan reads nothing again.
     again = pipeline.scan(library)
     assert again["status"] == "completed"
     assert again["counts"]["extracted"] == 0 and again["counts"]["removed"] == 0
+    watch.check()
     assert {json.loads(line)["path"] for line in pipeline.cli("errors", "--json").stdout.splitlines()} == set(
         errors
     )
     assert {p for (p,) in pipeline.rows("SELECT path FROM tracks")} == wanted_tracks
+
+
+def test_files_deleted_between_the_walk_and_extract_leave_nothing_behind(pipeline, library):
+    """The walk lists files, then they are deleted before an extract task reads them (extract is
+    held back by stopping its worker): a known track is removed, a new file leaves no row and no
+    error record, and the session completes."""
+    expected = audio_fixtures.build_library(library, artists=1, albums_per_artist=2, tracks_per_album=4)
+    assert pipeline.scan(library)["counts"]["inserted"] == 8
+    changed = expected[:2]
+    for e in changed:  # changed since the last scan: the walk sends them to extract
+        audio_fixtures.write_tags(Path(e["path"]), {"title": e["title"] + " (edit)"})
+    new = []
+    for n in range(3):
+        path = Path(expected[-1]["path"]).with_name(f"new {n}{Path(expected[-1]['path']).suffix}")
+        shutil.copy(expected[-1]["path"], path)
+        new.append(str(path))
+    workers = pipeline.workers
+    workers.stop(["extract"])
+    try:
+        session_id = pipeline.cli("scan", str(library)).stdout.strip()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            pending = dict(
+                pipeline.rows(
+                    "SELECT stage, count(*) FILTER (WHERE done_at IS NULL) FROM scan_units "
+                    "WHERE session_id = %s GROUP BY stage",
+                    session_id,
+                )
+            )
+            if pending.get("walk") == 0 and pending.get("extract"):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"the walk did not finish: {pending}")
+        gone = [e["path"] for e in changed] + new[:2]
+        for path in gone:
+            os.unlink(path)
+    finally:
+        workers.start(["extract"])
+    assert pipeline.wait_closed(session_id) == "completed"
+    [counts] = pipeline.rows(
+        "SELECT discovered, unchanged, extracted, inserted, errors, removed FROM scan_sessions WHERE id = %s",
+        session_id,
+    )
+    assert counts == (8 + 3, 6, 1, 1, 0, 2)
+    stored = {p for (p,) in pipeline.rows("SELECT path FROM tracks")}
+    assert stored == {e["path"] for e in expected[2:]} | {new[2]}
+    assert pipeline.rows("SELECT count(*) FROM file_errors") == [(0,)]
+    assert pipeline.cli("errors").stdout == ""
 
 
 def test_an_unreadable_folder_keeps_its_tracks(pipeline, library):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from celery.app.defaults import NAMESPACES, flatten
 
-from backend_worker.config import ConfigError, Settings, queue_time_limits
+from backend_worker.config import ConfigError, Settings, queue_time_limits, where
 
 LONGEST_TIME_LIMIT = max(queue_time_limits().values())
 
@@ -26,7 +26,9 @@ def test_queues_routes_and_reliability():
     assert [q.name for q in app.conf.task_queues] == list(QUEUES)
     assert app.conf.task_acks_late and app.conf.task_reject_on_worker_lost
     assert app.conf.task_ignore_result
-    assert app.conf.broker_connection_retry_on_startup
+    assert app.conf.broker_connection_retry_on_startup and app.conf.broker_connection_retry
+    # A worker whose broker is unreachable or refuses its password retries for ever, never exits.
+    assert app.conf.broker_connection_max_retries is None
     assert app.conf.broker_transport_options["visibility_timeout"] > LONGEST_TIME_LIMIT
     ours = {name: task for name, task in app.tasks.items() if not name.startswith("celery.")}
     assert set(ours) == {
@@ -58,3 +60,12 @@ def test_time_limits_are_configurable_per_queue(monkeypatch):
     monkeypatch.setenv("SONIQUEBAY_TIME_LIMIT_DEFERRED", "5")
     with pytest.raises(ConfigError, match="SONIQUEBAY_TIME_LIMIT_DEFERRED=5 must be at least 40"):
         queue_time_limits()
+
+
+def test_urls_are_shown_without_credentials():
+    assert where("postgresql://soniquebay:s3cret@db.example:5432/soniquebay") == (
+        "postgresql://db.example:5432/soniquebay"
+    )
+    assert where("redis://:s3cret@127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    assert where("postgresql:///soniquebay") == "postgresql://localhost/soniquebay"
+    assert where("redis://:s3cret@host:notaport/0") == "redis://host/0"

@@ -546,6 +546,16 @@ def test_bad_files_as_the_extract_stage_sees_them(tmp_path):
         "error:fifo": "not a regular file",
         "error:unreadable_file": "MP3",
         "error:unreadable_dir": "not a regular file",
+        "track:ogg_named_mp3": "OGG",
+        "error:garbage_named_audio": "not an audio file mutagen can read",
+        "track:huge_comment": "MP3",
+        "track:huge_picture": "FLAC",
+        "track:huge_title": "OGG",
+        "error:huge_artist": "MP3",  # read fine: the database refuses to index it (insert)
+        "track:latin1_id3v1": "MP3",
+        "track:latin1_id3v23": "MP3",
+        "track:utf16_id3v23": "MP3",
+        "track:nul_in_tag": "OGG",
     }
     records, errors = extract_paths(list(bad))
     seen = {bad[r["path"]]: r["format"] for r in records} | {bad[e["path"]]: e["error"] for e in errors}
@@ -553,6 +563,13 @@ def test_bad_files_as_the_extract_stage_sees_them(tmp_path):
     latin1 = next(p for p, kind in bad.items() if kind == "error:non_utf8_name")
     assert os.fsencode(latin1).endswith(b"/caf\xe9.mp3") and os.path.isfile(latin1)
     assert any(r["title"] == "Café Latin-1" for r in records)
+    titles = {bad[r["path"]]: r["title"] for r in records}
+    assert {kind: titles[kind] for kind in af.ODD_TITLES} == af.ODD_TITLES
+    assert len(titles["track:huge_title"]) == 100_000
+    huge = {bad[r["path"]]: r for r in records}
+    assert huge["track:huge_picture"]["has_cover"] and len(huge["error:huge_artist"]["artist"]) == 20_000
+    garbage = [p for p, kind in bad.items() if kind == "error:garbage_named_audio"]
+    assert sorted(os.path.splitext(p)[1] for p in garbage) == [".flac", ".mp3", ".wav"]
     link = next(p for p, kind in bad.items() if kind == "error:symlink_loop")
     assert os.readlink(link) == ".." and os.path.realpath(link) == os.path.dirname(os.path.dirname(link))
 

@@ -1,0 +1,214 @@
+"""What the monitoring and fault tests do to the deployed test host: put a library in place, run a
+scan in the background, watch Flower and Prometheus, find a working pool process."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from tests import audio_fixtures
+from tests.deploy.layout import LAYOUT
+from tests.deploy.test_host import FLOWER, LIBRARY, flower_auth, http, psql
+from tests.testhost import TestHost
+
+PROMETHEUS = "http://127.0.0.1:9090/"
+
+
+def put_library(host: TestHost, staging: Path, **shape) -> list[dict]:
+    """A fixture library of `shape` (build_library's arguments) at /srv/music on the host, replacing
+    what was there; returns the expected records with their paths as the host sees them."""
+    expected = audio_fixtures.build_library(staging, **shape)
+    target = host.root / LIBRARY.lstrip("/")
+    if target.exists():
+        shutil.rmtree(target)
+    subprocess.run(["cp", "-a", str(staging), str(target)], check=True)
+    subprocess.run(["chmod", "-R", "a+rX", str(target)], check=True)
+    for record in expected:
+        record["path"] = LIBRARY + "/" + str(Path(record["path"]).relative_to(staging))
+    return expected
+
+
+def reset_library_db(host: TestHost) -> None:
+    """Forget every track and error, so a scan starts from an empty library."""
+    psql(host, "TRUNCATE tracks, track_genres, albums, artists, genres, file_errors CASCADE")
+
+
+class BackgroundScan:
+    """`soniquebay scan /srv/music --wait --json` on the host, running while the test injects faults."""
+
+    def __init__(self, host: TestHost, *args: str):
+        self.host = host
+        self.proc = subprocess.Popen(
+            [*host.ssh_argv(), " ".join(["soniquebay", "scan", LIBRARY, "--wait", "--json", *args])],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def session_id(self, timeout: float = 60) -> str:
+        """The running session (the newest one)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rows = psql(
+                self.host, "SELECT id FROM scan_sessions WHERE status = 'running' ORDER BY started_at DESC"
+            )
+            if rows:
+                return rows[0][0]
+            time.sleep(0.5)
+        raise AssertionError("no scan session started")
+
+    def units_done(self) -> int:
+        return int(psql(self.host, "SELECT count(*) FROM scan_units WHERE done_at IS NOT NULL")[0][0])
+
+    def wait_units_done(self, at_least: int, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while self.units_done() < at_least:
+            assert self.proc.poll() is None, f"the scan ended early: {self.proc.communicate()}"
+            assert time.monotonic() < deadline, f"fewer than {at_least} units done after {timeout} s"
+            time.sleep(0.3)
+
+    def result(self, timeout: float = 600) -> dict:
+        out, err = self.proc.communicate(timeout=timeout)
+        assert self.proc.returncode == 0, f"scan exited {self.proc.returncode}: {out}{err}"
+        return json.loads(out.strip().splitlines()[-1])
+
+
+def assert_library_is_exactly(host: TestHost, expected: list[dict]) -> None:
+    """Every expected file is one track row, nothing else, no duplicates (paths are unique keys, so
+    also compare the counts of the tables a duplicate insert would grow)."""
+    paths = [p for (p,) in psql(host, "SELECT path FROM tracks ORDER BY path")]
+    assert paths == sorted(e["path"] for e in expected)
+    genres = psql(host, "SELECT count(*), count(DISTINCT (track_id, genre_id)) FROM track_genres")[0]
+    assert genres[0] == genres[1]
+    assert psql(host, "SELECT count(*) FROM file_errors") == [["0"]]
+
+
+def flower_api(host: TestHost, path: str, method: str = "GET") -> tuple[int, object]:
+    """Flower's API through nginx with the admin password: (status, decoded JSON or text)."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    user, password = flower_auth(host)
+    request = urllib.request.Request(FLOWER + path, method=method, data=b"" if method == "POST" else None)
+    request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            body = response.read()
+            status = response.status
+    except urllib.error.HTTPError as error:
+        body, status = error.read(), error.code
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, body.decode(errors="replace")
+
+
+def prometheus(path: str) -> object:
+    """Prometheus' HTTP API on the host's loopback (shared with this machine)."""
+    status, _, body = http(PROMETHEUS + path)
+    assert status == 200, body[:500]
+    return json.loads(body)["data"]
+
+
+def wait_for(predicate, timeout: float, interval: float = 2.0, what: str = "condition"):
+    """Poll `predicate` until it returns something truthy; that value is returned."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(interval)
+
+
+def pool_children(host: TestHost, unit: str) -> list[int]:
+    main = host.unit_main_pid(unit)
+    out = host.ssh(f"pgrep -P {main} || true").stdout.split()
+    return sorted(int(pid) for pid in out)
+
+
+def freeze_a_working_child(host: TestHost, units: list[str], timeout: float = 60) -> int:
+    """SIGSTOP the first pool process of `units` seen using CPU (it is running a task), as a hung
+    disk read would freeze it; returns its pid. Runs on the host so it reacts within milliseconds."""
+    script = f"""
+pids=""
+for unit in {" ".join(units)}; do pids="$pids $(pgrep -P $(systemctl show -P MainPID $unit))"; done
+ticks() {{ awk '{{print $14 + $15}}' /proc/$1/stat 2>/dev/null || echo 0; }}
+declare -A before
+for p in $pids; do before[$p]=$(ticks $p); done
+end=$((SECONDS + {int(timeout)}))
+while [ $SECONDS -lt $end ]; do
+  for p in $pids; do
+    if [ "$(ticks $p)" -gt "${{before[$p]}}" ]; then kill -STOP $p; echo $p; exit 0; fi
+  done
+  sleep 0.01
+done
+exit 1
+"""
+    proc = host.ssh("bash -s", input=script, check=False, timeout=timeout + 30)
+    assert proc.returncode == 0, f"no pool process of {units} started working: {proc.stderr}"
+    return int(proc.stdout.split()[-1])
+
+
+def redis(host, *args: str) -> str:
+    return host.ssh(
+        "export REDISCLI_AUTH=$(cat); redis-cli --no-auth-warning " + " ".join(args),
+        input=host.credential("redis"),
+    ).stdout.strip()
+
+
+def units_of(queue: str) -> list[str]:
+    return [f"soniquebay-worker-{queue}-{n}.service" for n in range(1, LAYOUT[queue][0] + 1)]
+
+
+def hold_stage(host, queue: str) -> BackgroundScan:
+    """Stop `queue`'s units, start a scan from an empty library, and return once the scan has
+    filled that queue and everything upstream is idle."""
+    host.ssh("systemctl stop " + " ".join(units_of(queue)), timeout=300)
+    reset_library_db(host)
+    scan = BackgroundScan(host)
+    previous = None
+
+    def filled_and_still():
+        nonlocal previous
+        length = int(redis(host, "llen", queue))
+        settled = length > 0 and length == previous
+        previous = length
+        return length if settled else None
+
+    wait_for(filled_and_still, timeout=180, interval=2, what=f"the {queue} queue to fill")
+    return scan
+
+
+def release_one_holding_messages(host, queue: str) -> list[int]:
+    """Start the first unit of the held stage with its pool processes frozen (SIGSTOP) the moment
+    they exist, and return them once the worker has taken messages it cannot finish: it is then
+    sure to hold unacknowledged work, however fast the stage is. The caller resumes them (SIGCONT)."""
+    unit = units_of(queue)[0]
+    concurrency = LAYOUT[queue][1]
+    script = f"""
+systemctl start {unit}
+end=$((SECONDS + 60))
+while [ $SECONDS -lt $end ]; do
+  kids=$(pgrep -P "$(systemctl show -P MainPID {unit})")
+  if [ "$(echo $kids | wc -w)" -ge {concurrency} ]; then kill -STOP $kids; echo $kids; exit 0; fi
+  sleep 0.02
+done
+exit 1
+"""
+    proc = host.ssh("bash -s", input=script, check=False, timeout=120)
+    assert proc.returncode == 0, f"{unit} did not start its pool: {proc.stderr}"
+    frozen = [int(pid) for pid in proc.stdout.split()]
+    wait_for(
+        lambda: int(redis(host, "hlen", "unacked")) > 0,
+        timeout=60,
+        interval=0.2,
+        what=f"{unit} to take messages",
+    )
+    return frozen
+
+
+def resume(host, pids: list[int]) -> None:
+    host.ssh("kill -CONT " + " ".join(map(str, pids)) + " 2>/dev/null; true")

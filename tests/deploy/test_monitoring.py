@@ -1,0 +1,246 @@
+"""Monitoring on the deployed test host, as an operator uses it: Prometheus scraping Flower and the
+exporter, the worker-offline alert, Flower's operator actions through nginx, retries in Flower."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.deploy.layout import WORKER_UNITS
+from tests.deploy.ops import (
+    BackgroundScan,
+    flower_api,
+    freeze_a_working_child,
+    hold_stage,
+    pool_children,
+    prometheus,
+    put_library,
+    reset_library_db,
+    units_of,
+    wait_for,
+)
+from tests.deploy.test_host import (
+    FLOWER,
+    celery_inspect,
+    flower_auth,
+    flower_workers,
+    http,
+    psql,
+    wait_all_active,
+)
+
+pytestmark = pytest.mark.deploy
+
+ALERTS = {
+    "SoniqueBayTaskFailureRateHigh",
+    "SoniqueBayQueueBacklog",
+    "SoniqueBayWorkerOffline",
+    "SoniqueBayScanStalled",
+    "SoniqueBayMetricsDown",
+}
+
+
+def test_prometheus_scrapes_flower_and_the_exporter_with_the_alert_rules(deployed):
+    def targets_up():
+        targets = prometheus("api/v1/targets")["activeTargets"]
+        health = {t["labels"]["job"]: t["health"] for t in targets}
+        wanted = {"prometheus": "up", "soniquebay-flower": "up", "soniquebay": "up"}
+        return health if health == wanted else None
+
+    wait_for(targets_up, timeout=120, what="every scrape target up")
+    rules = prometheus("api/v1/rules")["groups"]
+    assert {rule["name"] for group in rules for rule in group["rules"]} == ALERTS
+    assert all(rule["health"] == "ok" for group in rules for rule in group["rules"])
+
+    # Flower's and the exporter's series arrive: one online worker per unit, one length per queue.
+    def eight_online():
+        series = prometheus("api/v1/query?query=" + _q("flower_worker_online == 1"))["result"]
+        return series if len(series) == len(WORKER_UNITS) else None
+
+    online = wait_for(eight_online, timeout=120, what="eight online workers in Prometheus")
+    assert {s["metric"]["worker"] for s in online} == set(flower_workers(deployed))
+    queues = prometheus("api/v1/query?query=soniquebay_queue_messages")["result"]
+    assert {s["metric"]["queue"] for s in queues} == {"scan", "extract", "batch", "insert", "deferred"}
+
+
+def test_flower_metrics_are_open_on_loopback_only_and_behind_the_password_in_nginx(deployed):
+    # From the host itself (Prometheus' way in): no password needed on Flower's loopback port.
+    fetch = (
+        "import urllib.request as u; print(u.urlopen('http://127.0.0.1:5555/flower/metrics').read().decode())"
+    )
+    metrics = deployed.ssh(f'python3 -c "{fetch}"').stdout
+    assert "flower_events_total" in metrics and "flower_worker_online" in metrics
+    # Through the public site: the password, like the rest of /flower/.
+    assert http(FLOWER + "metrics")[0] == 401
+    assert http(FLOWER + "metrics", auth=("admin", "wrong-password-123"))[0] == 401
+    status, _, body = http(FLOWER + "metrics", auth=flower_auth(deployed))
+    assert status == 200 and b"flower_worker_online" in body
+    # Prometheus and the exporter listen on loopback only.
+    listeners = deployed.ssh("ss -Hltn").stdout.splitlines()
+    for port in (9090, 9808):
+        local = [line.split()[3] for line in listeners if line.split()[3].rsplit(":", 1)[1] == str(port)]
+        assert local and all(a.rsplit(":", 1)[0] in ("127.0.0.1", "[::1]") for a in local), (port, local)
+
+
+def test_stopping_a_worker_unit_fires_the_worker_offline_alert(deployed):
+    unit, worker = "soniquebay-worker-batch-1.service", f"batch-1@{deployed.name}"
+    deployed.ssh(f"systemctl stop {unit}", timeout=180)
+    try:
+
+        def firing():
+            alerts = prometheus("api/v1/alerts")["alerts"]
+            return [
+                a
+                for a in alerts
+                if a["labels"]["alertname"] == "SoniqueBayWorkerOffline"
+                and a["labels"].get("worker") == worker
+                and a["state"] == "firing"
+            ]
+
+        alert = wait_for(firing, timeout=240, interval=5, what=f"SoniqueBayWorkerOffline for {worker}")[0]
+        assert alert["labels"]["severity"] == "critical"
+        # Only the stopped worker is reported.
+        others = [
+            a["labels"].get("worker")
+            for a in prometheus("api/v1/alerts")["alerts"]
+            if a["labels"]["alertname"] == "SoniqueBayWorkerOffline" and a["state"] == "firing"
+        ]
+        assert others == [worker]
+    finally:
+        deployed.ssh(f"systemctl start {unit}")
+        wait_all_active(deployed)
+
+
+def test_a_worker_shut_down_from_flower_is_brought_back_by_systemd(deployed):
+    unit, worker = "soniquebay-worker-deferred-1.service", f"deferred-1@{deployed.name}"
+    flower_workers(deployed)
+    pid = deployed.unit_main_pid(unit)
+    restarts = int(deployed.ssh(f"systemctl show -P NRestarts {unit}").stdout)
+    status, body = flower_api(deployed, f"api/worker/shutdown/{worker}", method="POST")
+    assert status == 200, body
+
+    def came_back():
+        new_pid = deployed.unit_main_pid(unit)
+        active = deployed.ssh(f"systemctl is-active {unit}", check=False).stdout.strip() == "active"
+        return new_pid if active and new_pid not in (0, pid) else None
+
+    wait_for(came_back, timeout=120, interval=1, what=f"{unit} restarted after the shutdown")
+    assert int(deployed.ssh(f"systemctl show -P NRestarts {unit}").stdout) == restarts + 1
+    # A clean exit (the shutdown), not a crash: systemd restarted it because of Restart=always.
+    journal = deployed.ssh(f"journalctl -u {unit} -n 200 --no-pager", check=False).stdout
+    assert "shutdown" in journal.lower()
+    assert worker in flower_workers(deployed)
+
+
+def test_a_pool_restart_from_flower_replaces_pool_processes_and_keeps_the_worker(deployed):
+    unit, worker = "soniquebay-worker-batch-1.service", f"batch-1@{deployed.name}"
+    flower_workers(deployed)
+    main, before = deployed.unit_main_pid(unit), pool_children(deployed, unit)
+    assert len(before) == 4
+    status, body = flower_api(deployed, f"api/worker/pool/restart/{worker}", method="POST")
+    assert status == 200 and "Restarting" in body["message"], body
+
+    # billiard replaces each pool process when it next looks for work (the idle one at once, the
+    # others as tasks come): a new process appears, the pool keeps its size, the worker stays.
+    def renewed():
+        now = pool_children(deployed, unit)
+        return now if len(now) == 4 and set(now) - set(before) else None
+
+    wait_for(renewed, timeout=60, interval=1, what="a new pool process")
+    assert deployed.unit_main_pid(unit) == main
+    assert worker in celery_inspect(deployed, "ping", expect={"batch-1"})
+
+
+def test_a_stuck_task_terminated_from_flower_becomes_error_records_and_the_scan_closes(deployed, tmp_path):
+    """Freeze an extract pool process mid-chunk; the operator finds the task in Flower and
+    terminates it: its files become error records, the rest lands, `retry-failed` reads them."""
+    expected = put_library(deployed, tmp_path / "music", artists=6, albums_per_artist=4, tracks_per_album=40)
+    reset_library_db(deployed)
+    scan = BackgroundScan(deployed)
+    frozen = freeze_a_working_child(deployed, [u for u in WORKER_UNITS if "-extract-" in u])
+    active = celery_inspect(deployed, "active")
+    stuck = [t for tasks in active.values() for t in tasks if t.get("worker_pid") == frozen]
+    assert len(stuck) == 1 and stuck[0]["name"] == "extract.files", stuck
+    task_id, chunk = stuck[0]["id"], stuck[0]["kwargs"]["paths"]
+    # Flower lists it as started, with readable arguments.
+    status, info = flower_api(deployed, f"api/task/info/{task_id}")
+    assert status == 200 and info["state"] == "STARTED", info
+    revoke = f"api/task/revoke/{task_id}?terminate=true&signal=SIGKILL"
+    status, body = flower_api(deployed, revoke, method="POST")
+    assert status == 200, body
+    session = scan.result(timeout=300)
+    assert session["status"] == "completed", session
+    errors = psql(deployed, "SELECT path, reason FROM file_errors ORDER BY path")
+    assert [p for p, _ in errors] == sorted(chunk)
+    reason = "extract task failed: TaskRevokedError: revoked and terminated by an operator"
+    assert {r for _, r in errors} == {reason}
+    assert session["counts"]["inserted"] == len(expected) - len(chunk)
+    assert session["counts"]["errors"] == len(chunk)
+    state = wait_for(
+        lambda: (flower_api(deployed, f"api/task/info/{task_id}")[1] or {}).get("state") == "REVOKED",
+        timeout=60,
+        what="the task shown as REVOKED in Flower",
+    )
+    assert state
+    # After the operator fixed whatever hung: the chunk is read again.
+    proc = deployed.ssh("soniquebay retry-failed --wait --json", timeout=300)
+    assert '"status": "completed"' in proc.stdout, proc.stdout
+    assert psql(deployed, "SELECT count(*) FROM tracks") == [[str(len(expected))]]
+    assert psql(deployed, "SELECT count(*) FROM file_errors") == [["0"]]
+
+
+def test_a_database_outage_shows_retry_then_success_in_flower_and_metrics_show_throughput(deployed, tmp_path):
+    """PostgreSQL goes down while the insert workers hold batches (the stage is held back until
+    its queue is full, then released into the outage): the inserts retry, then succeed."""
+    expected = put_library(deployed, tmp_path / "music", artists=6, albums_per_artist=4, tracks_per_album=30)
+    scan = hold_stage(deployed, "insert")
+    deployed.ssh("systemctl stop postgresql")
+    deployed.ssh("systemctl start " + " ".join(units_of("insert")))
+    try:
+        retried = wait_for(
+            lambda: flower_api(deployed, "api/tasks?state=RETRY")[1],
+            timeout=60,
+            interval=1,
+            what="a task in state RETRY in Flower",
+        )
+        time.sleep(3)
+    finally:
+        deployed.ssh("systemctl start postgresql")
+    session = scan.result(timeout=600)
+    assert session["status"] == "completed", session
+    assert session["counts"]["inserted"] == len(expected) and session["counts"]["errors"] == 0
+
+    def all_succeeded():
+        states = {tid: (flower_api(deployed, f"api/task/info/{tid}")[1] or {}) for tid in retried}
+        done = {tid: info for tid, info in states.items() if info.get("state") == "SUCCESS"}
+        return done if len(done) == len(states) else None
+
+    succeeded = wait_for(all_succeeded, timeout=180, interval=3, what="the retried tasks to succeed")
+    assert all(int(info.get("retries") or 0) >= 1 for info in succeeded.values()), succeeded
+    # Throughput and runtime per task, from Flower's metrics in Prometheus (README, Monitoring).
+    query = "sum by (task) (increase(flower_events_total{type='task-succeeded'}[10m]))"
+    throughput = wait_for(
+        lambda: (
+            {s["metric"]["task"] for s in prometheus(f"api/v1/query?query={_q(query)}")["result"]}
+            >= {"scan.walk", "extract.files", "batch.collect", "insert.records", "deferred.finalize"}
+        ),
+        timeout=90,
+        what="succeeded-task counts per task name",
+    )
+    assert throughput
+    average = (
+        "sum by (task) (rate(flower_task_runtime_seconds_sum[10m]))"
+        " / sum by (task) (rate(flower_task_runtime_seconds_count[10m]))"
+    )
+    runtime = prometheus("api/v1/query?query=" + _q(average))["result"]
+    assert {s["metric"]["task"] for s in runtime} >= {"extract.files", "insert.records"}
+    # Memory per worker: Flower's worker stats (maxrss) for every worker.
+    workers = flower_workers(deployed)
+    assert all(info["stats"]["rusage"]["maxrss"] > 0 for info in workers.values())
+
+
+def _q(promql: str) -> str:
+    import urllib.parse
+
+    return urllib.parse.quote(promql, safe="")

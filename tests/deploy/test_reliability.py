@@ -1,0 +1,208 @@
+"""Faults injected into scans on the deployed test host: nothing lost, nothing duplicated, and
+nothing open that should not be.
+
+Scans of a 2,000-file library take a few seconds here, too short to hit a stage by timing alone.
+So each fault test holds the stage it targets: its units are stopped, the scan runs until that
+stage's queue holds the work, then one unit starts, takes messages, and the fault strikes while it
+holds them. The test host runs with 40 s task time limits and a 50 s Redis visibility timeout
+(tests/testhost.py), so the tasks a killed worker held come back within about a minute.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import time
+
+import pytest
+
+from tests.deploy.layout import LAYOUT, WORKER_UNITS
+from tests.deploy.ops import (
+    BackgroundScan,
+    assert_library_is_exactly,
+    hold_stage,
+    put_library,
+    redis,
+    release_one_holding_messages,
+    resume,
+    units_of,
+    wait_for,
+)
+from tests.deploy.test_host import FLOWER, LIBRARY, http, psql, soniquebay_json, wait_all_active
+from tests.testhost import REPO
+
+pytestmark = pytest.mark.deploy
+
+SHAPE = {"artists": 8, "albums_per_artist": 5, "tracks_per_album": 50, "seed": 11}  # 2,000 files
+
+
+@pytest.fixture(scope="module")
+def library(deployed, tmp_path_factory):
+    return put_library(deployed, tmp_path_factory.mktemp("reliability") / "music", **SHAPE)
+
+
+def assert_scan_landed_everything(host, scan: BackgroundScan, library: list[dict]) -> dict:
+    session = scan.result(timeout=600)
+    assert session["status"] == "completed", session
+    counts = session["counts"]
+    assert counts["discovered"] == len(library) and counts["inserted"] == len(library), counts
+    assert counts["errors"] == 0, counts
+    assert_library_is_exactly(host, library)
+    return session
+
+
+@pytest.mark.parametrize("queue", list(LAYOUT))
+def test_kill_9_of_a_worker_holding_messages_loses_and_duplicates_nothing(deployed, library, queue):
+    unit = units_of(queue)[0]
+    restarts = int(deployed.ssh(f"systemctl show -P NRestarts {unit}").stdout)
+    scan = hold_stage(deployed, queue)
+    frozen = []
+    try:
+        frozen = release_one_holding_messages(deployed, queue)
+        held = int(redis(deployed, "hlen", "unacked"))
+        deployed.ssh(f"kill -9 {deployed.unit_main_pid(unit)}")
+    finally:
+        # The orphaned pool processes go on (and may finish a task whose message is handed back
+        # anyway: applied twice, it must count once); then the other units start.
+        resume(deployed, frozen)
+        deployed.ssh("systemctl start " + " ".join(units_of(queue)))
+    assert held > 0
+    assert_scan_landed_everything(deployed, scan, library)
+    wait_all_active(deployed)
+    assert int(deployed.ssh(f"systemctl show -P NRestarts {unit}").stdout) > restarts, "systemd restarted it"
+
+
+def test_restarting_the_workers_mid_scan_requeues_or_finishes_their_tasks(deployed, library):
+    scan = hold_stage(deployed, "extract")
+    resume(deployed, release_one_holding_messages(deployed, "extract"))
+    # Warm shutdown of every worker: running tasks finish, prefetched ones go back to the queue.
+    deployed.ssh("systemctl restart soniquebay-workers.target", timeout=600)
+    assert_scan_landed_everything(deployed, scan, library)
+    wait_all_active(deployed)
+
+
+def test_stopping_and_starting_a_stage_mid_scan_loses_nothing(deployed, library):
+    scan = hold_stage(deployed, "insert")
+    resume(deployed, release_one_holding_messages(deployed, "insert"))
+    # Stopped while it holds batches: it finishes the running ones, hands the others back.
+    deployed.ssh(f"systemctl stop {units_of('insert')[0]}", timeout=300)
+    deployed.ssh("systemctl start " + " ".join(units_of("insert")))
+    assert_scan_landed_everything(deployed, scan, library)
+
+
+def test_redis_restarted_mid_scan_keeps_the_queued_work(deployed, library):
+    scan = hold_stage(deployed, "insert")
+    queued = int(redis(deployed, "llen", "insert"))
+    # A restart reloads the append-only file: the insert messages are still there.
+    deployed.ssh("systemctl restart redis-server", timeout=120)
+    assert int(redis(deployed, "llen", "insert")) == queued > 0
+    deployed.ssh("systemctl start " + " ".join(units_of("insert")))
+    assert_scan_landed_everything(deployed, scan, library)
+    wait_all_active(deployed)
+
+
+def test_a_reboot_mid_scan_never_leaves_a_session_running_and_a_new_scan_completes(deployed, library):
+    scan = hold_stage(deployed, "extract")
+    interrupted = scan.session_id()
+    deployed.reboot()
+    scan.proc.kill()
+    wait_all_active(deployed)
+
+    def settled():
+        rows = psql(deployed, f"SELECT status FROM scan_sessions WHERE id = '{interrupted}'")
+        return rows[0][0] if rows and rows[0][0] != "running" else None
+
+    # Its queued work survived in Redis (append-only file), so it normally completes; a session
+    # that cannot is failed by the watchdog. Either way it does not stay "running".
+    status = wait_for(settled, timeout=300, interval=3, what="the interrupted session to end")
+    assert status in ("completed", "failed"), status
+    session = soniquebay_json(deployed, "scan", LIBRARY, "--wait", "--json")
+    assert session["status"] == "completed", session
+    assert_library_is_exactly(deployed, library)
+
+
+# ---- bad configuration -----------------------------------------------------------------------------
+
+
+def test_a_unit_with_a_wrong_broker_password_retries_instead_of_crash_looping(deployed):
+    unit = "soniquebay-worker-batch-1.service"
+    dropin = f"/run/systemd/system/{unit}.d"
+    wrong = "/run/soniquebay-wrong.env"
+    # /run is the machine's tmpfs: written over SSH. Read after the main env file, so it wins.
+    deployed.ssh(f"cat > {wrong}", input="SONIQUEBAY_BROKER_URL=redis://:not-the-password@127.0.0.1:6379/0\n")
+    deployed.ssh(
+        f"mkdir -p {dropin} && cat > {dropin}/wrong.conf", input=f"[Service]\nEnvironmentFile={wrong}\n"
+    )
+    deployed.ssh(f"systemctl daemon-reload && systemctl restart {unit}")
+    try:
+        restarts = int(deployed.ssh(f"systemctl show -P NRestarts {unit}").stdout)
+        since = deployed.ssh("date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
+        time.sleep(25)
+        assert deployed.ssh(f"systemctl is-active {unit}", check=False).stdout.strip() == "active"
+        assert int(deployed.ssh(f"systemctl show -P NRestarts {unit}").stdout) == restarts
+        journal = deployed.ssh(f"journalctl -u {unit} --since '{since}' --no-pager -o cat").stdout
+        errors = [line for line in journal.splitlines() if "Cannot connect" in line or "ERROR" in line]
+        assert errors and any("invalid" in line.lower() or "auth" in line.lower() for line in errors), journal
+        assert "Traceback" not in journal
+        assert deployed.credential("redis") not in journal
+    finally:
+        deployed.ssh(f"rm -rf {dropin} {wrong}; systemctl daemon-reload; systemctl restart {unit}")
+    wait_all_active(deployed)
+
+
+def test_the_cli_names_a_wrong_database_or_broker_in_one_line(deployed):
+    cases = {
+        "SONIQUEBAY_DATABASE_URL=postgresql://soniquebay:wrong-password@127.0.0.1:5432/soniquebay": "status",
+        "SONIQUEBAY_DATABASE_URL=postgresql://soniquebay:wrong-password@127.0.0.1:5999/soniquebay": "status",
+        "SONIQUEBAY_BROKER_URL=redis://:wrong-password@127.0.0.1:6379/0": "scan /srv/music",
+        "SONIQUEBAY_BROKER_URL=redis://:wrong-password@127.0.0.1:6999/0": "scan /srv/music",
+    }
+    for override, command in cases.items():
+        script = (
+            "set -a; . /etc/soniquebay/soniquebay.env; " + override + "; set +a; "
+            "exec /opt/soniquebay/venv/bin/soniquebay " + command
+        )
+        proc = deployed.ssh(f"runuser -u soniquebay -- sh -c {shlex.quote(script)}", check=False)
+        lines = (proc.stdout + proc.stderr).strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, (override, proc.returncode, lines)
+        service = "postgresql" if "DATABASE" in override else "redis"
+        assert f"cannot use {service}" in lines[0].lower() or service in lines[0].lower(), lines
+        assert "wrong-password" not in lines[0]
+
+
+# ---- security --------------------------------------------------------------------------------------
+
+
+def test_only_flower_is_served_and_only_with_the_password(deployed):
+    for path in ("/", "/index.html", "/api/workers", "/metrics", "/flower-other/", "/static/"):
+        assert http("http://127.0.0.1" + path)[0] == 404, path
+    for path in ("", "api/workers", "api/queues/length", "api/tasks", "metrics", "workers", "tasks"):
+        assert http(FLOWER + path)[0] == 401, path
+        assert http(FLOWER + path, auth=("admin", "definitely-wrong"))[0] == 401, path
+        assert http(FLOWER + path, auth=("root", deployed.credential("flower-admin")))[0] == 401, path
+
+
+def test_services_run_unprivileged_and_no_secret_shows_in_logs_or_the_repository(deployed):
+    users = deployed.ssh(
+        "for u in " + " ".join([*WORKER_UNITS, "soniquebay-flower.service", "soniquebay-exporter.service"])
+        + "; do for p in $(systemctl show -P MainPID $u) $(pgrep -P $(systemctl show -P MainPID $u)); do"
+        " ps -o user= -p $p; done; done"
+    ).stdout.split()  # fmt: skip
+    assert users and set(users) == {"soniquebay"}, set(users)
+    logs = deployed.ssh(
+        "journalctl --no-pager -o cat; cat /var/log/nginx/*.log 2>/dev/null", timeout=120
+    ).stdout
+    for name in ("flower-admin", "redis", "postgresql"):
+        secret = deployed.credential(name)
+        assert secret not in logs, f"the {name} password is in a log"
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    for name in ("flower-admin", "redis", "postgresql"):
+        secret = deployed.credential(name).encode()
+        for path in tracked.split(b"\0"):
+            if path and (REPO / path.decode()).is_file():
+                assert secret not in (REPO / path.decode()).read_bytes(), (name, path)
+    world = deployed.ssh(
+        "find /etc/soniquebay /var/lib/soniquebay /etc/nginx /etc/redis -perm -o=r -type f "
+        "\\( -name '*.env' -o -name '*htpasswd*' -o -name '*.conf' -path '*redis*' \\)"
+    ).stdout.split()
+    assert world == [], f"world-readable secrets: {world}"

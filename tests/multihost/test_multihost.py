@@ -1,0 +1,330 @@
+"""inventory/example on three booted machines: db1 (Redis, PostgreSQL, Flower, nginx) and two worker
+hosts, each in its own network namespace, plus an outsider on the same network.
+
+The tests share the machines (tests/multihost/conftest.py) and run in file order: a missing library
+fails early; the stack without worker2, then worker2 added; placement, Flower, listen addresses and
+the firewall; a scan across both hosts; a scan during which worker2 dies; removing worker2.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shlex
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests import audio_fixtures
+from tests.multihost import layout
+from tests.testnet import NetHost, TestNet
+
+pytestmark = [pytest.mark.multihost, pytest.mark.timeout(1800)]
+
+DB = layout.DB_HOST
+W1, W2 = layout.WORKER_HOSTS
+ENV = "set -a; . /etc/soniquebay/soniquebay.env; set +a; "
+VENV_PY = "/opt/soniquebay/venv/bin/python"
+
+
+def worker_units(host: str) -> set[str]:
+    return {f"soniquebay-worker-{name}.service" for name in layout.PLACEMENT[host]}
+
+
+def flower(net: TestNet, path: str, auth: bool = True, timeout: float = 30) -> tuple[int, bytes]:
+    request = urllib.request.Request(f"http://{net.hosts[DB].address}/flower/{path}")
+    if auth:
+        token = base64.b64encode(f"admin:{net.credential('flower-admin')}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def flower_workers(net: TestNet, expect: set[str], timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    workers: dict = {}
+    while time.monotonic() < deadline:
+        status, body = flower(net, "api/workers?refresh=1")
+        if status == 200:
+            workers = json.loads(body)
+            if expect <= {name for name, info in workers.items() if info.get("stats")}:
+                return workers
+        time.sleep(3)
+    return workers
+
+
+def flower_tasks(net: TestNet, name: str) -> list[dict]:
+    status, body = flower(net, f"api/tasks?taskname={name}&limit=100000")
+    assert status == 200, body[:300]
+    return list(json.loads(body).values())
+
+
+def psql(net: TestNet, sql: str) -> list[list[str]]:
+    out = (
+        net.hosts[DB].ssh(f"runuser -u postgres -- psql -d soniquebay -AtF '\t' -c {shlex.quote(sql)}").stdout
+    )
+    return [line.split("\t") for line in out.splitlines() if line]
+
+
+def soniquebay_json(host: NetHost, *args: str, timeout: float = 600) -> dict:
+    proc = host.ssh("soniquebay " + " ".join(map(shlex.quote, args)), check=False, timeout=timeout)
+    assert proc.stdout.strip(), f"soniquebay {' '.join(args)} exited {proc.returncode}: {proc.stderr}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def tcp_refused(net: TestNet, port: int) -> str:
+    """Connect from the outsider's namespace to db1: 'refused', 'timeout' or 'open'."""
+    code = (
+        "import socket\n"
+        f"s = socket.socket(); s.settimeout(5)\n"
+        "try:\n"
+        f"    s.connect(({net.hosts[DB].address!r}, {port})); print('open')\n"
+        "except ConnectionRefusedError: print('refused')\n"
+        "except OSError as e: print('timeout' if isinstance(e, TimeoutError) else repr(e))\n"
+    )
+    return net.in_netns("outsider", ["python3", "-c", code]).stdout.strip()
+
+
+def client_check(host: NetHost) -> str:
+    """From a worker host, with the deployed settings: Redis PING and a PostgreSQL query."""
+    code = (
+        "import os, psycopg, redis\n"
+        "print(redis.Redis.from_url(os.environ['SONIQUEBAY_BROKER_URL'], socket_timeout=5).ping())\n"
+        "with psycopg.connect(os.environ['SONIQUEBAY_DATABASE_URL'], connect_timeout=5) as c:\n"
+        "    print(c.execute('select 1').fetchone()[0])\n"
+    )
+    return host.ssh(ENV + f"{VENV_PY} -c {shlex.quote(code)}", check=False, timeout=30).stdout.split()
+
+
+def expected_rows(expected: list[dict], staging: Path, prefix: str) -> list[list[str]]:
+    return sorted(
+        [f"{prefix}/{Path(e['path']).relative_to(staging)}", e["title"] or "", e["artist"] or ""]
+        for e in expected
+    )
+
+
+# ---- fixtures -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def phase_a(net, inventories):
+    """The stack before worker2 joins: db1 and worker1 (every queue) converged in one run."""
+    result = net.converge(inventories["without_worker2"])
+    assert result.ok, f"site.yml without worker2 failed:\n{result.tail(120)}"
+    states = net.hosts[W1].units()
+    assert states == dict.fromkeys(sorted(worker_units(W1)), "active"), states
+    return net.hosts[W1].main_pids(sorted(worker_units(W1)))
+
+
+@pytest.fixture(scope="module")
+def deployed(net, inventories, phase_a):
+    """worker2 added to the inventory and site.yml run again on all three hosts."""
+    result = net.converge(inventories["full"])
+    assert result.ok, f"site.yml with worker2 added failed:\n{result.tail(120)}"
+    return {"pids_before": phase_a, "converge": result}
+
+
+# ---- tests ----------------------------------------------------------------------------------------
+
+
+def test_a_library_missing_on_a_worker_host_fails_early_naming_host_and_path(net, inventories):
+    result = net.converge(
+        inventories["without_worker2"],
+        "playbooks/workers.yml",
+        "-e",
+        json.dumps({"backend_worker_library_roots": [layout.LIBRARY, "/srv/elsewhere"]}),
+    )
+    output = " ".join(result.output.split())
+    assert not result.ok
+    assert (
+        "The library root /srv/elsewhere is missing or not readable by the user soniquebay on worker1"
+        in output
+    )
+    assert "/srv/music is missing" not in output
+    # Before anything was installed or started.
+    assert "TASK [backend_worker : Install the app and its pinned dependencies" not in result.output
+    assert "TASK [backend_worker : Enable and start the worker units" not in result.output
+
+
+def test_adding_a_worker_host_starts_its_units_without_restarting_the_others(net, deployed):
+    assert net.hosts[W2].units() == dict.fromkeys(sorted(worker_units(W2)), "active")
+    after = net.hosts[W1].main_pids(sorted(worker_units(W1)))
+    assert after == deployed["pids_before"], "worker1's units were restarted when worker2 was added"
+    converge = deployed["converge"]
+    assert converge.recaps[W1]["changed"] == 0, converge.changed_tasks()
+    restarts = [t for t in converge.changed_tasks() if "Restart" in t]
+    assert restarts == [], restarts
+
+
+def test_the_units_are_spread_as_the_inventory_says(net, deployed):
+    for host in layout.WORKER_HOSTS:
+        units = net.hosts[host].units()
+        assert units == dict.fromkeys(sorted(worker_units(host)), "active"), (host, units)
+        for name in layout.PLACEMENT[host]:
+            queue = name.split("-")[0]
+            exec_start = (
+                net.hosts[host].ssh(f"systemctl show -P ExecStart soniquebay-worker-{name}.service").stdout
+            )
+            assert f"-Q {queue} -c {layout.CONCURRENCY[queue]} " in exec_start, exec_start
+            assert f"-n {name}@%h" in exec_start, exec_start
+    assert net.hosts[DB].units() == {}, "db1 runs no workers"
+    assert sum(len(names) for names in layout.PLACEMENT.values()) == 8
+
+
+def test_flower_on_db1_lists_the_eight_workers_of_both_hosts(net, deployed):
+    status, _ = flower(net, "api/workers", auth=False)
+    assert status == 401
+    expect = {f"{name}@{host}" for host, names in layout.PLACEMENT.items() for name in names}
+    workers = flower_workers(net, expect)
+    online = {name for name, info in workers.items() if info.get("stats")}
+    assert online == expect, sorted(workers)
+    for name in expect:
+        queue = name.split("-")[0]
+        assert workers[name]["stats"]["pool"]["max-concurrency"] == layout.CONCURRENCY[queue], name
+        assert [q["name"] for q in workers[name]["active_queues"]] == [queue], name
+
+
+def test_redis_and_postgresql_listen_on_loopback_and_the_private_address_only(net, deployed):
+    listening = net.hosts[DB].ssh("ss -Hltn '( sport = :6379 or sport = :5432 )'").stdout.split("\n")
+    addresses = {line.split()[3].rsplit(":", 1)[0] for line in listening if line.strip()}
+    assert addresses == {"127.0.0.1", "[::1]", net.hosts[DB].address}, listening
+    block = "/BEGIN SoniqueBay worker hosts/,/END SoniqueBay worker hosts/p"
+    hba = net.hosts[DB].ssh(f"sed -n '{block}' /etc/postgresql/*/main/pg_hba.conf").stdout.splitlines()[1:-1]
+    assert [line.split() for line in hba] == [
+        ["host", "soniquebay", "soniquebay", f"{net.hosts[h].address}/32", "scram-sha-256"]
+        for h in layout.WORKER_HOSTS
+    ]
+
+
+def test_redis_and_postgresql_refuse_a_machine_outside_the_inventory(net, deployed):
+    assert tcp_refused(net, 6379) == "refused"
+    assert tcp_refused(net, 5432) == "refused"
+    # The worker hosts get in, with the passwords.
+    for host in layout.WORKER_HOSTS:
+        assert client_check(net.hosts[host]) == ["True", "1"], host
+    rules = net.hosts[DB].ssh("nft list table inet soniquebay_redis").stdout
+    assert all(net.hosts[h].address in rules for h in layout.WORKER_HOSTS)
+
+
+def test_a_scan_fans_out_across_both_worker_hosts_and_lands_the_exact_rows(net, deployed, music):
+    for old in Path(music).iterdir():  # left by an earlier run on kept machines
+        shutil.rmtree(old)
+    staging = Path(music) / "first"
+    expected = audio_fixtures.build_library(
+        staging, artists=4, albums_per_artist=5, tracks_per_album=12, seconds=0.5, seed=1
+    )
+    subprocess.run(["chmod", "-R", "a+rX", music], check=True)
+    session = soniquebay_json(net.hosts[W1], "scan", layout.LIBRARY, "--wait", "--json")
+    assert session["status"] == "completed", session
+    n = len(expected)
+    assert session["counts"]["discovered"] == n and session["counts"]["inserted"] == n, session
+    assert session["counts"]["errors"] == 0, session
+    rows = psql(net, "SELECT path, coalesce(title, ''), coalesce(artist, '') FROM tracks ORDER BY path")
+    assert rows == expected_rows(expected, staging, f"{layout.LIBRARY}/first")
+    # Both worker hosts read files: extract tasks ran on extract-1@worker1 and extract-1@worker2.
+    extract_workers = {t["worker"] for t in flower_tasks(net, "extract.files") if t.get("state") == "SUCCESS"}
+    assert extract_workers == {f"extract-1@{W1}", f"extract-1@{W2}"}, extract_workers
+
+
+def test_a_worker_host_dying_mid_scan_loses_no_track(net, deployed, music):
+    """worker2 loses power while it holds extract tasks of a running scan: they come back (after the
+    visibility timeout) to worker1, and the scan ends with every track exactly once."""
+    first = int(psql(net, "SELECT count(*) FROM tracks WHERE path NOT LIKE '/srv/music/second/%'")[0][0])
+    staging = Path(music) / "second"
+    expected = audio_fixtures.build_library(
+        staging, artists=5, albums_per_artist=5, tracks_per_album=12, seconds=0.5, seed=2
+    )
+    subprocess.run(["chmod", "-R", "a+rX", music], check=True)
+    # So that worker2 surely dies holding work: its extract pool processes are frozen (SIGSTOP);
+    # its main process still takes tasks off the queue and holds them unacknowledged.
+    worker2 = net.hosts[W2]
+    worker2.ssh(
+        "main=$(systemctl show -P MainPID soniquebay-worker-extract-1.service); "
+        "kill -STOP $(cat /proc/$main/task/*/children)"
+    )
+    started = time.time()
+    scan = subprocess.Popen(
+        [*net.hosts[W1].ssh_argv(), f"soniquebay scan {layout.LIBRARY} --wait --json"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        held: list[str] = []
+        deadline = time.monotonic() + 120
+        while len(held) < 2 and time.monotonic() < deadline:
+            held = [
+                t["uuid"]
+                for t in flower_tasks(net, "extract.files")
+                if t.get("worker") == f"extract-1@{W2}" and (t.get("received") or 0) >= started - 5
+            ]
+            time.sleep(0.5)
+        assert held, "worker2 never received an extract task of the second scan"
+        worker2.pull_the_plug()
+        assert not worker2.running()
+        out, err = scan.communicate(timeout=900)
+    finally:
+        if scan.poll() is None:
+            scan.kill()
+    session = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"stderr": err}
+    assert session.get("status") == "completed", session
+    n = len(expected)
+    assert session["counts"]["inserted"] == n and session["counts"]["errors"] == 0, session
+    rows = psql(
+        net,
+        "SELECT path, coalesce(title, ''), coalesce(artist, '') FROM tracks "
+        "WHERE path LIKE '/srv/music/second/%' ORDER BY path",
+    )
+    assert rows == expected_rows(expected, staging, f"{layout.LIBRARY}/second")
+    total, distinct = psql(net, "SELECT count(*), count(DISTINCT path) FROM tracks")[0]
+    assert int(total) == int(distinct) == first + n
+    # The tasks worker2 died with were done by worker1.
+    final = {t["uuid"]: t for t in flower_tasks(net, "extract.files")}
+    assert {(final[u]["state"], final[u]["worker"]) for u in held} == {("SUCCESS", f"extract-1@{W1}")}
+    assert time.time() - started > 90  # they came back after the visibility timeout
+
+
+def test_remove_workers_playbook_takes_out_one_host_and_leaves_the_others_running(net, deployed, inventories):
+    worker2 = net.hosts[W2]
+    if not worker2.running():  # powered off by the previous test: it comes back, units start at boot
+        worker2.boot()
+        worker2.wait_booted()
+    assert worker2.units() == dict.fromkeys(sorted(worker_units(W2)), "active")
+    before = net.hosts[W1].main_pids(sorted(worker_units(W1)))
+
+    refused = net.converge(inventories["full"], "playbooks/remove-workers.yml")
+    assert not refused.ok and "name them with --limit" in " ".join(refused.output.split())
+    assert worker2.units() == dict.fromkeys(sorted(worker_units(W2)), "active")
+
+    removed = net.converge(inventories["full"], "playbooks/remove-workers.yml", "--limit", W2)
+    assert removed.ok, removed.tail(80)
+    assert worker2.units() == {}
+    assert (
+        worker2.ssh("ls /etc/systemd/system/ | grep -c soniquebay-worker", check=False).stdout.strip() == "0"
+    )
+    assert worker2.ssh("test -e /etc/soniquebay/soniquebay.env", check=False).returncode == 1
+    assert net.hosts[W1].main_pids(sorted(worker_units(W1))) == before
+
+    # Out of the inventory: site.yml on db1 drops its pg_hba line and firewalls it out.
+    result = net.converge(inventories["without_worker2"], "playbooks/site.yml", "--limit", DB)
+    assert result.ok, result.tail(80)
+    hba = net.hosts[DB].ssh("grep -c 'soniquebay    soniquebay' /etc/postgresql/*/main/pg_hba.conf").stdout
+    assert hba.strip() == "1"
+    code = (
+        "import socket\n"
+        "for port in (6379, 5432):\n"
+        "    s = socket.socket(); s.settimeout(5)\n"
+        f"    print(s.connect_ex(({net.hosts[DB].address!r}, port)))\n"
+    )
+    refused_codes = worker2.ssh(f"python3 -c {shlex.quote(code)}").stdout.split()
+    assert refused_codes == ["111", "111"], refused_codes  # ECONNREFUSED
+    assert net.hosts[W1].main_pids(sorted(worker_units(W1))) == before
