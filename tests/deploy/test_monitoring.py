@@ -166,6 +166,10 @@ def test_a_stuck_task_terminated_from_flower_becomes_error_records_and_the_scan_
     # Flower lists it as started, with readable arguments.
     status, info = flower_api(deployed, f"api/task/info/{task_id}")
     assert status == 200 and info["state"] == "STARTED", info
+    # ... and in its worker's active tasks (Workers -> the worker -> Tasks).
+    worker = stuck_worker(active, task_id)
+    status, workers = flower_api(deployed, f"api/workers?refresh=1&workername={worker}")
+    assert status == 200 and task_id in {t["id"] for w in workers.values() for t in w.get("active", [])}
     revoke = f"api/task/revoke/{task_id}?terminate=true&signal=SIGKILL"
     status, body = flower_api(deployed, revoke, method="POST")
     assert status == 200, body
@@ -238,6 +242,10 @@ def test_a_database_outage_shows_retry_then_success_in_flower_and_metrics_show_t
     # Memory per worker: Flower's worker stats (maxrss) for every worker.
     workers = flower_workers(deployed)
     assert all(info["stats"]["rusage"]["maxrss"] > 0 for info in workers.values())
+
+
+def stuck_worker(active: dict, task_id: str) -> str:
+    return next(worker for worker, tasks in active.items() if any(t["id"] == task_id for t in tasks))
 
 
 def _q(promql: str) -> str:
