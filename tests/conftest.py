@@ -6,6 +6,7 @@ process of the suite (this one, the workers, the `soniquebay` CLI) sees the same
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -18,6 +19,8 @@ import pytest
 from tests import services
 
 _RUN_DIR = services.shared_tempdir("soniquebay-suite-")
+# Also when no test starts the services (deploy-only or multihost sessions).
+atexit.register(shutil.rmtree, _RUN_DIR, ignore_errors=True)
 _REDIS = services.Redis(_RUN_DIR / "redis", services.free_port())
 _POSTGRES = services.Postgres(_RUN_DIR / "postgres", services.free_port())
 COVERS_DIR = _RUN_DIR / "covers"

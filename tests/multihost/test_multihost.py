@@ -270,8 +270,23 @@ def test_a_worker_host_dying_mid_scan_loses_no_track(net, deployed, music):
             time.sleep(0.5)
         assert held, "worker2 never received an extract task of the second scan"
         worker2.pull_the_plug()
+        died = time.time()
         assert not worker2.running()
-        out, err = scan.communicate(timeout=900)
+        try:
+            # Redelivery: the 90 s visibility timeout, then kombu's restore sweep (up to ~100 s).
+            out, err = scan.communicate(timeout=480)
+        except subprocess.TimeoutExpired:
+            pending = psql(
+                net,
+                "SELECT u.stage, u.unit_id, u.sent FROM scan_units u "
+                "JOIN scan_sessions s ON s.id = u.session_id "
+                "WHERE s.status = 'running' AND u.done_at IS NULL ORDER BY 1, 2",
+            )
+            pytest.fail(
+                f"the scan did not finish within 480 s of worker2's death; units never done: {pending}. "
+                "A message a dying host had just popped from Redis (kombu pops, then records it as "
+                "unacknowledged) is lost for good: the app must send such units again."
+            )
     finally:
         if scan.poll() is None:
             scan.kill()
@@ -287,10 +302,11 @@ def test_a_worker_host_dying_mid_scan_loses_no_track(net, deployed, music):
     assert rows == expected_rows(expected, staging, f"{layout.LIBRARY}/second")
     total, distinct = psql(net, "SELECT count(*), count(DISTINCT path) FROM tracks")[0]
     assert int(total) == int(distinct) == first + n
-    # The tasks worker2 died with were done by worker1.
+    # The tasks worker2 died with succeeded after its death (so on worker1; Flower keeps the name
+    # of the worker that received a task first), once the visibility timeout had passed.
     final = {t["uuid"]: t for t in flower_tasks(net, "extract.files")}
-    assert {(final[u]["state"], final[u]["worker"]) for u in held} == {("SUCCESS", f"extract-1@{W1}")}
-    assert time.time() - started > 90  # they came back after the visibility timeout
+    assert {final[u]["state"] for u in held} == {"SUCCESS"}, [final[u] for u in held]
+    assert min(final[u]["succeeded"] for u in held) > died + 60, [final[u] for u in held]
 
 
 def test_remove_workers_playbook_takes_out_one_host_and_leaves_the_others_running(net, deployed, inventories):
