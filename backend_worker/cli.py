@@ -218,6 +218,7 @@ def _follow(session_id: str, quiet: bool) -> dict:
 
     conn = None
     outage_since = None
+    next_stall_check = time.monotonic() + 10
     with _progress(quiet) as bar:
         found = bar.add_task("found", total=None)
         read = bar.add_task("extract", total=None)
@@ -227,6 +228,11 @@ def _follow(session_id: str, quiet: bool) -> dict:
                 if conn is None or conn.closed or conn.broken:
                     conn = database.connect(autocommit=True)
                     conn.execute(f"LISTEN {ledger.CLOSED_CHANNEL}")
+                if time.monotonic() > next_stall_check:
+                    # A session nothing can finish any more (its work was lost) ends here, failed,
+                    # instead of being waited for forever.
+                    next_stall_check = time.monotonic() + 10
+                    ledger.fail_stale_sessions(conn)
                 session = _session(conn, session_id)
                 outage_since = None
             except psycopg.OperationalError as exc:

@@ -173,11 +173,20 @@ def fail_session(conn: psycopg.Connection, session_id: str, message: str) -> boo
     return close_session(conn, session_id, "failed", message)
 
 
+def stall_limit_seconds() -> int:
+    """How long a running session can go without a unit registered or finished while a worker may
+    still be working on it: a dead worker's task comes back after the visibility timeout plus the
+    broker's restore sweep (up to ~100 s), then runs up to its time limit; retries wait up to 2 min."""
+    from backend_worker.config import queue_time_limits, settings
+
+    return settings().visibility_timeout + max(queue_time_limits().values()) + 240
+
+
 def fail_stale_sessions(conn: psycopg.Connection, roots: list[str] | None = None) -> list[str]:
     """Sessions still 'running' that no worker can be working on (the machine rebooted, the
-    broker lost its queue...): their newest unit is older than any task may run."""
-    from backend_worker.config import queue_time_limits
-
+    broker lost a message a dying worker host had just taken...): nothing happened for longer
+    than stall_limit_seconds(). They are failed, so they never stay 'running'; a new scan of the
+    same roots completes the library (unchanged files are skipped)."""
     rows = conn.execute(
         """
         SELECT s.id FROM scan_sessions s
@@ -186,11 +195,12 @@ def fail_stale_sessions(conn: psycopg.Connection, roots: list[str] | None = None
                                       FROM scan_units u WHERE u.session_id = s.id))
               < now() - make_interval(secs => %s)
         """,
-        (2 * max(queue_time_limits().values()),),
+        (stall_limit_seconds(),),
     ).fetchall()
     failed = []
     for (session_id,) in rows:
-        if fail_session(conn, str(session_id), "abandoned: no progress for longer than any task may run"):
+        reason = "abandoned: no progress for longer than any task may take; scan again to complete it"
+        if fail_session(conn, str(session_id), reason):
             failed.append(str(session_id))
     return failed
 
