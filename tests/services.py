@@ -38,6 +38,19 @@ def wait_for_port(port: int, timeout: float = 30) -> None:
     raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
 
 
+def stop_process_groups(procs) -> None:
+    """SIGTERM each process group (a Celery worker and its pool), SIGKILL what is left after 30 s."""
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def shared_tempdir(prefix: str) -> Path:
     """A folder the unprivileged workers can read (pytest's tmp_path is root-only)."""
     path = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
@@ -170,15 +183,7 @@ class Workers:
 
     def stop(self, queues=QUEUES) -> None:
         procs = {q: p for q, p in self.procs.items() if q in queues}
-        for proc in procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process_groups(procs.values())
         for queue in procs:
             del self.procs[queue]
 

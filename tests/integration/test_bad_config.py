@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import subprocess
 import time
 import uuid
@@ -225,15 +224,7 @@ def test_workers_with_a_wrong_broker_or_database_keep_running_and_say_why(
         assert "password authentication failed" in logs["db-wrong-password"].split("retry: Retry in", 1)[1]
         assert "raised unexpected" not in logs["db-wrong-password"]
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        services.stop_process_groups(procs.values())
         with contextlib.suppress(Exception), app.connection_for_write(isolated_broker) as conn:
             conn.default_channel.queue_purge("deferred")
         subprocess.run(["rm", "-rf", str(logdir)], check=False)
