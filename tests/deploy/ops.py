@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests import audio_fixtures
 from tests.deploy.layout import LAYOUT
-from tests.deploy.test_host import FLOWER, LIBRARY, flower_auth, http, psql
+from tests.deploy.test_host import FLOWER, LIBRARY, celery_inspect, flower_auth, http, psql
 from tests.testhost import TestHost
 
 PROMETHEUS = "http://127.0.0.1:9090/"
@@ -150,6 +150,20 @@ exit 1
     proc = host.ssh("bash -s", input=script, check=False, timeout=timeout + 30)
     assert proc.returncode == 0, f"no pool process of {units} started working: {proc.stderr}"
     return int(proc.stdout.split()[-1])
+
+
+def freeze_a_task(host: TestHost, units: list[str], attempts: int = 5) -> tuple[int, dict]:
+    """Freeze a pool process of `units` in the middle of a task, as a hung disk read would; returns
+    its pid and the task (as `celery inspect active` reports it). A process caught using CPU between
+    two tasks holds none: it is resumed and another one is caught."""
+    for _ in range(attempts):
+        pid = freeze_a_working_child(host, units)
+        active = celery_inspect(host, "active")
+        tasks = [t for worker_tasks in active.values() for t in worker_tasks if t.get("worker_pid") == pid]
+        if tasks:
+            return pid, tasks[0]
+        resume(host, [pid])
+    raise AssertionError(f"no pool process of {units} could be caught in a task in {attempts} attempts")
 
 
 def redis(host, *args: str) -> str:

@@ -253,6 +253,17 @@ def test_secrets_are_generated_private_and_never_on_a_command_line(deployed):
     ]
 
 
+def test_postgresql_probes_idle_clients_so_a_dead_hosts_connections_close_within_minutes(deployed):
+    # The multi-host test checks the effect (a powered-off worker host's connections are gone).
+    keepalives = "SELECT name, setting FROM pg_settings WHERE name LIKE 'tcp_%' ORDER BY name"
+    assert psql(deployed, keepalives) == [
+        ["tcp_keepalives_count", "6"],
+        ["tcp_keepalives_idle", "60"],
+        ["tcp_keepalives_interval", "10"],
+        ["tcp_user_timeout", "60000"],
+    ]
+
+
 def test_a_scan_of_a_fixture_library_lands_the_right_rows(deployed, tmp_path):
     staging = tmp_path / "music"
     expected = audio_fixtures.build_library(staging, artists=3, albums_per_artist=2, tracks_per_album=4)

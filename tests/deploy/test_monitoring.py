@@ -3,6 +3,7 @@ exporter, the worker-offline alert, Flower's operator actions through nginx, ret
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -11,12 +12,14 @@ from tests.deploy.layout import WORKER_UNITS
 from tests.deploy.ops import (
     BackgroundScan,
     flower_api,
-    freeze_a_working_child,
+    freeze_a_task,
     hold_stage,
     pool_children,
     prometheus,
     put_library,
+    release_one_holding_messages,
     reset_library_db,
+    resume,
     units_of,
     wait_for,
 )
@@ -29,6 +32,7 @@ from tests.deploy.test_host import (
     psql,
     wait_all_active,
 )
+from tests.testhost import TEST_TIME_LIMIT
 
 pytestmark = pytest.mark.deploy
 
@@ -158,16 +162,14 @@ def test_a_stuck_task_terminated_from_flower_becomes_error_records_and_the_scan_
     expected = put_library(deployed, tmp_path / "music", artists=6, albums_per_artist=4, tracks_per_album=40)
     reset_library_db(deployed)
     scan = BackgroundScan(deployed)
-    frozen = freeze_a_working_child(deployed, [u for u in WORKER_UNITS if "-extract-" in u])
-    active = celery_inspect(deployed, "active")
-    stuck = [t for tasks in active.values() for t in tasks if t.get("worker_pid") == frozen]
-    assert len(stuck) == 1 and stuck[0]["name"] == "extract.files", stuck
-    task_id, chunk = stuck[0]["id"], stuck[0]["kwargs"]["paths"]
+    _, stuck = freeze_a_task(deployed, units_of("extract"))
+    assert stuck["name"] == "extract.files", stuck
+    task_id, chunk = stuck["id"], stuck["kwargs"]["paths"]
     # Flower lists it as started, with readable arguments.
     status, info = flower_api(deployed, f"api/task/info/{task_id}")
     assert status == 200 and info["state"] == "STARTED", info
     # ... and in its worker's active tasks (Workers -> the worker -> Tasks).
-    worker = stuck_worker(active, task_id)
+    worker = stuck["hostname"]
     status, workers = flower_api(deployed, f"api/workers?refresh=1&workername={worker}")
     assert status == 200 and task_id in {t["id"] for w in workers.values() for t in w.get("active", [])}
     revoke = f"api/task/revoke/{task_id}?terminate=true&signal=SIGKILL"
@@ -192,6 +194,53 @@ def test_a_stuck_task_terminated_from_flower_becomes_error_records_and_the_scan_
     assert '"status": "completed"' in proc.stdout, proc.stdout
     assert psql(deployed, "SELECT count(*) FROM tracks") == [[str(len(expected))]]
     assert psql(deployed, "SELECT count(*) FROM file_errors") == [["0"]]
+
+
+def test_flower_lists_a_workers_reserved_tasks_and_a_task_failed_at_its_time_limit(deployed, tmp_path):
+    """An extract worker takes messages while its pool processes are frozen: Flower lists them as
+    its reserved tasks. Then a pool process hangs mid-chunk past the hard time limit: Flower lists
+    the task as FAILURE (filter by state and name), without retry; its files are error records."""
+    expected = put_library(deployed, tmp_path / "music", artists=8, albums_per_artist=5, tracks_per_album=50)
+    scan = hold_stage(deployed, "extract")
+    worker = f"extract-1@{deployed.name}"
+    frozen = release_one_holding_messages(deployed, "extract")
+    try:
+
+        def reserved():
+            status, workers = flower_api(deployed, f"api/workers?refresh=1&workername={worker}")
+            return (workers.get(worker) or {}).get("reserved") if status == 200 else None
+
+        listed = wait_for(reserved, timeout=90, interval=3, what=f"reserved tasks of {worker} in Flower")
+        assert {t["name"] for t in listed} == {"extract.files"}, listed
+        assert all(t["hostname"] == worker and not t["time_start"] for t in listed), listed
+    finally:
+        resume(deployed, frozen)
+        deployed.ssh("systemctl start " + " ".join(units_of("extract")[1:]))
+    session = scan.result(timeout=600)
+    assert session["status"] == "completed" and session["counts"]["inserted"] == len(expected), session
+
+    reset_library_db(deployed)
+    scan = BackgroundScan(deployed)
+    _, hung = freeze_a_task(deployed, units_of("extract"))
+    task_id, chunk = hung["id"], hung["kwargs"]["paths"]
+    failed = wait_for(
+        lambda: task_id in (flower_api(deployed, "api/tasks?state=FAILURE&taskname=extract.files")[1] or {}),
+        timeout=TEST_TIME_LIMIT + 120,
+        interval=3,
+        what="the hung task listed as FAILURE in Flower",
+    )
+    assert failed
+    status, info = flower_api(deployed, f"api/task/info/{task_id}")
+    assert status == 200 and info["state"] == "FAILURE" and not info.get("retries"), info
+    assert f"TimeLimitExceeded({TEST_TIME_LIMIT}" in (info.get("traceback") or ""), info
+    session = scan.result(timeout=600)
+    assert session["status"] == "completed", session
+    assert session["counts"]["errors"] == len(chunk), session
+    assert session["counts"]["inserted"] == len(expected) - len(chunk), session
+    reason = f"not read: its extract task ran past the {TEST_TIME_LIMIT} s time limit"
+    listed = [json.loads(line) for line in deployed.ssh("soniquebay errors --json").stdout.splitlines()]
+    assert sorted(e["path"] for e in listed) == sorted(chunk), listed[:3]
+    assert {(e["stage"], e["error"]) for e in listed} == {("extract", reason)}
 
 
 def test_a_database_outage_shows_retry_then_success_in_flower_and_metrics_show_throughput(deployed, tmp_path):
@@ -242,10 +291,6 @@ def test_a_database_outage_shows_retry_then_success_in_flower_and_metrics_show_t
     # Memory per worker: Flower's worker stats (maxrss) for every worker.
     workers = flower_workers(deployed)
     assert all(info["stats"]["rusage"]["maxrss"] > 0 for info in workers.values())
-
-
-def stuck_worker(active: dict, task_id: str) -> str:
-    return next(worker for worker, tasks in active.items() if any(t["id"] == task_id for t in tasks))
 
 
 def _q(promql: str) -> str:
