@@ -54,11 +54,12 @@ def assert_scan_landed_everything(host, scan: BackgroundScan, library: list[dict
 @pytest.mark.parametrize("queue", list(LAYOUT))
 def test_kill_9_of_a_worker_holding_messages_loses_and_duplicates_nothing(deployed, library, queue):
     unit = units_of(queue)[0]
-    restarts = int(deployed.ssh(f"systemctl show -P NRestarts {unit}").stdout)
     scan = hold_stage(deployed, queue)
     frozen = []
     try:
         frozen = release_one_holding_messages(deployed, queue)
+        # Read after the unit's `systemctl start` (in the line above): an explicit start resets it.
+        restarts = int(deployed.ssh(f"systemctl show -P NRestarts {unit}").stdout)
         held = int(redis(deployed, "hlen", "unacked"))
         deployed.ssh(f"kill -9 {deployed.unit_main_pid(unit)}")
     finally:
