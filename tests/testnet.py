@@ -170,6 +170,11 @@ class NetHost:
             )
         (self.workdir / "nspawn.pid").write_text(str(self.proc.pid))
         self.boots += 1
+        # Popen can return before the child has exec'ed; until then its comm is Python's, and
+        # running() (which checks the comm, so a reused pid is not taken for the machine) is False.
+        deadline = time.monotonic() + 10
+        while not _is_nspawn(self.proc.pid) and self.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def wait_booted(self, timeout: float = 180) -> None:
         """Wait until SSH answers and systemd finished booting."""
