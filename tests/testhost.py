@@ -375,6 +375,7 @@ class TestHost:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=enter_cgroups(machine_cgroups(self.name)),
         )
         log.close()
         (self.workdir / "nspawn.pid").write_text(str(self.proc.pid))
@@ -588,7 +589,51 @@ def destroy_workdir(workdir: Path) -> None:
         subprocess.run(["umount", "-l", point], capture_output=True)
     if _mounts_under(workdir):
         raise TestHostError(f"mounts left under {workdir}: {_mounts_under(workdir)}")
+    remove_machine_cgroups(workdir.name)
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+def machine_cgroups(machine: str) -> list[Path]:
+    """A cgroup of its own for a machine, in each hierarchy its systemd uses (created here).
+
+    systemd-nspawn with --keep-unit and nothing to register with puts the machine in `payload/`
+    under nspawn's own cgroup: machines started from one cgroup would share it, and their units of
+    the same name (ssh.service, soniquebay-worker-scan-1.service) one cgroup, each systemd seeing
+    the other's processes and removing the cgroup under it. Empty where cgroups are read-only."""
+    base = Path("/sys/fs/cgroup")
+    if (base / "cgroup.controllers").exists():  # unified only
+        roots = [base]
+    else:  # hybrid: the cgroup2 tree systemd tracks processes in, and its named v1 hierarchy
+        roots = [root for root in (base / "unified", base / "systemd") if (root / "cgroup.procs").exists()]
+    paths = [root / f"soniquebay-{machine}" for root in roots]
+    try:
+        for path in paths:
+            path.mkdir(exist_ok=True)
+    except OSError:
+        return []
+    return paths
+
+
+def enter_cgroups(paths: list[Path]):
+    """A Popen preexec_fn: the child moves itself into `paths` before it execs."""
+
+    def enter() -> None:
+        for path in paths:
+            (path / "cgroup.procs").write_text("0")
+
+    return enter
+
+
+def remove_machine_cgroups(machine: str) -> None:
+    """Remove the machine's cgroups (once it stopped), innermost first."""
+    base = Path("/sys/fs/cgroup")
+    for root in (base, base / "unified", base / "systemd"):
+        top = root / f"soniquebay-{machine}"
+        if not top.is_dir():
+            continue
+        for folder, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
 
 
 def _is_nspawn(pid: int) -> bool:

@@ -51,6 +51,9 @@ from tests.testhost import (
     _mounts_under,
     _run,
     _text,
+    enter_cgroups,
+    machine_cgroups,
+    remove_machine_cgroups,
     rootfs_tarball,
 )
 
@@ -166,7 +169,12 @@ class NetHost:
                 *(f"--bind-ro={source}:{target}" for target, source in sorted(self.binds.items())),
             ]
             self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=enter_cgroups(machine_cgroups(f"{self.net.name}-{self.name}")),
             )
         (self.workdir / "nspawn.pid").write_text(str(self.proc.pid))
         self.boots += 1
@@ -588,6 +596,9 @@ def destroy_net(name: str, workdir: Path | None = None) -> None:
         if _is_nspawn(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+    if machines.exists():
+        for machine in machines.iterdir():
+            remove_machine_cgroups(f"{name}-{machine.name}")
     for netns in _netns_list():
         if netns.startswith(name + "-"):
             # Anything still running in it (a killed run's leftovers) goes first.
