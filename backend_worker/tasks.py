@@ -60,6 +60,7 @@ class PipelineTask(Task):
     ignore_result = True
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
+        discard_busy_connection()
         try:
             self.on_permanent_failure(exc, **kwargs)
         except Exception:  # the database may be what failed; the session watchdog catches up
@@ -148,6 +149,16 @@ def connection() -> psycopg.Connection:
     if _connection is None or _connection.closed or _connection.broken:
         _connection = db.connect(autocommit=True)
     return _connection
+
+
+def discard_busy_connection() -> None:
+    """A task stopped mid-query (its soft time limit interrupts whatever runs, even a wait for a
+    lock) leaves the connection busy or in a failed transaction: the next one starts afresh."""
+    global _connection
+    idle = psycopg.pq.TransactionStatus.IDLE
+    if _connection is not None and not _connection.closed and _connection.info.transaction_status != idle:
+        _connection.close()  # the server ends the query and frees the session's locks
+        _connection = None
 
 
 class transaction:

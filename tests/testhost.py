@@ -333,9 +333,6 @@ class TestHost:
                 ("scan", "extract", "batch", "insert", "deferred"), TEST_TIME_LIMIT
             ),
             "backend_worker_visibility_timeout": TEST_VISIBILITY_TIMEOUT,
-            # Chunks of 100 files: the fault and Flower tests' 2,000-file libraries make 20 extract
-            # messages, more than one worker's pool can take at once (some stay reserved).
-            "backend_worker_extra_env": {"SONIQUEBAY_EXTRACT_CHUNK_FILES": 100},
         }
         inventory = {
             "all": {

@@ -255,12 +255,13 @@ def test_secrets_are_generated_private_and_never_on_a_command_line(deployed):
 
 def test_postgresql_probes_idle_clients_so_a_dead_hosts_connections_close_within_minutes(deployed):
     # The multi-host test checks the effect (a powered-off worker host's connections are gone).
-    keepalives = "SELECT name, setting FROM pg_settings WHERE name LIKE 'tcp_%' ORDER BY name"
+    # From the configuration files: on psql's Unix socket these settings read as 0.
+    keepalives = "SELECT name, setting FROM pg_file_settings WHERE name LIKE 'tcp_%' AND applied ORDER BY 1"
     assert psql(deployed, keepalives) == [
         ["tcp_keepalives_count", "6"],
-        ["tcp_keepalives_idle", "60"],
-        ["tcp_keepalives_interval", "10"],
-        ["tcp_user_timeout", "60000"],
+        ["tcp_keepalives_idle", "60s"],
+        ["tcp_keepalives_interval", "10s"],
+        ["tcp_user_timeout", "60s"],
     ]
 
 
