@@ -101,3 +101,47 @@ def test_a_stuck_task_is_killed_at_its_time_limit_recorded_and_the_queue_goes_on
 def _state(pid: int) -> str:
     with open(f"/proc/{pid}/stat") as fh:
         return fh.read().rsplit(")", 1)[1].split()[0]
+
+
+def test_a_task_stopped_by_its_soft_time_limit_mid_query_is_recorded_and_the_session_closes(
+    pipeline, postgres, library
+):
+    """The extract tasks wait for a CPU slot (a PostgreSQL advisory lock, held here) past their soft
+    time limit: interrupted in the middle of a query, each task's failure is still recorded (on a new
+    connection), the session closes, and once the slots are free `retry-failed` reads the files."""
+    from backend_worker.tasks import _SLOT_LOCK_CLASS
+
+    workers = pipeline.workers
+    # Scan too: a task's time limits travel in its message, set by the sender (the scan worker).
+    one_slot = {"SONIQUEBAY_TIME_LIMIT_EXTRACT": "40", "SONIQUEBAY_EXTRACT_SLOTS": "1"}
+    workers.restart(["scan", "extract"], one_slot)
+    holder = psycopg.connect(postgres.url, autocommit=True)
+    try:
+        holder.execute("SELECT pg_advisory_lock(%s, 0)", (_SLOT_LOCK_CLASS,))
+        expected = audio_fixtures.build_library(library, artists=2, albums_per_artist=3, tracks_per_album=10)
+        try:
+            scan = subprocess.run(
+                [str(services.VENV_BIN / "soniquebay"), "scan", str(library), "--wait", "--json"],
+                capture_output=True, text=True, timeout=180,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the session never closed:\n" + workers.log_tail("extract", 200)) from None
+        assert scan.returncode == 0, scan.stderr
+        session = json.loads(scan.stdout.strip().splitlines()[-1])
+        assert session["status"] == "completed", session
+        assert session["counts"]["errors"] == len(expected) and session["counts"]["inserted"] == 0, session
+        reasons = {reason for (reason,) in pipeline.rows("SELECT reason FROM file_errors")}
+        assert reasons == {"not read: its extract task ran past the 40 s time limit"}
+        assert "could not record" not in workers.log_tail("extract", 20000)
+        holder.close()  # the slot is free again
+        retry = subprocess.run(
+            [str(services.VENV_BIN / "soniquebay"), "retry-failed", "--wait", "--json"],
+            capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert retry.returncode == 0, retry.stderr
+        assert json.loads(retry.stdout.strip().splitlines()[-1])["status"] == "completed", retry.stdout
+        assert pipeline.rows("SELECT count(*) FROM tracks")[0][0] == len(expected)
+        assert pipeline.rows("SELECT count(*) FROM file_errors")[0][0] == 0
+    finally:
+        holder.close()
+        workers.restart(["scan", "extract"])
