@@ -219,6 +219,10 @@ def test_flower_lists_a_workers_reserved_tasks_and_a_task_failed_at_its_time_lim
     session = scan.result(timeout=600)
     assert session["status"] == "completed" and session["counts"]["inserted"] == len(expected), session
 
+    # Two extract chunks: the other one finds the second CPU slot free, well inside its soft limit
+    # (10 s on the test host), while the hung one holds the first.
+    shape = {"artists": 6, "albums_per_artist": 4, "tracks_per_album": 40}  # 960 files
+    expected = put_library(deployed, tmp_path / "two-chunks", **shape)
     reset_library_db(deployed)
     scan = BackgroundScan(deployed)
     _, hung = freeze_a_task(deployed, units_of("extract"))
