@@ -597,18 +597,21 @@ def machine_cgroups(machine: str) -> list[Path]:
     under nspawn's own cgroup: machines started from one cgroup would share it, and their units of
     the same name (ssh.service, soniquebay-worker-scan-1.service) one cgroup, each systemd seeing
     the other's processes and removing the cgroup under it. Empty where cgroups are read-only."""
-    base = Path("/sys/fs/cgroup")
-    if (base / "cgroup.controllers").exists():  # unified only
-        roots = [base]
-    else:  # hybrid: the cgroup2 tree systemd tracks processes in, and its named v1 hierarchy
-        roots = [root for root in (base / "unified", base / "systemd") if (root / "cgroup.procs").exists()]
-    paths = [root / f"soniquebay-{machine}" for root in roots]
+    paths = [root / f"soniquebay-{machine}" for root in _cgroup_roots()]
     try:
         for path in paths:
             path.mkdir(exist_ok=True)
     except OSError:
         return []
     return paths
+
+
+def _cgroup_roots() -> list[Path]:
+    base = Path("/sys/fs/cgroup")
+    if (base / "cgroup.controllers").exists():  # unified only
+        return [base]
+    # Hybrid: the cgroup2 tree systemd tracks processes in, and its named v1 hierarchy.
+    return [root for root in (base / "unified", base / "systemd") if (root / "cgroup.procs").exists()]
 
 
 def enter_cgroups(paths: list[Path]):
@@ -623,8 +626,7 @@ def enter_cgroups(paths: list[Path]):
 
 def remove_machine_cgroups(machine: str) -> None:
     """Remove the machine's cgroups (once it stopped), innermost first."""
-    base = Path("/sys/fs/cgroup")
-    for root in (base, base / "unified", base / "systemd"):
+    for root in _cgroup_roots():
         top = root / f"soniquebay-{machine}"
         if not top.is_dir():
             continue
