@@ -132,8 +132,13 @@ def test_tasks_view_filters_by_state_and_name_and_sorts(page, scanned):
     rows = table.locator("tbody tr")
     assert rows.count() >= 1
     shot(page, "flower-tasks")
-    # Sorting by runtime, longest first: the column header toggles the order.
+    # Sorting by runtime, longest first: the column header toggles the order. The cleared search
+    # redraws the table from the server; sort only once every stage is back on it.
     search.fill("")
+    page.wait_for_function(
+        "() => ['scan.walk', 'extract.files'].every("
+        "n => document.querySelector('#tasks-table tbody').innerText.includes(n))"
+    )
     header = page.locator("th[data-column=runtime] >> visible=true")
     header.click()
     page.wait_for_function("() => document.querySelector('th[data-column=runtime][aria-sort]') !== null")
@@ -143,14 +148,19 @@ def test_tasks_view_filters_by_state_and_name_and_sorts(page, scanned):
         "() => [...document.querySelectorAll('th[data-column=runtime]')]"
         ".some(h => h.getAttribute('aria-sort') === 'descending')"
     )
-    page.wait_for_timeout(1000)
     column = page.evaluate(
         "() => [...document.querySelectorAll('#tasks-table thead th')].findIndex("
         "h => h.dataset.column === 'runtime')"
     )
-    cells = table.locator(f"tbody tr td:nth-child({column + 1})").all_inner_texts()
-    runtimes = [seconds(t) for t in cells if t.strip()]
-    assert len(runtimes) >= 2 and runtimes == sorted(runtimes, reverse=True)
+    # The sorted page arrives by XHR after the header changes; read it until it has settled.
+    runtimes: list[float] = []
+    for _ in range(20):
+        page.wait_for_timeout(500)
+        cells = table.locator(f"tbody tr td:nth-child({column + 1})").all_inner_texts()
+        runtimes = [seconds(t) for t in cells if t.strip()]
+        if len(runtimes) >= 2 and runtimes == sorted(runtimes, reverse=True):
+            break
+    assert len(runtimes) >= 2 and runtimes == sorted(runtimes, reverse=True), runtimes
 
 
 def test_task_page_shows_readable_arguments_and_a_short_result(page, scanned):
