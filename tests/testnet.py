@@ -94,7 +94,8 @@ class NetHost:
         self.net = net
         self.name = name
         self.address = address
-        self.netns = f"{net.name}-{name}"
+        self.machine = f"{net.name}-{name}"  # its nspawn machine and cgroup
+        self.netns = self.machine
         self.workdir = net.workdir / "machines" / name
         self.root = self.workdir / "rootfs"
         self.console_log = self.workdir / "console.log"
@@ -154,7 +155,7 @@ class NetHost:
                 "--quiet",
                 "-D",
                 str(self.root),
-                f"--machine={self.net.name}-{self.name}",
+                f"--machine={self.machine}",
                 f"--hostname={self.name}",
                 "--keep-unit",
                 "--register=no",
@@ -174,7 +175,7 @@ class NetHost:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=enter_cgroups(machine_cgroups(f"{self.net.name}-{self.name}")),
+                preexec_fn=enter_cgroups(machine_cgroups(self.machine)),
             )
         (self.workdir / "nspawn.pid").write_text(str(self.proc.pid))
         self.boots += 1
