@@ -138,15 +138,22 @@ def _run_session(roots: list[str], wait: bool, as_json: bool) -> None:
         for stale in ledger.fail_stale_sessions(conn):
             click.echo(f"session {stale} was abandoned (no progress); marked failed", err=True)
         session_id = ledger.create_session(conn, roots)
-        units = [(f"walk:{i}", "walk") for i in range(len(roots))]
-        ledger.register_units(conn, session_id, units)
+        walks = [
+            ledger.Unit(
+                f"walk:{i}",
+                "walk",
+                "scan.walk",
+                {"session_id": session_id, "unit_id": f"walk:{i}", "dirs": [root], "root": True},
+            )  # fmt: skip
+            for i, root in enumerate(roots)
+        ]
+        walks = ledger.register_units(conn, session_id, walks)
     from backend_worker.app import app
 
     try:
         # By name: importing backend_worker.tasks (mutagen, every stage) would only slow the start.
-        for (unit_id, _), root in zip(units, roots, strict=True):
-            walk = {"session_id": session_id, "unit_id": unit_id, "dirs": [root], "root": True}
-            app.send_task("scan.walk", kwargs=walk)
+        for unit in walks:
+            app.send_task(unit.task, kwargs=unit.kwargs, task_id=unit.task_id)
     except Exception as exc:
         with database.connect() as conn:
             ledger.fail_session(conn, session_id, f"could not queue the scan: {_first_line(exc)}")
@@ -291,6 +298,8 @@ def _session_dict(conn, row) -> dict:
     if status == "running":
         counts = ledger.progress(conn, str(session_id))
     return {
+        # Units sent again because their message was lost (backend_worker.delivery).
+        "resent": ledger.resent_units(conn, str(session_id)),
         "id": str(session_id),
         "roots": list(roots),
         "status": status,
@@ -336,7 +345,9 @@ def status(as_json, limit):
     click.echo("library: " + ", ".join(f"{v} {k}" for k, v in library.items()))
     for s in sessions:
         counts = " ".join(f"{k}={v}" for k, v in s["counts"].items())
-        click.echo(f"{s['started_at'][:19]} {s['id']} {s['status']:<9} {counts} {' '.join(s['roots'])}")
+        resent = f" resent={s['resent']}" if s["resent"] else ""
+        line = f"{s['started_at'][:19]} {s['id']} {s['status']:<9} {counts}{resent} {' '.join(s['roots'])}"
+        click.echo(line)
         if s["message"]:
             click.echo(f"    {s['message']}")
 

@@ -11,16 +11,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import psycopg
 import redis
 
+from backend_worker import delivery, ledger
 from backend_worker.app import QUEUES
 from backend_worker.config import settings
 
 log = logging.getLogger(__name__)
-
-# Ledger stage -> the queue its tasks run on.
-STAGE_QUEUES = {
-    "walk": "scan", "extract": "extract", "collect": "batch", "insert": "insert",
-    "finalize": "deferred", "cover": "deferred",
-}  # fmt: skip
 
 HELP = {
     "soniquebay_up": ("gauge", "1 when the exporter could read both Redis and PostgreSQL."),
@@ -33,6 +28,10 @@ HELP = {
     "soniquebay_scan_session_stalled_seconds": (
         "gauge",
         "Seconds since the least recently progressing running session last progressed (0 when none).",
+    ),
+    "soniquebay_units_resent_total": (
+        "counter",
+        "Units of work sent again because their message was lost (a worker killed, a broker restart).",
     ),
     "soniquebay_library_items": ("gauge", "Rows in the library by kind."),
     "soniquebay_file_errors": ("gauge", "Files and folders recorded as errors."),
@@ -51,7 +50,7 @@ def collect(broker: redis.Redis, conn: psycopg.Connection) -> list[tuple[str, di
         "WHERE u.done_at IS NULL GROUP BY u.stage"
     ).fetchall()
     for stage, age in rows:
-        queue = STAGE_QUEUES.get(stage)
+        queue = ledger.STAGE_QUEUES.get(stage)
         if queue:
             oldest[queue] = max(oldest[queue], float(age))
     for queue, age in oldest.items():
@@ -64,6 +63,9 @@ def collect(broker: redis.Redis, conn: psycopg.Connection) -> list[tuple[str, di
     ).fetchone()
     samples.append(("soniquebay_scan_sessions_running", {}, running))
     samples.append(("soniquebay_scan_session_stalled_seconds", {}, float(stalled)))
+    resent = delivery.resent_counts(conn)
+    for stage in [*ledger.STAGE_QUEUES, delivery.NEXT_STEP]:
+        samples.append(("soniquebay_units_resent_total", {"stage": stage}, resent.get(stage, 0)))
     tracks, albums, artists, genres, errors = conn.execute(
         "SELECT (SELECT count(*) FROM tracks), (SELECT count(*) FROM albums), "
         "(SELECT count(*) FROM artists), (SELECT count(*) FROM genres), (SELECT count(*) FROM file_errors)"

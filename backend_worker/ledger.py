@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -19,6 +19,11 @@ COUNT_NAMES = ("discovered", "unchanged", "extracted", "inserted", "errors", "re
 # NOTIFY channel: a session's id is announced here when it closes (`soniquebay scan --wait` listens).
 CLOSED_CHANNEL = "soniquebay_session_closed"
 UPSTREAM_STAGES = ("walk", "extract", "collect")
+# Stage of a unit -> the queue its task runs on.
+STAGE_QUEUES = {
+    "walk": "scan", "extract": "extract", "collect": "batch", "insert": "insert",
+    "finalize": "deferred", "cover": "deferred",
+}  # fmt: skip
 
 
 def create_session(conn: psycopg.Connection, roots: list[str]) -> str:
@@ -37,14 +42,53 @@ def is_running(conn: psycopg.Connection, session_id: str) -> bool:
     return state is not None and state[0] == "running"
 
 
-def register_units(conn: psycopg.Connection, session_id: str, units: list[tuple[str, str]]) -> None:
-    """Create pending units [(unit_id, stage)]; already known ones are left as they are."""
-    if units:
-        conn.execute(
-            "INSERT INTO scan_units (session_id, unit_id, stage) "
-            "SELECT %s, * FROM unnest(%s::text[], %s::text[]) ON CONFLICT DO NOTHING",
-            (session_id, [u for u, _ in units], [s for _, s in units]),
-        )
+@dataclass(frozen=True)
+class Unit:
+    """A unit of work and the message that runs it: a task name and its keyword arguments (ids
+    and paths, never records). Kept in the ledger, so a lost message can be sent again."""
+
+    id: str
+    stage: str
+    task: str | None = None  # None: done where it is created, no message
+    kwargs: dict | None = None
+    task_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+def register_units(conn: psycopg.Connection, session_id: str, units: list[Unit]) -> list[Unit]:
+    """Create pending units with their messages and task ids, before the messages are sent.
+    Returns the units to send now: the pending ones with a message, under the task id the ledger
+    holds (a unit registered before, by an earlier run of the same task, keeps its first id)."""
+    if not units:
+        return []
+    rows = conn.execute(
+        "INSERT INTO scan_units (session_id, unit_id, stage, task_id, message, sent_at) "
+        "SELECT %s, u, s, t, m, now() FROM unnest(%s::text[], %s::text[], %s::text[], %s::jsonb[]) "
+        "AS v(u, s, t, m) "
+        "ON CONFLICT (session_id, unit_id) DO UPDATE SET "
+        "task_id = coalesce(scan_units.task_id, EXCLUDED.task_id), "
+        "message = coalesce(scan_units.message, EXCLUDED.message), "
+        "sent_at = coalesce(scan_units.sent_at, EXCLUDED.sent_at) "
+        "RETURNING unit_id, task_id, done_at IS NULL",
+        (
+            session_id,
+            [u.id for u in units],
+            [u.stage for u in units],
+            [u.task_id if u.task else None for u in units],
+            [Jsonb(_message(u)) if u.task else None for u in units],
+        ),
+    ).fetchall()
+    recorded = {unit_id: task_id for unit_id, task_id, pending in rows if pending}
+    return [
+        Unit(u.id, u.stage, u.task, u.kwargs, recorded[u.id]) for u in units if u.task and recorded.get(u.id)
+    ]
+
+
+def _message(unit: Unit) -> dict:
+    return {"task": unit.task, "kwargs": unit.kwargs or {}}
+
+
+def unit_from_row(unit_id: str, stage: str, task_id: str, message: dict) -> Unit:
+    return Unit(unit_id, stage, message["task"], message["kwargs"], task_id)
 
 
 def mark_sent(conn: psycopg.Connection, session_id: str, unit_ids: list[str]) -> None:
@@ -55,13 +99,14 @@ def mark_sent(conn: psycopg.Connection, session_id: str, unit_ids: list[str]) ->
         )
 
 
-def unsent_units(conn: psycopg.Connection, session_id: str, stage: str) -> list[str]:
+def unsent_units(conn: psycopg.Connection, session_id: str, stage: str) -> list[Unit]:
+    """Units of `stage` registered but never sent (their sender died in between)."""
     rows = conn.execute(
-        "SELECT unit_id FROM scan_units "
-        "WHERE session_id = %s AND stage = %s AND NOT sent AND done_at IS NULL",
+        "SELECT unit_id, stage, task_id, message FROM scan_units "
+        "WHERE session_id = %s AND stage = %s AND NOT sent AND done_at IS NULL AND message IS NOT NULL",
         (session_id, stage),
     ).fetchall()
-    return [r[0] for r in rows]
+    return [unit_from_row(*row) for row in rows]
 
 
 def finish_unit(conn: psycopg.Connection, session_id: str, unit_id: str, counts: dict[str, int]) -> bool:
@@ -105,8 +150,8 @@ def pending(conn: psycopg.Connection, session_id: str) -> Pending:
     return Pending(*row)
 
 
-def next_steps(conn: psycopg.Connection, session_id: str) -> tuple[str, str, Pending, list[str]] | None:
-    """(status, phase, what is pending, insert units cut but never sent) in one round trip; None
+def next_steps(conn: psycopg.Connection, session_id: str) -> tuple[str, str, Pending, bool] | None:
+    """(status, phase, what is pending, whether insert units were cut but never sent) in one round trip; None
     for an unknown session. Every task asks this when it is done (see tasks.advance)."""
     row = conn.execute(
         """
@@ -116,7 +161,7 @@ def next_steps(conn: psycopg.Connection, session_id: str) -> tuple[str, str, Pen
           (SELECT count(*) FROM record_buffer WHERE session_id = s.id AND batch_id IS NULL),
           (SELECT count(*) FROM scan_units WHERE session_id = s.id AND done_at IS NULL AND stage = 'insert'),
           (SELECT count(*) FROM scan_units WHERE session_id = s.id AND done_at IS NULL AND stage = 'cover'),
-          ARRAY(SELECT unit_id FROM scan_units WHERE session_id = s.id AND stage = 'insert'
+          EXISTS(SELECT 1 FROM scan_units WHERE session_id = s.id AND stage = 'insert'
                   AND NOT sent AND done_at IS NULL)
         FROM scan_sessions s WHERE s.id = %(s)s
         """,
@@ -124,7 +169,7 @@ def next_steps(conn: psycopg.Connection, session_id: str) -> tuple[str, str, Pen
     ).fetchone()
     if row is None:
         return None
-    return row[0], row[1], Pending(*row[2:6]), list(row[6])
+    return row[0], row[1], Pending(*row[2:6]), row[6]
 
 
 def progress(conn: psycopg.Connection, session_id: str) -> dict[str, int]:
@@ -137,6 +182,17 @@ def progress(conn: psycopg.Connection, session_id: str) -> dict[str, int]:
     totals = dict.fromkeys(COUNT_NAMES, 0)
     totals.update({k: int(v) for k, v in rows if k in totals})
     return totals
+
+
+def resent_units(conn: psycopg.Connection, session_id: str) -> int:
+    """How many messages of this session were sent again because they were lost: its units', and
+    its next steps' (a flush, the final step)."""
+    row = conn.execute(
+        "SELECT coalesce(sum(resent), 0) + (SELECT nudges FROM scan_sessions WHERE id = %(s)s) "
+        "FROM scan_units WHERE session_id = %(s)s",
+        {"s": session_id},
+    )
+    return int(row.fetchone()[0] or 0)
 
 
 def close_session(conn: psycopg.Connection, session_id: str, status: str, message: str | None = None) -> bool:
@@ -191,7 +247,7 @@ def fail_stale_sessions(conn: psycopg.Connection, roots: list[str] | None = None
         """
         SELECT s.id FROM scan_sessions s
         WHERE s.status = 'running'
-          AND greatest(s.started_at, (SELECT max(greatest(u.created_at, u.done_at))
+          AND greatest(s.started_at, (SELECT max(greatest(u.created_at, u.done_at, u.sent_at))
                                       FROM scan_units u WHERE u.session_id = s.id))
               < now() - make_interval(secs => %s)
         """,
@@ -242,9 +298,9 @@ def buffer_records(conn: psycopg.Connection, session_id: str, unit_id: str, reco
     return cur.rowcount == 1
 
 
-def cut_batches(conn: psycopg.Connection, session_id: str, target_rows: int, flush: bool) -> list[str]:
+def cut_batches(conn: psycopg.Connection, session_id: str, target_rows: int, flush: bool) -> list[Unit]:
     """Group buffered chunks, in path order, into insert batches of about target_rows rows (at
-    most 2.5x); with flush, the remainder too. Registers one insert unit per batch; returns ids."""
+    most 2.5x); with flush, the remainder too. Registers one insert unit per batch; returns them."""
     rows = conn.execute(
         "SELECT unit_id, rows FROM record_buffer WHERE session_id = %s AND batch_id IS NULL "
         "ORDER BY sort_key FOR UPDATE SKIP LOCKED",
@@ -272,8 +328,11 @@ def cut_batches(conn: psycopg.Connection, session_id: str, target_rows: int, flu
             (batch_id, session_id, members),
         )
         batch_ids.append(batch_id)
-    register_units(conn, session_id, [(b, "insert") for b in batch_ids])
-    return batch_ids
+    return register_units(
+        conn,
+        session_id,
+        [Unit(b, "insert", "insert.records", {"session_id": session_id, "batch_id": b}) for b in batch_ids],
+    )
 
 
 def take_batch(conn: psycopg.Connection, session_id: str, batch_id: str) -> list[dict]:

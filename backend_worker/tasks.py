@@ -22,7 +22,7 @@ from celery.exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimit
 from celery.signals import task_revoked, worker_init, worker_ready
 from celery.utils.log import get_task_logger
 
-from backend_worker import db, ledger
+from backend_worker import db, delivery, ledger
 from backend_worker.app import app
 from backend_worker.config import queue_time_limits, settings, where
 from backend_worker.stages import covers, extract, insert, scan, warmup
@@ -131,8 +131,38 @@ def _one_line(exc: BaseException) -> str:
 
 @worker_ready.connect
 def _watch_database(sender=None, **kwargs) -> None:
-    """Once the worker is up (its pool forked), check the database in the background."""
+    """Once the worker is up (its pool forked), check the database in the background, and start
+    the heartbeat and the recovery of lost units (backend_worker.delivery)."""
     threading.Thread(target=check_database, name="soniquebay-db-check", daemon=True).start()
+    delivery.start_watch(sender.hostname, _held_task_ids, _send)
+
+
+def _held_task_ids() -> tuple[str, ...]:
+    """Ids of the tasks this worker holds: waiting for a pool process, running, or waiting for a
+    retry's countdown (Celery's registry of the worker's requests; copied in one C call)."""
+    from celery.worker import state
+
+    return tuple(state.requests)
+
+
+def _send(task: str, kwargs: dict, task_id: str) -> None:
+    app.send_task(task, kwargs=kwargs, task_id=task_id, kwargsrepr=_summary(kwargs))
+
+
+def send_units(units: list[ledger.Unit]) -> None:
+    """Send the messages of units the ledger just registered, under their recorded task ids."""
+    for unit in units:
+        _send(unit.task, unit.kwargs, unit.task_id)
+
+
+def _summary(kwargs: dict) -> str:
+    """What Flower shows of a task's arguments: ids, and a list of paths as a count and a folder."""
+    shown = {}
+    for key, value in kwargs.items():
+        if isinstance(value, list) and len(value) > 3:
+            value = f"{len(value)} {'files' if key == 'paths' else key} from {os.path.dirname(value[0])!r}"
+        shown[key] = value
+    return repr(shown)
 
 
 def short_error(exc: BaseException) -> str:
@@ -180,25 +210,7 @@ def pipeline_task(name: str, base: type[PipelineTask] = PipelineTask):
     return app.task(name=name, base=base, bind=True, time_limit=limit, soft_time_limit=limit - 30)
 
 
-def _describe(paths: list[str]) -> str:
-    first = paths[0] if paths else ""
-    return f"{len(paths)} files from {os.path.dirname(first)!r}"
-
-
 # --- scan ------------------------------------------------------------------------------------------
-
-
-def send_walk(session_id: str, unit_id: str, dirs: list[str], root: bool = False) -> None:
-    walk.apply_async(
-        kwargs={"session_id": session_id, "unit_id": unit_id, "dirs": dirs, "root": root},
-        kwargsrepr=repr(
-            {
-                "session_id": session_id,
-                "unit_id": unit_id,
-                "dirs": dirs[:3] + (["..."] if len(dirs) > 3 else []),
-            }
-        ),
-    )
 
 
 def _load_known(c: psycopg.Connection, dirs: list[str]) -> tuple[dict, dict]:
@@ -236,8 +248,8 @@ def _root_problem(c: psycopg.Connection, root: str) -> str | None:
 def walk(self, session_id: str, unit_id: str, dirs: list[str], root: bool = False) -> dict:
     conf = settings()
     with transaction() as c:
-        if not ledger.is_running(c, session_id):
-            return {"session": session_id, "skipped": "session ended"}
+        if not ledger.is_running(c, session_id) or ledger.unit_done(c, session_id, unit_id):
+            return {"session": session_id, "skipped": "session ended or unit done"}
         problem = _root_problem(c, dirs[0]) if root else None
         if problem:
             ledger.fail_session(c, session_id, problem)
@@ -252,10 +264,15 @@ def walk(self, session_id: str, unit_id: str, dirs: list[str], root: bool = Fals
     walk_units = [f"{unit_id}/w{i}" for i in range(len(walk_groups))]
     problems = [(path, folder, reason) for path, folder, reason in found.problems]
     problems += [(folder, os.path.dirname(folder), reason) for folder, reason in found.failed_dirs]
+    children = [
+        ledger.Unit(u, "extract", "extract.files", {"session_id": session_id, "unit_id": u, "paths": paths})
+        for u, paths in zip(extract_units, extract_chunks, strict=True)
+    ] + [
+        ledger.Unit(u, "walk", "scan.walk", {"session_id": session_id, "unit_id": u, "dirs": group})
+        for u, group in zip(walk_units, walk_groups, strict=True)
+    ]
     with transaction() as c:
-        ledger.register_units(
-            c, session_id, [(u, "extract") for u in extract_units] + [(u, "walk") for u in walk_units]
-        )
+        to_send = ledger.register_units(c, session_id, children)
         c.execute(
             "INSERT INTO session_dirs (session_id, dir, listed) SELECT %s, d, l "
             "FROM unnest(%s::text[], %s::boolean[]) AS t(d, l) ON CONFLICT DO NOTHING",
@@ -273,13 +290,7 @@ def walk(self, session_id: str, unit_id: str, dirs: list[str], root: bool = Fals
         # Problems found while listing are refreshed on every scan of their folder.
         c.execute("DELETE FROM file_errors WHERE stage = 'scan' AND dir = ANY(%s)", (found.listed_dirs,))
         record_errors(c, session_id, "scan", [{"path": p, "dir": d, "error": r} for p, d, r in problems])
-    for unit, paths in zip(extract_units, extract_chunks, strict=True):
-        files.apply_async(
-            kwargs={"session_id": session_id, "unit_id": unit, "paths": paths},
-            kwargsrepr=repr({"session_id": session_id, "unit_id": unit, "paths": _describe(paths)}),
-        )
-    for unit, group in zip(walk_units, walk_groups, strict=True):
-        send_walk(session_id, unit, group)
+    send_units(to_send)
     counts = {"discovered": len(found.files), "unchanged": plan.unchanged, "errors": len(problems)}
     with transaction() as c:
         ledger.finish_unit(c, session_id, unit_id, counts)
@@ -360,18 +371,22 @@ def cpu_slot(slots: int):
 
 @pipeline_task("extract.files", base=ExtractTask)
 def files(self, session_id: str, unit_id: str, paths: list[str]) -> dict:
-    if not ledger.is_running(connection(), session_id):
-        return {"session": session_id, "skipped": "session ended"}
+    if not ledger.is_running(connection(), session_id) or ledger.unit_done(connection(), session_id, unit_id):
+        return {"session": session_id, "skipped": "session ended or unit done"}
     with cpu_slot(settings().extract_slots):
         records, errors = extract.extract_paths(paths)
     vanished = [e["path"] for e in errors if e["error"] == VANISHED_REASON]
     errors = [e for e in errors if e["error"] != VANISHED_REASON]
     collect_unit = f"{unit_id}/c"
+    to_send = []
     with transaction() as c:
         if records:
             # The records go straight into the buffer; the batch stage gets only the unit's id
             # (a 250-record chunk is ~250 KB of JSON: through Redis it cost more than reading it).
-            ledger.register_units(c, session_id, [(collect_unit, "collect")])
+            collect_message = {"session_id": session_id, "unit_id": collect_unit}
+            to_send = ledger.register_units(
+                c, session_id, [ledger.Unit(collect_unit, "collect", "batch.collect", collect_message)]
+            )
             ledger.buffer_records(c, session_id, collect_unit, records)
         record_errors(c, session_id, "extract", errors)
         if vanished:
@@ -381,10 +396,8 @@ def files(self, session_id: str, unit_id: str, paths: list[str]) -> dict:
                 (session_id, vanished),
             )
         ledger.finish_unit(c, session_id, unit_id, {"extracted": len(records), "errors": len(errors)})
-    if records:
-        # Sent after the commit, also when this is a redelivery: the collect unit stays pending
-        # (and the session open) until its task ran.
-        collect.apply_async(kwargs={"session_id": session_id, "unit_id": collect_unit})
+    # Sent after the commit: the collect unit stays pending (and the session open) until its task ran.
+    send_units(to_send)
     advance(session_id)
     return {
         "session": session_id,
@@ -401,15 +414,15 @@ def files(self, session_id: str, unit_id: str, paths: list[str]) -> dict:
 def collect(self, session_id: str, unit_id: str, records: list[dict] | None = None) -> dict:
     """An extract chunk's records are in the buffer: cut the insert batches that are full."""
     with transaction() as c:
-        if not ledger.is_running(c, session_id):
-            return {"session": session_id, "skipped": "session ended"}
+        if not ledger.is_running(c, session_id) or ledger.unit_done(c, session_id, unit_id):
+            return {"session": session_id, "skipped": "session ended or unit done"}
         if records is not None:  # a message from an earlier version still carries them
             ledger.buffer_records(c, session_id, unit_id, records)
         ledger.finish_unit(c, session_id, unit_id, {})
-        batch_ids = ledger.cut_batches(c, session_id, settings().insert_batch_rows, flush=False)
-    send_inserts(session_id, batch_ids)
+        batches = ledger.cut_batches(c, session_id, settings().insert_batch_rows, flush=False)
+    send_inserts(session_id, batches)
     advance(session_id)
-    return {"session": session_id, "batches": len(batch_ids)}
+    return {"session": session_id, "batches": len(batches)}
 
 
 @pipeline_task("batch.flush")
@@ -426,17 +439,16 @@ def cut(session_id: str, flush: bool) -> int:
         if not ledger.is_running(c, session_id):
             return 0
         flush = flush and ledger.pending(c, session_id).upstream == 0
-        batch_ids = ledger.cut_batches(c, session_id, settings().insert_batch_rows, flush)
-    send_inserts(session_id, batch_ids)
-    return len(batch_ids)
+        batches = ledger.cut_batches(c, session_id, settings().insert_batch_rows, flush)
+    send_inserts(session_id, batches)
+    return len(batches)
 
 
-def send_inserts(session_id: str, batch_ids: list[str]) -> None:
-    for batch_id in batch_ids:
-        records.apply_async(kwargs={"session_id": session_id, "batch_id": batch_id})
-    if batch_ids:
+def send_inserts(session_id: str, batches: list[ledger.Unit]) -> None:
+    send_units(batches)
+    if batches:
         with transaction() as c:
-            ledger.mark_sent(c, session_id, batch_ids)
+            ledger.mark_sent(c, session_id, [b.id for b in batches])
 
 
 # --- insert ----------------------------------------------------------------------------------------
@@ -516,7 +528,8 @@ def advance(session_id: str) -> None:
     if state is None or state[0] != "running" or state[1] != "scanning":
         return
     _, _, waiting, unsent = state
-    send_inserts(session_id, unsent)
+    if unsent:
+        send_inserts(session_id, ledger.unsent_units(connection(), session_id, "insert"))
     if waiting.upstream:
         return
     if waiting.unbatched:
@@ -588,7 +601,16 @@ def finalize(self, session_id: str) -> dict:
             ledger.register_units(
                 c,
                 session_id,
-                [("finalize", "finalize")] + [(f"cover/{i}", "cover") for i in range(len(chunks))],
+                [ledger.Unit("finalize", "finalize")]
+                + [
+                    ledger.Unit(
+                        f"cover/{i}",
+                        "cover",
+                        "deferred.covers",
+                        {"session_id": session_id, "unit_id": f"cover/{i}"},
+                    )
+                    for i in range(len(chunks))
+                ],
             )
             ledger.finish_unit(c, session_id, "finalize", {"removed": removed})
             if chunks:
@@ -601,11 +623,10 @@ def finalize(self, session_id: str) -> dict:
                 )
             c.execute("UPDATE scan_sessions SET phase = 'finishing' WHERE id = %s", (session_id,))
         unsent = ledger.unsent_units(c, session_id, "cover")
-    for unit_id in unsent:
-        cover.apply_async(kwargs={"session_id": session_id, "unit_id": unit_id})
+    send_units(unsent)
     if unsent:
         with transaction() as c:
-            ledger.mark_sent(c, session_id, unsent)
+            ledger.mark_sent(c, session_id, [u.id for u in unsent])
     closed = _close_if_done(session_id)
     return {"session": session_id, "removed": removed, "cover_tasks": len(unsent), "closed": closed}
 
@@ -631,6 +652,8 @@ class CoverTask(PipelineTask):
 def cover(self, session_id: str, unit_id: str) -> dict:
     conf = settings()
     with transaction() as c:
+        if ledger.unit_done(c, session_id, unit_id):
+            return {"session": session_id, "skipped": "unit done"}
         plan = c.execute(
             "SELECT album_ids FROM cover_plans WHERE session_id = %s AND unit_id = %s", (session_id, unit_id)
         ).fetchone()

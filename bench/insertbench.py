@@ -89,9 +89,9 @@ def _stage(conn: psycopg.Connection, records: list[dict], batch_rows: int) -> tu
     session_id = ledger.create_session(conn, ["/bench"])
     for i in range(0, len(records), chunk_files):
         chunk = records[i : i + chunk_files]
-        ledger.register_units(conn, session_id, [(f"x{i}/c", "collect")])
+        ledger.register_units(conn, session_id, [ledger.Unit(f"x{i}/c", "collect")])
         ledger.buffer_records(conn, session_id, f"x{i}/c", chunk)
-    batch_ids = ledger.cut_batches(conn, session_id, batch_rows, flush=True)
+    batch_ids = [b.id for b in ledger.cut_batches(conn, session_id, batch_rows, flush=True)]
     conn.execute("CHECKPOINT")
     written = 0
     with _Clock(conn) as clock:

@@ -198,8 +198,9 @@ def hold_stage(host, queue: str) -> BackgroundScan:
 
 def release_one_holding_messages(host, queue: str) -> list[int]:
     """Start the first unit of the held stage with its pool processes frozen (SIGSTOP) the moment
-    they exist, and return them once the worker has taken messages it cannot finish: it is then
-    sure to hold unacknowledged work, however fast the stage is. The caller resumes them (SIGCONT)."""
+    they exist, and return them once the worker has taken messages it cannot finish: its heartbeat
+    (what the reconciler reads) names them. It is then sure to hold unacknowledged work, however
+    fast the stage is. The caller resumes them (SIGCONT)."""
     unit = units_of(queue)[0]
     concurrency = LAYOUT[queue][1]
     script = f"""
@@ -215,14 +216,68 @@ exit 1
     proc = host.ssh("bash -s", input=script, check=False, timeout=120)
     assert proc.returncode == 0, f"{unit} did not start its pool: {proc.stderr}"
     frozen = [int(pid) for pid in proc.stdout.split()]
-    wait_for(
-        lambda: int(redis(host, "hlen", "unacked")) > 0,
-        timeout=60,
-        interval=0.2,
-        what=f"{unit} to take messages",
-    )
+    wait_for(lambda: held_by(host, unit), timeout=60, interval=0.5, what=f"{unit} to take messages")
     return frozen
+
+
+def held_by(host, unit: str) -> list[str]:
+    """Task ids the unit's running worker holds, as its latest heartbeat reports them."""
+    worker = unit.removeprefix("soniquebay-worker-").removesuffix(".service") + "@" + host.name
+    pid = host.unit_main_pid(unit)
+    rows = psql(
+        host,
+        f"SELECT array_to_string(held, ' ') FROM worker_heartbeats WHERE worker = '{worker}' AND pid = {pid} "
+        "ORDER BY seen_at DESC LIMIT 1",
+    )
+    return rows[0][0].split() if rows and rows[0][0] else []
 
 
 def resume(host, pids: list[int]) -> None:
     host.ssh("kill -CONT " + " ".join(map(str, pids)) + " 2>/dev/null; true")
+
+
+# The time a fault may cost: from the fault to the session's close, on the shipped settings.
+RECOVERY_LIMIT = 180
+
+
+def assert_recovered_in_time(session: dict, fault_at: float) -> float:
+    """The session closed within RECOVERY_LIMIT seconds of the fault (time.time() when it struck)."""
+    import datetime
+
+    ended = datetime.datetime.fromisoformat(session["ended_at"]).timestamp()
+    took = ended - fault_at
+    assert took <= RECOVERY_LIMIT, (
+        f"the session closed {took:.0f} s after the fault (limit {RECOVERY_LIMIT} s)"
+    )
+    return took
+
+
+WORKERS_DROPIN = "/run/systemd/system/soniquebay-worker-.service.d"
+
+
+class short_extract_time_limit:  # noqa: N801 (used as a context manager, like open)
+    """Every worker unit with an extract time limit of `seconds` while the block runs (a drop-in in
+    /run, read after the env file), for the tests of a task killed at its limit: the shipped 600 s
+    would make them wait ten minutes, and what they check does not depend on the value."""
+
+    def __init__(self, host, seconds: int):
+        self.host, self.seconds = host, seconds
+
+    def _apply(self, script: str) -> None:
+        self.host.ssh(
+            script + "; systemctl daemon-reload; systemctl restart soniquebay-workers.target", timeout=600
+        )
+
+    def __enter__(self):
+        env = "/run/soniquebay-time-limit.env"
+        self.host.ssh(f"cat > {env}", input=f"SONIQUEBAY_TIME_LIMIT_EXTRACT={self.seconds}\n")
+        self.host.ssh(
+            f"mkdir -p {WORKERS_DROPIN} && cat > {WORKERS_DROPIN}/time-limit.conf",
+            input=f"[Service]\nEnvironmentFile={env}\n",
+        )
+        self._apply("true")
+        return self
+
+    def __exit__(self, *exc_info):
+        self._apply(f"rm -rf {WORKERS_DROPIN} /run/soniquebay-time-limit.env")
+        return False

