@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: deploy test deps lint unit dev dev-stop clean bench sandbox sandbox-down
+.PHONY: deploy test deps lint unit dev dev-stop clean bench chaos sandbox sandbox-down
 
 deploy:
 	scripts/deploy.sh
@@ -41,6 +41,11 @@ clean:
 # Benchmarks (not tests): print tables and ratios, write docs/performance.md.
 bench: deps
 	$(PY) -m bench $(BENCH_ARGS)
+
+# Random faults (30 by default) during repeated scans on a deployed test host: tracks lost and
+# duplicated, recovery times (docs/reliability.md). CHAOS_ARGS: --faults N --copies N --seed N.
+chaos: deps
+	$(PY) -m bench.chaos $(CHAOS_ARGS)
 
 # A throwaway Debian 12 machine (HOSTS=3: db1 + two worker hosts) in its own network namespace,
 # deployed with playbooks/site.yml and a sample library scanned; prints the Flower URL. As root.

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from tests import audio_fixtures
-from tests.deploy.layout import LAYOUT
+from tests.deploy.layout import LAYOUT, WORKER_UNITS
 from tests.deploy.test_host import FLOWER, LIBRARY, celery_inspect, flower_auth, http, psql
 from tests.testhost import TestHost
 
@@ -129,15 +129,17 @@ def pool_children(host: TestHost, unit: str) -> list[int]:
     return sorted(int(pid) for pid in out)
 
 
-def freeze_a_working_child(host: TestHost, units: list[str], timeout: float = 60) -> int:
+def freeze_a_working_child(host: TestHost, units: list[str], timeout: float = 60, then=None) -> int:
     """SIGSTOP the first pool process of `units` seen using CPU (it is running a task), as a hung
-    disk read would freeze it; returns its pid. Runs on the host so it reacts within milliseconds."""
+    disk read would freeze it; returns its pid. Runs on the host so it reacts within milliseconds.
+    `then` (say, starting a scan) is called once the watch is armed, so it cannot miss the work."""
     script = f"""
 pids=""
 for unit in {" ".join(units)}; do pids="$pids $(pgrep -P $(systemctl show -P MainPID $unit))"; done
 ticks() {{ awk '{{print $14 + $15}}' /proc/$1/stat 2>/dev/null || echo 0; }}
 declare -A before
 for p in $pids; do before[$p]=$(ticks $p); done
+echo armed
 end=$((SECONDS + {int(timeout)}))
 while [ $SECONDS -lt $end ]; do
   for p in $pids; do
@@ -147,17 +149,29 @@ while [ $SECONDS -lt $end ]; do
 done
 exit 1
 """
-    proc = host.ssh("bash -s", input=script, check=False, timeout=timeout + 30)
-    assert proc.returncode == 0, f"no pool process of {units} started working: {proc.stderr}"
-    return int(proc.stdout.split()[-1])
+    proc = subprocess.Popen(
+        [*host.ssh_argv(), "bash -s"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    proc.stdin.write(script)
+    proc.stdin.close()
+    armed = proc.stdout.readline().strip()
+    if then is not None and armed == "armed":
+        then()
+    out = proc.stdout.read()  # until the script ends (at most `timeout`)
+    err = proc.stderr.read()
+    proc.wait(timeout=30)
+    assert armed == "armed" and proc.returncode == 0, f"no pool process of {units} started working: {err}"
+    return int(out.split()[-1])
 
 
-def freeze_a_task(host: TestHost, units: list[str], attempts: int = 5) -> tuple[int, dict]:
+def freeze_a_task(host: TestHost, units: list[str], then=None, attempts: int = 5) -> tuple[int, dict]:
     """Freeze a pool process of `units` in the middle of a task, as a hung disk read would; returns
     its pid and the task (as `celery inspect active` reports it). A process caught using CPU between
-    two tasks holds none: it is resumed and another one is caught."""
+    two tasks holds none: it is resumed and another one is caught. `then` starts the work (once)."""
     for _ in range(attempts):
-        pid = freeze_a_working_child(host, units)
+        pid = freeze_a_working_child(host, units, then=then)
+        then = None
         active = celery_inspect(host, "active")
         tasks = [t for worker_tasks in active.values() for t in worker_tasks if t.get("worker_pid") == pid]
         if tasks:
@@ -276,8 +290,13 @@ class short_extract_time_limit:  # noqa: N801 (used as a context manager, like o
             input=f"[Service]\nEnvironmentFile={env}\n",
         )
         self._apply("true")
+        # Every worker answers (warmed up, its pool forked) before the test measures anything.
+        celery_inspect(
+            self.host, "ping", expect={u.split("-", 2)[2].removesuffix(".service") for u in WORKER_UNITS}
+        )
         return self
 
     def __exit__(self, *exc_info):
-        self._apply(f"rm -rf {WORKERS_DROPIN} /run/soniquebay-time-limit.env")
+        # A process a failed test left frozen would hold the warm shutdown up: resume them all.
+        self._apply(f"pkill -CONT -u soniquebay; rm -rf {WORKERS_DROPIN} /run/soniquebay-time-limit.env")
         return False

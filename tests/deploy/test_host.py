@@ -163,8 +163,9 @@ def test_worker_and_flower_units_are_hardened_and_verify_cleanly(deployed):
         "systemctl show -p User -p KillMode -p Type -p Restart -p TimeoutStopUSec -p NoNewPrivileges "
         "-p ProtectSystem -p PrivateTmp -p MemoryMax soniquebay-worker-deferred-1.service"
     ).stdout
-    wanted = ["User=soniquebay", "KillMode=mixed", "Type=exec", "Restart=always", "TimeoutStopUSec=1min 40s",
+    wanted = ["User=soniquebay", "KillMode=mixed", "Type=exec", "Restart=always", "TimeoutStopUSec=16min",
               "NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes"]  # fmt: skip
+    # TimeoutStopSec: the deferred queue's shipped hard time limit (900 s) + the 60 s stop grace.
     for expected in wanted:
         assert expected in props, props
     assert "MemoryMax=infinity" not in props

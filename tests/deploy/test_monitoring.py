@@ -161,8 +161,11 @@ def test_a_stuck_task_terminated_from_flower_becomes_error_records_and_the_scan_
     terminates it: its files become error records, the rest lands, `retry-failed` reads them."""
     expected = put_library(deployed, tmp_path / "music", artists=6, albums_per_artist=4, tracks_per_album=40)
     reset_library_db(deployed)
-    scan = BackgroundScan(deployed)
-    _, stuck = freeze_a_task(deployed, units_of("extract"))
+    scans = []
+    _, stuck = freeze_a_task(
+        deployed, units_of("extract"), then=lambda: scans.append(BackgroundScan(deployed))
+    )
+    (scan,) = scans
     assert stuck["name"] == "extract.files", stuck
     task_id, chunk = stuck["id"], stuck["kwargs"]["paths"]
     # Flower lists it as started, with readable arguments.
@@ -229,9 +232,11 @@ def test_flower_lists_a_workers_reserved_tasks_and_a_task_failed_at_its_time_lim
     expected = put_library(deployed, tmp_path / "two-chunks", **shape)
     reset_library_db(deployed)
     with short_extract_time_limit(deployed, LIMIT):
-        wait_all_active(deployed)
-        scan = BackgroundScan(deployed)
-        _, hung = freeze_a_task(deployed, units_of("extract"))
+        scans = []
+        _, hung = freeze_a_task(
+            deployed, units_of("extract"), then=lambda: scans.append(BackgroundScan(deployed))
+        )
+        (scan,) = scans
         task_id, chunk = hung["id"], hung["kwargs"]["paths"]
         failed = wait_for(
             lambda: (

@@ -13,14 +13,17 @@ holds them (its heartbeat names them).
 
 from __future__ import annotations
 
+import random
 import shlex
 import subprocess
 import time
 
 import pytest
 
+from tests.deploy import chaos
 from tests.deploy.layout import LAYOUT, WORKER_UNITS
 from tests.deploy.ops import (
+    RECOVERY_LIMIT,
     BackgroundScan,
     assert_library_is_exactly,
     assert_recovered_in_time,
@@ -201,6 +204,16 @@ def test_a_reboot_mid_scan_never_leaves_a_session_running_and_a_new_scan_complet
     session = soniquebay_json(deployed, "scan", LIBRARY, "--wait", "--json")
     assert session["status"] == "completed", session
     assert_library_is_exactly(deployed, library)
+
+
+def test_random_faults_during_repeated_scans_lose_and_duplicate_nothing(deployed, library):
+    """A short run of `make chaos` (bench/chaos.py): four random faults of the kinds above."""
+    rounds = chaos.run(deployed, library, faults=4, rng=random.Random(time.time_ns()))
+    figures = chaos.summary(rounds)
+    assert figures["faults"] >= 4, figures
+    assert figures["completed"] == figures["sessions"], figures
+    assert figures["lost"] == figures["duplicated"] == figures["errors"] == 0, figures
+    assert figures["recovery_max"] <= RECOVERY_LIMIT, figures
 
 
 # ---- bad configuration -----------------------------------------------------------------------------

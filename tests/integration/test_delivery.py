@@ -148,6 +148,29 @@ def test_a_unit_found_again_is_no_longer_suspect_and_a_unit_lost_too_often_is_le
     assert send.sent == [], "re-sent no more than MAX_RESENDS times"
 
 
+def test_a_unit_that_cannot_be_resent_any_more_gets_its_session_abandoned_after_the_stall_limit(db_conn):
+    """The path that remains for a unit lost MAX_RESENDS times: nothing sends it again, and the
+    session is failed as abandoned once nothing moved for the stall limit (never left running)."""
+    send = Recorder()
+    session = ledger.create_session(db_conn, ["/m"])
+    register(db_conn, session, "walk:0/x0")
+    stalled = ledger.stall_limit_seconds() + 60
+    db_conn.execute("UPDATE scan_sessions SET started_at = now() - make_interval(secs => %s)", (stalled,))
+    db_conn.execute(
+        "UPDATE scan_units SET resent = %s, created_at = now() - make_interval(secs => %s), "
+        "sent_at = now() - make_interval(secs => %s), suspect_since = now() - interval '1 hour'",
+        (delivery.MAX_RESENDS, stalled, stalled),
+    )
+    reconcile(db_conn, send)
+    assert send.sent == []
+    with db_conn.transaction():
+        assert ledger.fail_stale_sessions(db_conn) == [session]
+    status, message = db_conn.execute(
+        "SELECT status, message FROM scan_sessions WHERE id = %s", (session,)
+    ).fetchone()
+    assert status == "failed" and message.startswith("abandoned:"), message
+
+
 def test_a_session_with_nothing_pending_that_did_not_close_is_sent_its_next_step(db_conn):
     send = Recorder()
     waiting = ledger.create_session(db_conn, ["/m"])  # its flush message was lost

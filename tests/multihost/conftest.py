@@ -80,9 +80,9 @@ def inventories(net):
     """Inventory without worker2 (phase a: the stack before the host is added) and with it."""
     return {
         "without_worker2": layout.write_multihost_inventory(
-            net, net.workdir / "inventory-a", workers=("worker1",), settings=layout.FAST_SETTINGS
+            net, net.workdir / "inventory-a", workers=("worker1",), settings=layout.RUN_SETTINGS
         ),
         "full": layout.write_multihost_inventory(
-            net, net.workdir / "inventory", settings=layout.FAST_SETTINGS
+            net, net.workdir / "inventory", settings=layout.RUN_SETTINGS
         ),
     }

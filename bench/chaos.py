@@ -1,0 +1,97 @@
+"""`make chaos`: random faults during repeated full scans on a deployed test host (shipped settings),
+and what came out: faults, sessions, tracks lost and duplicated, recovery times (from the fault to
+the session's close). A benchmark-style script, not a test: it prints a table and a JSON line.
+
+    python -m bench.chaos [--faults 30] [--copies 3] [--seed 1]
+
+The library is the fault tests' 2,000-file library, hard-linked `--copies` times under different
+folders (every path distinct). With SONIQUEBAY_TESTHOST set it uses that kept machine; otherwise it
+boots and converges a fresh one and removes it at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests import audio_fixtures
+from tests.deploy import chaos
+from tests.deploy.test_host import LIBRARY
+from tests.testhost import TestHost
+
+SHAPE = {"artists": 8, "albums_per_artist": 5, "tracks_per_album": 50, "seed": 11}  # as the fault tests
+
+
+def put_copies(host: TestHost, copies: int) -> list[dict]:
+    """`copies` hard-linked copies of the 2,000-file library at /srv/music/copy-<i>."""
+    staging = Path(tempfile.mkdtemp(prefix="chaos-library-"))
+    try:
+        records = audio_fixtures.build_library(staging / "music", **SHAPE)
+        target = host.root / LIBRARY.lstrip("/")
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        expected = []
+        for i in range(copies):
+            subprocess.run(["cp", "-al", str(staging / "music"), str(target / f"copy-{i}")], check=True)
+            for record in records:
+                relative = Path(record["path"]).relative_to(staging / "music")
+                expected.append({**record, "path": f"{LIBRARY}/copy-{i}/{relative}"})
+        subprocess.run(["chmod", "-R", "a+rX", str(target)], check=True)
+        return expected
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.splitlines()[0])
+    parser.add_argument("--faults", type=int, default=30)
+    parser.add_argument("--copies", type=int, default=3, help="copies of the 2,000-file library")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    kept = os.environ.get("SONIQUEBAY_TESTHOST")
+    host = TestHost.attach(kept) if kept else TestHost.create(name="sbchaos")
+    try:
+        if not kept:
+            result = host.converge()
+            if not result.ok:
+                print(result.tail(60), file=sys.stderr)
+                return 1
+        expected = put_copies(host, args.copies)
+        print(f"library: {len(expected)} files; {args.faults} faults, seed {args.seed}", flush=True)
+        started = time.monotonic()
+        rounds = chaos.run(
+            host, expected, args.faults, random.Random(args.seed), log=lambda s: print(s, flush=True)
+        )
+        figures = chaos.summary(rounds)
+        figures.update(
+            files=len(expected), seed=args.seed, minutes=round((time.monotonic() - started) / 60, 1)
+        )
+        print()
+        columns = ("faults", "sessions", "completed", "tracks lost", "tracks duplicated", "error records")
+        columns += ("re-sent", "recovery median", "recovery max")
+        print("| " + " | ".join(columns) + " |")
+        print("|" + "---|" * len(columns))
+        print(
+            f"| {figures['faults']} | {figures['sessions']} | {figures['completed']} | {figures['lost']} | "
+            f"{figures['duplicated']} | {figures['errors']} | {figures['resent']} | "
+            f"{figures['recovery_median']:.0f} s | {figures['recovery_max']:.0f} s |"
+        )
+        print("faults by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(figures["by_kind"].items())))
+        print(json.dumps(figures))
+        return 0 if figures["lost"] == figures["duplicated"] == figures["errors"] == 0 else 1
+    finally:
+        if not kept:
+            host.destroy()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
