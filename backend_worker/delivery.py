@@ -255,15 +255,21 @@ class Watch:
 
     def run(self) -> None:
         next_pass = time.monotonic() + PASS_SECONDS
+        beating_since = None
         while not self.stopped.wait(HEARTBEAT_SECONDS):
             try:
                 conn = self._connection()
                 beat(conn, self.instance, self.worker, self.held())
-                if time.monotonic() >= next_pass:
+                beating_since = beating_since or time.monotonic()
+                # After a database outage (or this worker's start) every live worker's heartbeat is
+                # old until it could write again: judge who holds what only once all had the time.
+                settled = time.monotonic() - beating_since >= LIVE_SECONDS + HEARTBEAT_SECONDS
+                if settled and time.monotonic() >= next_pass:
                     next_pass = time.monotonic() + PASS_SECONDS
                     reconcile(conn, self._redis(), self.send)
             except Exception as exc:  # an outage: the next beat tries again (the workers log outages)
                 log.debug("watch: %s", exc)
+                beating_since = None
                 self._drop()
 
     def _connection(self) -> psycopg.Connection:

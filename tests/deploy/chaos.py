@@ -74,6 +74,11 @@ class Round:
     resent: int = 0
 
 
+def _seconds(session: dict) -> float:
+    started = datetime.datetime.fromisoformat(session["started_at"])
+    return (datetime.datetime.fromisoformat(session["ended_at"]) - started).total_seconds()
+
+
 def _running(host, session_id: str) -> bool:
     rows = psql(host, f"SELECT status FROM scan_sessions WHERE id = '{session_id}'")
     return bool(rows) and rows[0][0] == "running"
@@ -86,13 +91,20 @@ def run(
     rounds: list[Round] = []
     struck = 0
     expected_paths = sorted(e["path"] for e in expected)
+    # A scan without a fault first: how long one takes, so the faults strike while it runs.
+    wait_all_active(host)
+    reset_library_db(host)
+    clean = BackgroundScan(host).result(timeout=1200)
+    assert clean["status"] == "completed" and clean["counts"]["inserted"] == len(expected_paths), clean
+    duration = _seconds(clean)
+    log(f"a full scan of {len(expected_paths)} files without faults: {duration:.1f} s")
     while struck < faults:
         wait_all_active(host)
         reset_library_db(host)
         scan = BackgroundScan(host)
         current = Round(scan.session_id())
         for _ in range(min(rng.choice((1, 1, 2)), faults - struck)):
-            time.sleep(rng.uniform(0.5, 4.0))
+            time.sleep(rng.uniform(0.1, 0.5) * duration)
             if not _running(host, current.session_id):
                 break
             kind = rng.choice(FAULTS)

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 import redis
 
-from backend_worker import delivery, ledger
+from backend_worker import delivery, exporter, ledger
 from backend_worker.config import settings
 from tests import audio_fixtures, services
 
@@ -226,6 +226,18 @@ def test_a_worker_killed_with_messages_in_hand_gets_them_back_from_the_ledger(pi
     assert pipeline.rows("SELECT count(*) FROM file_errors") == [(0,)]
     resent = pipeline.rows("SELECT count(*) FROM scan_units WHERE session_id = %s AND resent > 0", session_id)
     assert resent[0][0] >= 1
+    # What an operator sees: the session's count in `soniquebay status`, the exporter's counter.
+    status = json.loads(pipeline.cli("status", "--json").stdout)
+    [shown] = [s for s in status["sessions"] if s["id"] == session_id]
+    assert shown["resent"] >= 1, shown
+    assert f"resent={shown['resent']}" in pipeline.cli("status").stdout
+    samples = exporter.collect(broker(), pipeline.conn)
+    [extract_resent] = [
+        v
+        for name, labels, v in samples
+        if name == "soniquebay_units_resent_total" and labels == {"stage": "extract"}
+    ]
+    assert extract_resent >= 1
     logs = "".join(workers.log_tail(q, 400) for q in services.QUEUES)
     assert "re-sent extract unit" in logs and "stopped: no heartbeat" in logs, logs[-3000:]
 
