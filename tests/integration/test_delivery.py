@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import uuid
 
 import psycopg
 import pytest
@@ -250,6 +251,62 @@ def held(queue: str) -> list[str]:
             (f"{queue}-1@%",),
         ).fetchone()
     return row[0] if row else []
+
+
+def test_every_message_of_a_scan_delivered_again_changes_nothing(pipeline, library):
+    """What Redis does half an hour after a loss, when the visibility timeout restores the old
+    messages of units the ledger already re-sent and finished: every unit's message delivered again
+    while its session still runs. Each task finds its unit done and changes nothing."""
+    from backend_worker.app import app
+
+    audio_fixtures.build_library(library, artists=2, albums_per_artist=3, tracks_per_album=20)
+    session = pipeline.scan(library)
+    assert session["status"] == "completed", session
+    sid = session["id"]
+
+    def state():
+        return (
+            pipeline.rows("SELECT path, updated_at, album_id, artist_id FROM tracks ORDER BY path"),
+            pipeline.rows(
+                "SELECT unit_id, counts, done_at FROM scan_units WHERE session_id = %s ORDER BY 1", sid
+            ),
+            pipeline.rows("SELECT * FROM file_errors ORDER BY path"),
+            pipeline.rows("SELECT count(*) FROM record_buffer"),
+        )
+
+    before = state()
+    pipeline.conn.execute(
+        "UPDATE scan_sessions SET status = 'running', phase = 'scanning' WHERE id = %s", (sid,)
+    )
+    try:
+        messages = pipeline.rows(
+            "SELECT message FROM scan_units WHERE session_id = %s AND message IS NOT NULL", sid
+        )
+        assert {m["task"] for (m,) in messages} >= {
+            "scan.walk",
+            "extract.files",
+            "batch.collect",
+            "insert.records",
+        }
+        sent = {}
+        for (message,) in messages:
+            task_id = str(uuid.uuid4())
+            app.send_task(message["task"], kwargs=message["kwargs"], task_id=task_id)
+            sent[task_id] = message["task"]
+        deadline = time.monotonic() + 60
+        while True:
+            logs = "".join(pipeline.workers.log_tail(q, 5000) for q in services.QUEUES)
+            missing = [t for t in sent if f"[{t}] succeeded" not in logs]
+            if not missing:
+                break
+            assert time.monotonic() < deadline, f"{len(missing)} re-delivered tasks never ran"
+            time.sleep(0.3)
+        assert all(f"[{t}] succeeded" in logs and "skipped" in logs for t in sent)
+        assert state() == before
+    finally:
+        pipeline.conn.execute(
+            "UPDATE scan_sessions SET status = 'completed', phase = 'closed' WHERE id = %s", (sid,)
+        )
 
 
 @pytest.fixture(autouse=True)
