@@ -139,9 +139,18 @@ def _watch_database(sender=None, **kwargs) -> None:
 
 def _held_task_ids() -> tuple[str, ...]:
     """Ids of the tasks this worker holds: waiting for a pool process, running, or waiting for a
-    retry's countdown (Celery's registry of the worker's requests; copied in one C call)."""
+    retry's countdown. Celery's `requests` is keyed by task id, and a retry keeps the id: the old
+    request's end removes the retry's entry there, so the request sets are read too."""
     from celery.worker import state
 
+    for _ in range(10):
+        try:
+            held = set(state.requests)
+            for requests in (state.reserved_requests, state.active_requests, state.scheduled_requests):
+                held.update(request.id for request in tuple(requests))
+            return tuple(held)
+        except RuntimeError:  # changed by the consumer while being read: read again
+            continue
     return tuple(state.requests)
 
 
