@@ -27,14 +27,12 @@ from tests.deploy import chaos
 from tests.deploy.test_host import LIBRARY
 from tests.testhost import TestHost
 
-SHAPE = {"artists": 8, "albums_per_artist": 5, "tracks_per_album": 50, "seed": 11}  # as the fault tests
-
 
 def put_copies(host: TestHost, copies: int) -> list[dict]:
     """`copies` hard-linked copies of the 2,000-file library at /srv/music/copy-<i>."""
     staging = Path(tempfile.mkdtemp(prefix="chaos-library-"))
     try:
-        records = audio_fixtures.build_library(staging / "music", **SHAPE)
+        records = audio_fixtures.build_library(staging / "music", **chaos.LIBRARY_SHAPE)
         target = host.root / LIBRARY.lstrip("/")
         if target.exists():
             shutil.rmtree(target)

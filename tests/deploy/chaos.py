@@ -23,6 +23,9 @@ from tests.deploy.layout import WORKER_UNITS
 from tests.deploy.ops import BackgroundScan, reset_library_db, units_of
 from tests.deploy.test_host import psql, wait_all_active
 
+# The fault tests' library (2,000 files); `make chaos` hard-links copies of it.
+LIBRARY_SHAPE = {"artists": 8, "albums_per_artist": 5, "tracks_per_album": 50, "seed": 11}
+
 FAULTS = (
     "redis-restart",
     "kill-9-worker",

@@ -20,6 +20,7 @@ import time
 
 import pytest
 
+from backend_worker.config import DEFAULT_TIME_LIMITS
 from tests.deploy import chaos
 from tests.deploy.layout import LAYOUT, WORKER_UNITS
 from tests.deploy.ops import (
@@ -40,13 +41,10 @@ from tests.testhost import REPO
 
 pytestmark = pytest.mark.deploy
 
-SHAPE = {"artists": 8, "albums_per_artist": 5, "tracks_per_album": 50, "seed": 11}  # 2,000 files
-SHIPPED_LIMITS = {"SCAN": 600, "EXTRACT": 600, "BATCH": 300, "INSERT": 600, "DEFERRED": 900}
-
 
 @pytest.fixture(scope="module")
 def library(deployed, tmp_path_factory):
-    return put_library(deployed, tmp_path_factory.mktemp("reliability") / "music", **SHAPE)
+    return put_library(deployed, tmp_path_factory.mktemp("reliability") / "music", **chaos.LIBRARY_SHAPE)
 
 
 def assert_scan_landed_everything(host, scan: BackgroundScan, library: list[dict]) -> dict:
@@ -66,8 +64,8 @@ def test_the_fault_tests_run_on_the_shipped_timeouts(deployed):
         if "=" in line and not line.startswith("#")
     )
     assert env["SONIQUEBAY_VISIBILITY_TIMEOUT"] == "1800"
-    for queue, limit in SHIPPED_LIMITS.items():
-        assert env[f"SONIQUEBAY_TIME_LIMIT_{queue}"] == str(limit), queue
+    for queue, limit in DEFAULT_TIME_LIMITS.items():
+        assert env[f"SONIQUEBAY_TIME_LIMIT_{queue.upper()}"] == str(limit), queue
 
 
 @pytest.mark.parametrize("queue", list(LAYOUT))
