@@ -57,6 +57,10 @@ def figures(r: dict) -> dict:
         out["pool_rate"] = _rate(pool["files"], pool["seconds"])
     if loop:
         out["loop_rate"] = _rate(loop["files"], loop["seconds"])
+    reader = r.get("read_record_loop")
+    if reader and loop:
+        out["read_record_rate"] = _rate(reader["files"], reader["seconds"])
+        out["read_record_vs_loop"] = reader["seconds"] / loop["seconds"]
     beets = r.get("beets") or {}
     if "seconds" in beets:
         out["beets_rate"] = _rate(beets["files"], beets["seconds"])
@@ -151,6 +155,13 @@ def results_markdown(r: dict, title: str = "This machine") -> str:
             f"| | | raw mutagen, 1 process: {loop['seconds']:.2f} s = {f['loop_rate']:,.0f} files/s "
             f"({loop['cpu_ms_per_file']:.2f} CPU-ms per file) | {f['ingest_vs_loop']:.2f}x | | |"
         )
+        if f.get("read_record_vs_loop"):
+            reader = r["read_record_loop"]
+            lines.append(
+                f"| `read_record` alone (the extract stage's reader), 1 process | {reader['seconds']:.2f} s "
+                f"= {f['read_record_rate']:,.0f} files/s | raw mutagen, 1 process "
+                f"| {f['read_record_vs_loop']:.2f}x the time | | |"
+            )
         beets = r.get("beets") or {}
         if f.get("beets_rate"):
             lines.append(

@@ -114,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     print("raw mutagen, one process ...", flush=True)
     results["mutagen_loop"] = baselines.mutagen_loop(paths)
     print(f"  {results['mutagen_loop']}", flush=True)
+    print("read_record (the extract stage's reader), one process ...", flush=True)
+    results["read_record_loop"] = baselines.read_record_loop(paths)
+    ratio = results["read_record_loop"]["seconds"] / results["mutagen_loop"]["seconds"]
+    print(f"  {results['read_record_loop']}: {ratio:.2f}x raw mutagen", flush=True)
     pools = []
 
     def pool_run() -> None:
