@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
 from celery.app.defaults import NAMESPACES, flatten
 
 from backend_worker.config import ConfigError, Settings, queue_time_limits, where
+from tests import services
 
 LONGEST_TIME_LIMIT = max(queue_time_limits().values())
 
@@ -52,6 +56,59 @@ def test_visibility_timeout_must_exceed_the_longest_task(monkeypatch):
     monkeypatch.setenv("SONIQUEBAY_VISIBILITY_TIMEOUT", "soon")
     with pytest.raises(ConfigError, match="not a whole number"):
         Settings.from_env()
+
+
+# A visibility timeout not above a task's time limit: Redis would hand the running task to a second
+# worker. Raising one time limit past the deployed visibility timeout (1800 s) is the easy mistake.
+REFUSED = [
+    (
+        {"SONIQUEBAY_VISIBILITY_TIMEOUT": str(LONGEST_TIME_LIMIT)},
+        f"SONIQUEBAY_VISIBILITY_TIMEOUT={LONGEST_TIME_LIMIT} must exceed the longest task time limit "
+        f"({LONGEST_TIME_LIMIT} s), or running tasks get delivered twice",
+    ),
+    (
+        {"SONIQUEBAY_VISIBILITY_TIMEOUT": "1800", "SONIQUEBAY_TIME_LIMIT_EXTRACT": "2400"},
+        "SONIQUEBAY_VISIBILITY_TIMEOUT=1800 must exceed the longest task time limit (2400 s), "
+        "or running tasks get delivered twice",
+    ),
+]
+
+
+@pytest.mark.parametrize(("env", "message"), REFUSED)
+def test_building_the_app_refuses_a_visibility_timeout_not_above_the_longest_time_limit(
+    monkeypatch, env, message
+):
+    from backend_worker.app import build_app
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as refused:
+        build_app()
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize(("env", "message"), REFUSED)
+def test_a_worker_and_the_cli_started_with_it_exit_naming_the_values(env, message):
+    unreachable = {  # nothing is reached: the settings are refused first
+        "SONIQUEBAY_BROKER_URL": f"redis://127.0.0.1:{services.free_port()}/0",
+        "SONIQUEBAY_DATABASE_URL": f"postgresql://nobody@127.0.0.1:{services.free_port()}/none",
+    }
+    env = {**os.environ, **unreachable, **env}
+    worker = subprocess.Popen(
+        [str(services.VENV_BIN / "celery"), "-A", "backend_worker", "worker", "-Q", "extract", "-c", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd="/", start_new_session=True,
+    )  # fmt: skip
+    try:
+        output, _ = worker.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        services.stop_process_groups([worker])
+        pytest.fail("the worker started with these settings and was still running after 60 s")
+    assert worker.returncode != 0
+    assert message in output, output
+    cli = subprocess.run(
+        [str(services.VENV_BIN / "soniquebay"), "status"], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert (cli.returncode, cli.stderr) == (2, f"soniquebay: configuration error: {message}\n")
 
 
 def test_time_limits_are_configurable_per_queue(monkeypatch):
