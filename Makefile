@@ -11,22 +11,19 @@ deploy:
 deps:
 	scripts/install-deps.sh
 
-# Everything CI runs: lint, unit tests, the pipeline on real services, the deployment on a
-# booted systemd host; then, in a pytest session of its own (the single test host is gone by then),
-# the multi-host deployment on three machines in network namespaces. Exit 5 (nothing selected by
-# PYTEST_ARGS) is not a failure of either session.
-test: deps
-	$(VENV)/bin/ruff check backend_worker tests
-	$(VENV)/bin/ruff format --check backend_worker tests
-	$(PY) -m pytest -m "not multihost" $(PYTEST_ARGS) || [ $$? -eq 5 ]
-	$(PY) -m pytest -m multihost tests/multihost $(PYTEST_ARGS) || [ $$? -eq 5 ]
+# Everything CI runs (scripts/test.sh): install, lint, then two lanes side by side: unit,
+# integration and the Debian 12 test host (it shares this machine's network) | the multi-host
+# deployment and the README's commands (make deploy in a fresh Debian 13, make sandbox, make dev)
+# on machines in network namespaces of their own; at the end, the time of each phase.
+test:
+	scripts/test.sh
 
 unit: deps
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: deps
-	$(VENV)/bin/ruff check backend_worker tests
-	$(VENV)/bin/ruff format --check backend_worker tests
+	$(VENV)/bin/ruff check backend_worker tests bench scripts
+	$(VENV)/bin/ruff format --check backend_worker tests bench scripts
 
 # Redis, PostgreSQL, the five workers and Flower as plain processes, for development.
 dev: deps

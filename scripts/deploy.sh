@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make deploy`: provision this machine with playbooks/site.yml (Redis, PostgreSQL, the app and its
-# Celery worker units, Flower behind nginx). Run as root on Debian 12 with systemd (the release the tests boot).
+# Celery worker units, Flower behind nginx). Run as root on Debian 12 or 13 with systemd (the releases the tests boot).
 #
 #   make deploy                                        this machine (inventory/local)
 #   INVENTORY=inventory/example make deploy            other hosts, over SSH

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Development stack as plain processes (no Ansible, no systemd): Redis, a private PostgreSQL
-# cluster, one Celery worker per queue and Flower, all on loopback, state under .dev/.
+# cluster, one Celery worker per queue and Flower, all on loopback, state under .dev/ (or DEV_DIR).
 #   scripts/dev.sh start   # then: source .dev/env && soniquebay scan ~/Music --wait
 #   scripts/dev.sh stop
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DEV=$PWD/.dev
-PG_BIN=/usr/lib/postgresql/15/bin
+DEV=$(realpath -m "${DEV_DIR:-$PWD/.dev}")
+# The installed PostgreSQL release (15 on Debian 12, 17 on Debian 13).
+PG_BIN=$(find /usr/lib/postgresql -path '*/bin/initdb' -printf '%h\n' 2>/dev/null | sort -V | tail -1)
+[ -n "$PG_BIN" ] || { echo "dev: PostgreSQL is not installed (make deps installs it)" >&2; exit 1; }
 REDIS_PORT=${DEV_REDIS_PORT:-16379}
 PG_PORT=${DEV_PG_PORT:-15432}
 FLOWER_PORT=${DEV_FLOWER_PORT:-15555}
@@ -49,12 +51,22 @@ ENV
 }
 
 stop() {
-    for pidfile in "$DEV"/worker-*.pid "$DEV"/flower.pid; do
-        [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+    # Workers finish a warm shutdown; wait for every process (up to 60 s) so the ports are free
+    # when this returns, then kill what is left.
+    pids=""
+    for pidfile in "$DEV"/worker-*.pid "$DEV"/flower.pid "$DEV"/redis.pid; do
+        [ -f "$pidfile" ] || continue
+        pid=$(cat "$pidfile")
+        kill "$pid" 2>/dev/null && pids="$pids $pid"
         rm -f "$pidfile"
     done
-    [ -f "$DEV/redis.pid" ] && kill "$(cat "$DEV/redis.pid")" 2>/dev/null || true
-    [ -d "$DEV/pg/data" ] && runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$DEV/pg/data" -m fast stop >/dev/null 2>&1 || true
+    [ -d "$DEV/pg/data" ] && runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$DEV/pg/data" -m fast -w stop >/dev/null 2>&1 || true
+    for _ in $(seq 600); do
+        alive=$(for pid in $pids; do kill -0 "$pid" 2>/dev/null && echo "$pid"; done; true)
+        [ -z "$alive" ] && break
+        sleep 0.1
+    done
+    for pid in $alive; do kill -9 "$pid" 2>/dev/null || true; done
     echo "dev stack stopped"
 }
 

@@ -153,3 +153,29 @@ class Pipeline:
 
     def rows(self, sql: str, *params) -> list[tuple]:
         return self.conn.execute(sql, params).fetchall()
+
+
+# ---- time per suite -------------------------------------------------------------------------------
+# make test prints where its time goes (scripts/test.sh): setup, call and teardown of every test,
+# summed per folder of tests/ (a session fixture's setup counts for the suite of the first test
+# that needs it, e.g. booting the test host for tests/deploy).
+_SUITE_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    parts = report.nodeid.split("/")
+    suite = "/".join(parts[:2]) if len(parts) > 2 else parts[0].split("::")[0]
+    _SUITE_SECONDS[suite] = _SUITE_SECONDS.get(suite, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _SUITE_SECONDS:
+        return
+    terminalreporter.section("time per suite")
+    for suite, seconds in sorted(_SUITE_SECONDS.items()):
+        terminalreporter.write_line(f"{seconds / 60:6.1f} min  {suite}")
+    phases = os.environ.get("SONIQUEBAY_TEST_PHASES")
+    if phases:  # scripts/test.sh collects the lanes' times into one table
+        with open(phases, "a") as handle:
+            for suite, seconds in sorted(_SUITE_SECONDS.items()):
+                handle.write(f"{suite}\t{seconds:.0f}\n")

@@ -40,7 +40,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CACHE_DIR = Path(os.environ.get("SONIQUEBAY_TESTHOST_CACHE", "/var/cache/soniquebay"))
 MACHINES_DIR = Path(os.environ.get("SONIQUEBAY_TESTHOST_DIR", "/var/tmp/soniquebay-testhosts"))
-SUITE = "bookworm"
+SUITE = "bookworm"  # the release of the deploy tests' machine; RELEASES are the ones the tests boot
+RELEASES = {"bookworm": "Debian 12", "trixie": "Debian 13"}
 MIRROR = os.environ.get("SONIQUEBAY_TESTHOST_MIRROR", "http://deb.debian.org/debian")
 SECURITY_MIRROR = os.environ.get(
     "SONIQUEBAY_TESTHOST_SECURITY_MIRROR", "http://deb.debian.org/debian-security"
@@ -100,10 +101,12 @@ def listener_of(port: int) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def rootfs_tarball() -> Path:
-    """The debootstrap tarball for PACKAGES, built once (about 70 s) and reused."""
-    key = hashlib.sha256("\0".join([SUITE, MIRROR, "minbase", *sorted(PACKAGES)]).encode()).hexdigest()[:12]
-    tarball = CACHE_DIR / "testhost" / f"debian-{SUITE}-{key}.tar"
+def rootfs_tarball(suite: str = SUITE) -> Path:
+    """The debootstrap tarball of a release (RELEASES) for PACKAGES, built once (about 70 s) and reused."""
+    if suite not in RELEASES:
+        raise TestHostError(f"release {suite!r}: the tests boot {', '.join(RELEASES)}")
+    key = hashlib.sha256("\0".join([suite, MIRROR, "minbase", *sorted(PACKAGES)]).encode()).hexdigest()[:12]
+    tarball = CACHE_DIR / "testhost" / f"debian-{suite}-{key}.tar"
     if tarball.exists():
         return tarball
     tarball.parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +122,7 @@ def rootfs_tarball() -> Path:
                     "debootstrap",
                     "--variant=minbase",
                     f"--include={','.join(PACKAGES)}",
-                    SUITE,
+                    suite,
                     str(build),
                     MIRROR,
                 ],
@@ -137,6 +140,15 @@ def rootfs_tarball() -> Path:
         finally:
             shutil.rmtree(build, ignore_errors=True)
     return tarball
+
+
+def apt_sources(suite: str) -> str:
+    """What a fresh install of the release has: the release, updates and security suites."""
+    return (
+        f"deb {MIRROR} {suite} main\n"
+        f"deb {MIRROR} {suite}-updates main\n"
+        f"deb {SECURITY_MIRROR} {suite}-security main\n"
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -264,12 +276,7 @@ class TestHost:
             f"127.0.0.1\tlocalhost\n127.0.1.1\t{self.name}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
         )
         (root / "etc/machine-id").write_text(os.urandom(16).hex() + "\n")
-        # A fresh Debian 12 has the release, updates and security suites.
-        (root / "etc/apt/sources.list").write_text(
-            f"deb {MIRROR} {SUITE} main\n"
-            f"deb {MIRROR} {SUITE}-updates main\n"
-            f"deb {SECURITY_MIRROR} {SUITE}-security main\n"
-        )
+        (root / "etc/apt/sources.list").write_text(apt_sources(SUITE))
         # sshd on loopback only, keys only, on a port this machine does not use.
         (root / "etc/ssh/sshd_config.d/testhost.conf").write_text(
             f"Port {self.ssh_port}\nListenAddress 127.0.0.1\nPasswordAuthentication no\n"

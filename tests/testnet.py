@@ -1,4 +1,4 @@
-"""Several booted Debian 12 machines on a private network: systemd-nspawn in network namespaces.
+"""Booted Debian machines (12 by default, or 13) on a private network: systemd-nspawn in network namespaces.
 
 Unlike tests/testhost.py (one machine sharing this host's network), every machine here lives in its
 own network namespace, so its sshd, Redis, PostgreSQL, nginx and Flower never bind a port of this
@@ -40,9 +40,7 @@ import time
 from pathlib import Path
 
 from tests.testhost import (
-    MIRROR,
     REPO,
-    SECURITY_MIRROR,
     SOURCE_FILES,
     SUITE,
     Converge,
@@ -51,6 +49,7 @@ from tests.testhost import (
     _mounts_under,
     _run,
     _text,
+    apt_sources,
     enter_cgroups,
     machine_cgroups,
     remove_machine_cgroups,
@@ -120,10 +119,7 @@ class NetHost:
             f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{others}"
         )
         (root / "etc/machine-id").write_text(os.urandom(16).hex() + "\n")
-        (root / "etc/apt/sources.list").write_text(
-            f"deb {MIRROR} {SUITE} main\ndeb {MIRROR} {SUITE}-updates main\n"
-            f"deb {SECURITY_MIRROR} {SUITE}-security main\n"
-        )
+        (root / "etc/apt/sources.list").write_text(apt_sources(self.net.suite))
         (root / "etc/ssh/sshd_config.d/testnet.conf").write_text(
             f"ListenAddress {self.address}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
             "PermitRootLogin prohibit-password\nUseDNS no\n"
@@ -290,13 +286,14 @@ class TestNet:
 
     __test__ = False
 
-    def __init__(self, name: str, subnet: int, workdir: Path | None = None):
+    def __init__(self, name: str, subnet: int, workdir: Path | None = None, suite: str = SUITE):
         if not re.fullmatch(r"[a-z][a-z0-9]{1,5}", name):
             raise TestNetError(
                 f"network name {name!r}: 2-6 lower-case letters/digits (used in interface names)"
             )
         self.name = name
         self.subnet = subnet
+        self.suite = suite
         self.prefix = f"10.77.{subnet}"
         self.gateway = f"{self.prefix}.1"
         self.bridge = f"{name}-br"
@@ -319,6 +316,7 @@ class TestNet:
         state = {
             "name": self.name,
             "subnet": self.subnet,
+            "suite": self.suite,
             "owner": owner if owner is not None else self._state().get("owner", os.getpid()),
             "ip_forward_before": self._state().get("ip_forward_before"),
             "hosts": {h.name: {"address": h.address, "binds": h.binds} for h in self.hosts.values()},
@@ -365,10 +363,11 @@ class TestNet:
         binds: dict[str, dict[str, str]] | None = None,
         owner: int | str | None = None,
         workdir: Path | None = None,
+        suite: str = SUITE,
     ) -> TestNet:
-        """Network, namespaces and machines, booted in parallel and reachable over SSH."""
+        """Network, namespaces and machines of one release, booted in parallel and reachable over SSH."""
         cleanup_leftovers()
-        net = cls(name, subnet, workdir)
+        net = cls(name, subnet, workdir, suite)
         if net.workdir.exists() or net._leftover_objects():
             destroy_net(name, net.workdir)
         net.workdir.mkdir(parents=True, mode=0o700)
@@ -378,7 +377,7 @@ class TestNet:
             net.outsiders[outsider] = f"{net.prefix}.{99 - index}"
         net.save(owner=owner if owner is not None else os.getpid())
         try:
-            tarball = rootfs_tarball()
+            tarball = rootfs_tarball(suite)
             net._network_up()
             _run(
                 ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{name}-throwaway", "-f", str(net.key)]
@@ -408,7 +407,7 @@ class TestNet:
         state = net._state()
         if not state:
             raise TestNetError(f"no network {name} under {net.workdir}")
-        net = cls(name, state["subnet"], workdir)
+        net = cls(name, state["subnet"], workdir, state.get("suite", SUITE))
         for host, info in state["hosts"].items():
             net.hosts[host] = NetHost(net, host, info["address"], info.get("binds"))
         net.outsiders = dict(state.get("outsiders", {}))

@@ -14,14 +14,25 @@ import pytest
 from tests.deploy.layout import ALL_UNITS
 from tests.testhost import Converge, TestHost
 
+# What creating the machine may take on top of a test's own time: debootstrap on a new controller
+# (about 2 min), boot, and the first converge (5-10 min on 2 cores; its own limit is 1800 s).
+HOST_BUDGET = 2400
 
+
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection: the items that will run, in their final order
 def pytest_collection_modifyitems(config, items):
     """Run the deploy tests last: while the test host is up it holds ports 80, 5432, 5555, 6379
-    and a few GB of memory, which the other suites should not share."""
+    and a few GB of memory, which the other suites should not share. The first of them creates
+    the machine (the session fixtures below): its time limit gets HOST_BUDGET on top of its own."""
     deploy = [item for item in items if item.get_closest_marker("deploy")]
-    if deploy:
-        rest = [item for item in items if not item.get_closest_marker("deploy")]
-        items[:] = rest + deploy
+    if not deploy:
+        return
+    rest = [item for item in items if not item.get_closest_marker("deploy")]
+    items[:] = rest + deploy
+    first = deploy[0]
+    marker = first.get_closest_marker("timeout")
+    own = marker.args[0] if marker and marker.args else float(config.getini("timeout"))
+    first.add_marker(pytest.mark.timeout(own + HOST_BUDGET), append=False)
 
 
 @pytest.fixture(scope="session")

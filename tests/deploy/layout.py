@@ -20,3 +20,12 @@ SONIQUEBAY_UNITS = [
 ]
 SYSTEM_UNITS = ["redis-server.service", "postgresql.service", "nginx.service", "prometheus.service"]
 ALL_UNITS = [*SONIQUEBAY_UNITS, *SYSTEM_UNITS]
+
+
+def expected_layout() -> dict[str, tuple[str, int, int]]:
+    """worker name (without @host) -> (queue, concurrency, prefetch count = concurrency * multiplier)."""
+    layout = {}
+    for queue, (units, concurrency, multiplier) in LAYOUT.items():
+        for n in range(1, units + 1):
+            layout[f"{queue}-{n}"] = (queue, concurrency, concurrency * multiplier)
+    return layout

@@ -31,6 +31,7 @@ from tests.deploy.test_host import (
     flower_workers,
     http,
     psql,
+    reachable_from_another_address,
     wait_all_active,
 )
 
@@ -85,6 +86,7 @@ def test_flower_metrics_are_open_on_loopback_only_and_behind_the_password_in_ngi
     for port in (9090, 9808):
         local = [line.split()[3] for line in listeners if line.split()[3].rsplit(":", 1)[1] == str(port)]
         assert local and all(a.rsplit(":", 1)[0] in ("127.0.0.1", "[::1]") for a in local), (port, local)
+    assert reachable_from_another_address([9090, 9808]) == []
 
 
 def test_stopping_a_worker_unit_fires_the_worker_offline_alert(deployed):
@@ -186,12 +188,12 @@ def test_a_stuck_task_terminated_from_flower_becomes_error_records_and_the_scan_
     assert {r for _, r in errors} == {reason}
     assert session["counts"]["inserted"] == len(expected) - len(chunk)
     assert session["counts"]["errors"] == len(chunk)
-    state = wait_for(
+    # wait_for fails the test at its deadline.
+    wait_for(
         lambda: (flower_api(deployed, f"api/task/info/{task_id}")[1] or {}).get("state") == "REVOKED",
         timeout=60,
         what="the task shown as REVOKED in Flower",
     )
-    assert state
     # After the operator fixed whatever hung: the chunk is read again.
     proc = deployed.ssh("soniquebay retry-failed --wait --json", timeout=300)
     assert '"status": "completed"' in proc.stdout, proc.stdout
@@ -238,7 +240,7 @@ def test_flower_lists_a_workers_reserved_tasks_and_a_task_failed_at_its_time_lim
         )
         (scan,) = scans
         task_id, chunk = hung["id"], hung["kwargs"]["paths"]
-        failed = wait_for(
+        wait_for(
             lambda: (
                 task_id in (flower_api(deployed, "api/tasks?state=FAILURE&taskname=extract.files")[1] or {})
             ),
@@ -246,7 +248,6 @@ def test_flower_lists_a_workers_reserved_tasks_and_a_task_failed_at_its_time_lim
             interval=3,
             what="the hung task listed as FAILURE in Flower",
         )
-        assert failed
         status, info = flower_api(deployed, f"api/task/info/{task_id}")
         assert status == 200 and info["state"] == "FAILURE" and not info.get("retries"), info
         assert f"TimeLimitExceeded({LIMIT}" in (info.get("traceback") or ""), info
@@ -291,7 +292,7 @@ def test_a_database_outage_shows_retry_then_success_in_flower_and_metrics_show_t
     assert all(int(info.get("retries") or 0) >= 1 for info in succeeded.values()), succeeded
     # Throughput and runtime per task, from Flower's metrics in Prometheus (README, Monitoring).
     query = "sum by (task) (increase(flower_events_total{type='task-succeeded'}[10m]))"
-    throughput = wait_for(
+    wait_for(
         lambda: (
             {s["metric"]["task"] for s in prometheus(f"api/v1/query?query={_q(query)}")["result"]}
             >= {"scan.walk", "extract.files", "batch.collect", "insert.records", "deferred.finalize"}
@@ -299,7 +300,6 @@ def test_a_database_outage_shows_retry_then_success_in_flower_and_metrics_show_t
         timeout=90,
         what="succeeded-task counts per task name",
     )
-    assert throughput
     average = (
         "sum by (task) (rate(flower_task_runtime_seconds_sum[10m]))"
         " / sum by (task) (rate(flower_task_runtime_seconds_count[10m]))"

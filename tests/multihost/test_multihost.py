@@ -8,21 +8,19 @@ the firewall; a scan across both hosts; a scan during which worker2 dies; removi
 
 from __future__ import annotations
 
-import base64
 import datetime
 import json
 import shlex
 import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests import audio_fixtures
+from tests import audio_fixtures, stack
 from tests.multihost import layout
+from tests.stack import expected_rows, soniquebay_json
 from tests.testnet import NetHost, TestNet
 
 pytestmark = [pytest.mark.multihost, pytest.mark.timeout(1800)]
@@ -31,35 +29,29 @@ DB = layout.DB_HOST
 W1, W2 = layout.WORKER_HOSTS
 ENV = "set -a; . /etc/soniquebay/soniquebay.env; set +a; "
 VENV_PY = "/opt/soniquebay/venv/bin/python"
+# The broker and database servers of db1 (Debian 12's PostgreSQL cluster unit).
+DB_SERVICES = ["redis-server.service", "postgresql@15-main.service"]
 
 
 def worker_units(host: str) -> set[str]:
     return {f"soniquebay-worker-{name}.service" for name in layout.PLACEMENT[host]}
 
 
+def flower_url(net: TestNet) -> str:
+    return f"http://{net.hosts[DB].address}/flower/"
+
+
+def admin(net: TestNet) -> tuple[str, str]:
+    return ("admin", net.credential("flower-admin"))
+
+
 def flower(net: TestNet, path: str, auth: bool = True, timeout: float = 30) -> tuple[int, bytes]:
-    request = urllib.request.Request(f"http://{net.hosts[DB].address}/flower/{path}")
-    if auth:
-        token = base64.b64encode(f"admin:{net.credential('flower-admin')}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
+    status, _, body = stack.http(flower_url(net) + path, auth=admin(net) if auth else None, timeout=timeout)
+    return status, body
 
 
 def flower_workers(net: TestNet, expect: set[str], timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    workers: dict = {}
-    while time.monotonic() < deadline:
-        status, body = flower(net, "api/workers?refresh=1")
-        if status == 200:
-            workers = json.loads(body)
-            if expect <= {name for name, info in workers.items() if info.get("stats")}:
-                return workers
-        time.sleep(3)
-    return workers
+    return stack.wait_flower_workers(flower_url(net), admin(net), expect, timeout)
 
 
 def flower_tasks(net: TestNet, name: str) -> list[dict]:
@@ -69,16 +61,7 @@ def flower_tasks(net: TestNet, name: str) -> list[dict]:
 
 
 def psql(net: TestNet, sql: str) -> list[list[str]]:
-    out = (
-        net.hosts[DB].ssh(f"runuser -u postgres -- psql -d soniquebay -AtF '\t' -c {shlex.quote(sql)}").stdout
-    )
-    return [line.split("\t") for line in out.splitlines() if line]
-
-
-def soniquebay_json(host: NetHost, *args: str, timeout: float = 600) -> dict:
-    proc = host.ssh("soniquebay " + " ".join(map(shlex.quote, args)), check=False, timeout=timeout)
-    assert proc.stdout.strip(), f"soniquebay {' '.join(args)} exited {proc.returncode}: {proc.stderr}"
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return stack.psql(net.hosts[DB], sql)
 
 
 def tcp_refused(net: TestNet, port: int) -> str:
@@ -105,13 +88,6 @@ def client_check(host: NetHost) -> str:
     return host.ssh(ENV + f"{VENV_PY} -c {shlex.quote(code)}", check=False, timeout=30).stdout.split()
 
 
-def expected_rows(expected: list[dict], staging: Path, prefix: str) -> list[list[str]]:
-    return sorted(
-        [f"{prefix}/{Path(e['path']).relative_to(staging)}", e["title"] or "", e["artist"] or ""]
-        for e in expected
-    )
-
-
 # ---- fixtures -------------------------------------------------------------------------------------
 
 
@@ -122,7 +98,10 @@ def phase_a(net, inventories):
     assert result.ok, f"site.yml without worker2 failed:\n{result.tail(120)}"
     states = net.hosts[W1].units()
     assert states == dict.fromkeys(sorted(worker_units(W1)), "active"), states
-    return net.hosts[W1].main_pids(sorted(worker_units(W1)))
+    return {
+        W1: net.hosts[W1].main_pids(sorted(worker_units(W1))),
+        DB: net.hosts[DB].main_pids(DB_SERVICES),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -158,8 +137,11 @@ def test_a_library_missing_on_a_worker_host_fails_early_naming_host_and_path(net
 def test_adding_a_worker_host_starts_its_units_without_restarting_the_others(net, deployed):
     assert net.hosts[W2].units() == dict.fromkeys(sorted(worker_units(W2)), "active")
     after = net.hosts[W1].main_pids(sorted(worker_units(W1)))
-    assert after == deployed["pids_before"], "worker1's units were restarted when worker2 was added"
+    assert after == deployed["pids_before"][W1], "worker1's units were restarted when worker2 was added"
+    # db1 lets the new host in (pg_hba.conf, the Redis firewall) with a reload, not a restart.
+    assert net.hosts[DB].main_pids(DB_SERVICES) == deployed["pids_before"][DB]
     converge = deployed["converge"]
+    assert "RUNNING HANDLER [postgresql : Reload PostgreSQL]" in converge.output
     assert converge.recaps[W1]["changed"] == 0, converge.changed_tasks()
     restarts = [t for t in converge.changed_tasks() if "Restart" in t]
     assert restarts == [], restarts

@@ -1,0 +1,79 @@
+"""Checks of a deployed stack from outside, as an operator makes them: Flower through nginx, psql and
+the `soniquebay` command over SSH. For any machine with an `ssh()` method: the single test host
+(tests/testhost.py) or a machine of a test network (tests/testnet.py)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shlex
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+
+def http(url: str, auth: tuple[str, str] | None = None, timeout: float = 30) -> tuple[int, dict, bytes]:
+    """GET without following redirects: (status, headers, body)."""
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    request = urllib.request.Request(url)
+    if auth:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def wait_flower_workers(flower: str, auth: tuple[str, str], expect: set[str], timeout: float = 120) -> dict:
+    """Flower's /api/workers once every expected worker (name@host) answers with its stats; fails at
+    the deadline naming the missing ones."""
+    deadline = time.monotonic() + timeout
+    online: set[str] = set()
+    last = ""
+    while True:
+        status, _, body = http(flower + "api/workers?refresh=1", auth=auth)
+        if status == 200:
+            workers = json.loads(body)
+            online = {name for name, info in workers.items() if info.get("stats")}
+            if expect <= online:
+                return workers
+        last = f"HTTP {status}"
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"Flower ({flower}) after {timeout} s: missing workers {sorted(expect - online)}; "
+                f"online {sorted(online)}; last answer {last}"
+            )
+        time.sleep(3)
+
+
+def psql(host, sql: str) -> list[list[str]]:
+    """Rows of a query on the machine's `soniquebay` database, as postgres, tab-separated fields."""
+    proc = host.ssh(f"runuser -u postgres -- psql -d soniquebay -XAt -F '\t' -c {shlex.quote(sql)}")
+    return [line.split("\t") for line in proc.stdout.splitlines() if line]
+
+
+def soniquebay_json(host, *args: str, timeout: float = 600) -> dict:
+    """`soniquebay ARGS` on the machine; its last line parsed as JSON (use with --json)."""
+    command = "soniquebay " + " ".join(map(shlex.quote, args))
+    proc = host.ssh(command, check=False, timeout=timeout)
+    assert proc.returncode == 0 and proc.stdout.strip(), (
+        f"{command} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def expected_rows(expected: list[dict], staging: Path, prefix: str) -> list[list[str]]:
+    """(path, title, artist) of generated files (tests.audio_fixtures) as the machine sees them under
+    `prefix`, sorted like `SELECT path, coalesce(title, ''), coalesce(artist, '') ... ORDER BY path`."""
+    return sorted(
+        [f"{prefix}/{Path(e['path']).relative_to(staging)}", e["title"] or "", e["artist"] or ""]
+        for e in expected
+    )
