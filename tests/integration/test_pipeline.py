@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import json
 import os
+import re
 import shutil
+import socket
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests import audio_fixtures
 from tests.conftest import COVERS_DIR
@@ -325,29 +331,130 @@ def test_a_missing_root_fails_the_session_and_removes_nothing(pipeline, library)
     assert pipeline.rows("SELECT count(*) FROM tracks") == [(2,)]
 
 
-def test_a_redelivered_insert_batch_is_applied_once(pipeline, library):
-    """Send every insert message of a session twice, as a redelivery after a crash would."""
-    from backend_worker import tasks
+INSERT_SUCCEEDED = re.compile(r"Task insert\.records\[([0-9a-f-]+)\] succeeded in [0-9.]+s: (\{.*\})")
 
-    audio_fixtures.build_library(library, artists=2, albums_per_artist=2, tracks_per_album=5)
-    session = pipeline.scan(library)
-    assert session["counts"]["inserted"] == 20
-    before = pipeline.rows("SELECT id, path, updated_at FROM tracks ORDER BY id")
-    batches = [
-        b
-        for (b,) in pipeline.rows(
-            "SELECT unit_id FROM scan_units WHERE session_id = %s AND stage = 'insert'", session["id"]
-        )
-    ]
-    for batch_id in batches:
-        tasks.records.apply_async(kwargs={"session_id": session["id"], "batch_id": batch_id})
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and "succeeded" not in pipeline.workers.log_tail("insert", 5):
-        time.sleep(0.2)
-    time.sleep(1)
-    assert pipeline.rows("SELECT id, path, updated_at FROM tracks ORDER BY id") == before
-    totals = pipeline.rows("SELECT inserted FROM scan_sessions WHERE id = %s", session["id"])
-    assert totals == [(20,)]
+
+def _consumer_name(queue: str) -> str:
+    return f"{queue}-1@{socket.gethostname()}"
+
+
+@contextlib.contextmanager
+def consumers_paused(*queues: str):
+    """The queues' workers stop taking messages (Celery's cancel_consumer) until resumed, or until
+    the block ends: messages wait in Redis meanwhile, in the order they were sent."""
+    from backend_worker.app import app
+
+    def resume(queue: str) -> None:
+        name = _consumer_name(queue)
+        replies = app.control.add_consumer(queue, destination=[name], reply=True, timeout=5)
+        assert replies and name in replies[0], replies
+
+    try:
+        for queue in queues:
+            name = _consumer_name(queue)
+            replies = app.control.cancel_consumer(queue, destination=[name], reply=True, timeout=5)
+            assert replies and "ok" in replies[0][name], replies
+        yield resume
+    finally:
+        for queue in queues:
+            resume(queue)
+
+
+def test_a_redelivered_insert_batch_is_applied_once(pipeline, library):
+    """Every insert message of a running session delivered twice, as after a crash: both copies wait
+    in the queue before either runs. Each batch is applied by one copy; its twin finds it done."""
+    from backend_worker import delivery
+    from backend_worker.app import app
+
+    expected = audio_fixtures.build_library(library, artists=2, albums_per_artist=3, tracks_per_album=20)
+    broker = redis.Redis.from_url(os.environ["SONIQUEBAY_BROKER_URL"])
+    # The final step (deferred) is held too: the twins must run while the session is still running.
+    with consumers_paused("insert", "deferred") as resume:
+        session_id = pipeline.cli("scan", str(library)).stdout.strip()
+        deadline = time.monotonic() + 60
+        while True:
+            [(upstream, unbatched)] = pipeline.rows(
+                "SELECT (SELECT count(*) FROM scan_units WHERE session_id = %s AND done_at IS NULL "
+                "        AND stage IN ('walk', 'extract', 'collect')), "
+                "       (SELECT count(*) FROM record_buffer WHERE session_id = %s AND batch_id IS NULL)",
+                session_id, session_id,
+            )  # fmt: skip
+            batches = dict(
+                pipeline.rows(
+                    "SELECT task_id, message FROM scan_units WHERE session_id = %s AND stage = 'insert'",
+                    session_id,
+                )
+            )
+            if (
+                upstream == unbatched == 0
+                and batches
+                and set(batches) <= delivery.queued_task_ids(broker, ["insert"])
+            ):
+                break
+            assert time.monotonic() < deadline, (
+                f"the insert batches were never all queued: {upstream} upstream units pending, "
+                f"{unbatched} chunks unbatched, {len(batches)} batches"
+            )
+            time.sleep(0.1)
+        assert len(batches) >= 2, "several batches, so twins and other batches interleave"
+        twins = {}
+        for task_id, message in batches.items():
+            twins[task_id] = str(uuid.uuid4())
+            app.send_task(message["task"], kwargs=message["kwargs"], task_id=twins[task_id])
+        log = pipeline.workers.logdir / "insert.log"
+        offset = log.stat().st_size
+        resume("insert")
+        # Done when the insert worker is idle (nothing queued, nothing held) and every copy ran.
+        # (A batch may also run twice under its own id: its sender and `advance` can both send it.)
+        sent = set(batches) | set(twins.values())
+        deadline = time.monotonic() + 60
+        while True:
+            idle = insert_worker_idle(broker)
+            runs = insert_runs(log, offset)
+            if idle and sent <= {task_id for task_id, _ in runs}:
+                break
+            assert time.monotonic() < deadline, (
+                f"{len(sent - {t for t, _ in runs})} of {len(sent)} insert tasks never ran (idle: {idle})"
+            )
+            time.sleep(0.1)
+        [(status,)] = pipeline.rows("SELECT status FROM scan_sessions WHERE id = %s", session_id)
+        assert status == "running", "the twins ran while the session was running"
+    assert pipeline.wait_closed(session_id) == "completed"
+    for original, twin in twins.items():
+        batch = batches[original]["kwargs"]["batch_id"]
+        results = [result for task_id, result in runs if task_id in (original, twin)]
+        applied = [r for r in results if r.get("inserted")]
+        assert len(applied) == 1, f"{batch} applied {len(applied)} times: {results}"
+        assert {"session": session_id, "skipped": "already inserted"} in results, results
+    assert sum(r.get("inserted", 0) for _, r in runs) == len(expected)
+    assert [p for (p,) in pipeline.rows("SELECT path FROM tracks ORDER BY path")] == sorted(
+        e["path"] for e in expected
+    )
+    [counts] = pipeline.rows(
+        "SELECT extracted, inserted, errors FROM scan_sessions WHERE id = %s", session_id
+    )
+    assert counts == (len(expected), len(expected), 0)
+
+
+def insert_runs(log: Path, offset: int) -> list[tuple[str, dict]]:
+    """(task id, result) of every insert task that succeeded since `offset` in the worker's log."""
+    with open(log, "rb") as fh:
+        fh.seek(offset)
+        text = fh.read().decode(errors="replace")
+    return [(task_id, ast.literal_eval(result)) for task_id, result in INSERT_SUCCEEDED.findall(text)]
+
+
+def insert_worker_idle(broker) -> bool:
+    from backend_worker import delivery
+    from backend_worker.app import app
+
+    if delivery.queued_task_ids(broker, ["insert"]):
+        return False
+    name = _consumer_name("insert")
+    inspect = app.control.inspect([name], timeout=5)
+    active, reserved = inspect.active(), inspect.reserved()
+    assert active and reserved, "the insert worker answers"
+    return not active[name] and not reserved[name]
 
 
 def test_extract_json_prints_one_line_per_argument(pipeline, library):
