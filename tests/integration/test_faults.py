@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -16,32 +18,82 @@ from tests import audio_fixtures, services
 pytestmark = pytest.mark.integration
 
 
+# Celery's line for a task that will run again: "Task extract.files[<id>] retry: Retry in 3s: <error>".
+RETRY_LINE = re.compile(r"Task ([a-z]+\.[a-z]+)\[([0-9a-f-]+)\] retry: Retry in \d+s: (.*)")
+
+
 def test_postgresql_restarted_mid_scan_the_tasks_retry_and_complete(pipeline, postgres, library):
     expected = audio_fixtures.build_library(library, artists=6, albums_per_artist=4, tracks_per_album=8)
+    logs = {q: pipeline.workers.logdir / f"{q}.log" for q in services.QUEUES}
+    offsets = {q: path.stat().st_size for q, path in logs.items()}
+
+    def retries() -> list[tuple[str, str, str]]:
+        """(task, id, error) of every retry the workers logged since this test started."""
+        found = []
+        for queue, path in logs.items():
+            with open(path, "rb") as fh:
+                fh.seek(offsets[queue])
+                found += RETRY_LINE.findall(fh.read().decode(errors="replace"))
+        return found
+
     scan = subprocess.Popen(
         [str(services.VENV_BIN / "soniquebay"), "scan", str(library), "--wait", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    # Stop the database once the scan is under way, keep it down long enough for every stage's
-    # tasks to hit the outage, then bring it back.
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if pipeline.rows("SELECT count(*) FROM scan_units WHERE done_at IS NOT NULL")[0][0] >= 3:
-            break
-        time.sleep(0.05)
-    postgres.stop()
-    time.sleep(4)
-    postgres.start()
+    down = False
+    try:
+        # Stop the database while the scan is in flight: its session running, some units done,
+        # others pending (their task ids are what must retry).
+        deadline = time.monotonic() + 60
+        while True:
+            rows = pipeline.rows(
+                "SELECT s.id, s.status, count(*) FILTER (WHERE u.done_at IS NOT NULL), "
+                "       array_agg(u.task_id) FILTER (WHERE u.done_at IS NULL) "
+                "FROM scan_sessions s LEFT JOIN scan_units u ON u.session_id = s.id GROUP BY s.id"
+            )
+            if rows and rows[0][1] == "running" and rows[0][2] >= 3 and rows[0][3]:
+                break
+            assert time.monotonic() < deadline, (
+                f"the scan was never in flight (session, status, done, pending): {rows}"
+            )
+            time.sleep(0.05)
+        [(session_id, _, _, pending)] = rows
+        postgres.stop()
+        down = True
+        stopped_at = datetime.now(UTC)
+        # Down until a task of this session, pending when the database stopped, logs its retry.
+        deadline = time.monotonic() + 60
+        while not {task_id for _, task_id, _ in retries()} & set(pending):
+            assert time.monotonic() < deadline, (
+                f"no task of session {session_id} retried while PostgreSQL was down: {retries()}"
+            )
+            time.sleep(0.1)
+    except BaseException:
+        scan.kill()  # it would follow the session for as long as it stays running
+        raise
+    finally:
+        if down:
+            postgres.start()
     out, err = scan.communicate(timeout=300)
     assert scan.returncode == 0, err
     session = json.loads(out.strip().splitlines()[-1])
-    assert session["status"] == "completed"
+    assert session["id"] == str(session_id) and session["status"] == "completed", session
     assert session["counts"]["inserted"] == len(expected) and session["counts"]["errors"] == 0
     with psycopg.connect(postgres.url) as conn:
         paths = [p for (p,) in conn.execute("SELECT path FROM tracks ORDER BY path")]
+        units = {
+            t for (t,) in conn.execute("SELECT task_id FROM scan_units WHERE session_id = %s", (session_id,))
+        }
+        [(ended_at,)] = conn.execute("SELECT ended_at FROM scan_sessions WHERE id = %s", (session_id,))
     assert paths == sorted(e["path"] for e in expected)
-    logs = "".join(pipeline.workers.log_tail(q, 4000) for q in services.QUEUES)
-    assert "retry" in logs.lower(), "some task met the outage and was retried"
+    assert ended_at > stopped_at, "the session was still running when PostgreSQL stopped"
+    # The retries are this session's units' tasks, and the outage is why (psycopg's OperationalError
+    # or a subclass of it, such as AdminShutdown for the connections the stop terminated).
+    retried = [(task_id, error.split("(", 1)[0]) for _, task_id, error in retries() if task_id in units]
+    assert retried, retries()
+    for task_id, error in retried:
+        raised = getattr(psycopg, error, None) or getattr(psycopg.errors, error, None)
+        assert raised and issubclass(raised, psycopg.OperationalError), (task_id, error)
 
 
 def _cpu_ticks(pid: int) -> int:
