@@ -490,6 +490,52 @@ def test_cli_reports_unreachable_services_in_one_line(pipeline, library):
     assert pipeline.rows("SELECT count(*) FROM scan_sessions") == [(0,)]
 
 
+def test_scan_without_paths_scans_the_library_roots_setting_and_nothing_else(pipeline, library, monkeypatch):
+    roots = [library / "first", library / "second"]
+    wanted = []
+    for seed, root in enumerate(roots):
+        wanted += audio_fixtures.build_library(
+            root, artists=1, albums_per_artist=1, tracks_per_album=2, seed=seed
+        )
+    audio_fixtures.build_library(library / "elsewhere", artists=1, albums_per_artist=1, tracks_per_album=2)
+    # Colon-separated, as the deployment writes it: an empty entry and a trailing slash are harmless.
+    monkeypatch.setenv("SONIQUEBAY_LIBRARY_ROOTS", f"{roots[1]}/::{roots[0]}")
+    session = pipeline.scan()
+    assert session["status"] == "completed", session
+    assert session["roots"] == [str(root) for root in roots]
+    assert session["counts"]["inserted"] == 4
+    assert [p for (p,) in pipeline.rows("SELECT path FROM tracks ORDER BY path")] == sorted(
+        e["path"] for e in wanted
+    )
+    assert pipeline.rows("SELECT roots FROM scan_sessions") == [([str(root) for root in roots],)]
+    # Neither a PATH nor the setting: refused, no session.
+    monkeypatch.delenv("SONIQUEBAY_LIBRARY_ROOTS")
+    proc = pipeline.cli("scan", check=False)
+    assert (proc.returncode, proc.stderr) == (
+        1,
+        "soniquebay: give at least one folder to scan, or set SONIQUEBAY_LIBRARY_ROOTS\n",
+    )
+    assert pipeline.rows("SELECT count(*) FROM scan_sessions") == [(1,)]
+
+
+def test_status_limit_shows_that_many_of_the_newest_sessions(pipeline, library):
+    from backend_worker import ledger
+
+    audio_fixtures.build_library(library, artists=1, albums_per_artist=1, tracks_per_album=2)
+    # Two older sessions written by the ledger as a scan would (cheaper than two more scans), then a scan.
+    ids = [ledger.create_session(pipeline.conn, [str(library)]) for _ in range(2)]
+    for older in ids:
+        ledger.fail_session(pipeline.conn, older, "an older session")
+    ids.append(pipeline.scan(library)["id"])
+    newest_two = json.loads(pipeline.cli("status", "--json", "--limit", "2").stdout)["sessions"]
+    assert [s["id"] for s in newest_two] == [ids[2], ids[1]]
+    by_default = json.loads(pipeline.cli("status", "--json").stdout)["sessions"]
+    assert [s["id"] for s in by_default] == ids[::-1]
+    library_line, *sessions = pipeline.cli("status", "--limit", "1").stdout.splitlines()
+    assert library_line == "library: 2 tracks, 1 albums, 1 artists, 1 genres, 0 errors"
+    assert len(sessions) == 1 and f" {ids[2]} completed " in sessions[0], sessions
+
+
 def test_retry_failed_reads_fixed_files_again(pipeline, library):
     expected = audio_fixtures.build_library(library, artists=1, albums_per_artist=1, tracks_per_album=3)
     locked = Path(expected[0]["path"])
