@@ -43,10 +43,16 @@ export ANSIBLE_CONFIG="$repo/ansible.cfg"
 
 credentials=${SONIQUEBAY_CREDENTIALS_DIR:-$repo/credentials}
 echo
-echo "SoniqueBay is deployed. Flower: http://<monitoring host>/flower/ (this machine: http://localhost/flower/)"
+echo "SoniqueBay is deployed. Flower: https://<monitoring host>/flower/ (this machine: https://localhost/flower/)"
 if [ -f "$credentials/flower-admin" ]; then
-    echo "Log in as admin with the password in $credentials/flower-admin (mode 0600, git-ignored)."
+    echo "Log in as admin with the password in $credentials/flower-admin (mode 0600, git-ignored),"
+    echo "or read only as viewer with the password in $credentials/flower-viewer."
 else
-    echo "Log in as admin with the password from Ansible Vault (soniquebay_flower_admin_password)."
+    echo "Log in as admin or viewer with the passwords from Ansible Vault (soniquebay_flower_admin_password, soniquebay_flower_viewer_password)."
 fi
+for certificate in "$credentials"/flower-certificate-*.pem; do
+    [ -f "$certificate" ] || continue
+    host=${certificate##*/flower-certificate-}
+    echo "Certificate of ${host%.pem}: $(openssl x509 -in "$certificate" -noout -fingerprint -sha256 | cut -d= -f2) (SHA-256; a copy in $certificate)"
+done
 echo "Manage the services with: systemctl start|stop|restart|status soniquebay.target"

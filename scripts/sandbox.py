@@ -92,8 +92,10 @@ def up(hosts: int) -> int:
     (workdir / "summary.json").write_text(
         json.dumps(
             {
-                "flower": f"http://{net.hosts[db].address}/flower/",
+                "flower": f"https://{net.hosts[db].address}/flower/",
                 "password": str(net.credentials_dir / "flower-admin"),
+                "viewer": str(net.credentials_dir / "flower-viewer"),
+                "certificate": str(net.credentials_dir / f"flower-certificate-{db}.pem"),
                 "ssh": {h.name: f"ssh -i {net.key} root@{h.address}" for h in net.hosts.values()},
                 "inventory": str(inventory),
                 "workers": workers,
@@ -111,8 +113,11 @@ def print_summary(workdir: Path) -> None:
     except (OSError, ValueError):
         return
     print(
-        f"\nFlower:   {summary['flower']}  (user admin, password in {summary['password']})\n"
-        f"          curl -u admin:$(cat {summary['password']}) {summary['flower']}api/workers\n"
+        f"\nFlower:   {summary['flower']}  (user admin, password in {summary['password']};\n"
+        f"          read only: user viewer, password in {summary['viewer']})\n"
+        f"          self-signed certificate: {summary['certificate']}\n"
+        f"          curl --cacert {summary['certificate']} -u admin:$(cat {summary['password']}) "
+        f"{summary['flower']}api/workers\n"
         "Machines:"
     )
     for host, command in summary["ssh"].items():

@@ -11,6 +11,7 @@ import os
 
 import pytest
 
+from tests import stack
 from tests.deploy.layout import ALL_UNITS
 from tests.testhost import Converge, TestHost
 
@@ -58,4 +59,5 @@ def deployed(test_host, first_converge) -> TestHost:
     """The machine after a successful `playbooks/site.yml`, every unit active."""
     states = test_host.wait_active(ALL_UNITS, timeout=180)
     assert all(state == "active" for state in states.values()), states
+    stack.trust(test_host.credentials_dir / f"flower-certificate-{test_host.name}.pem")
     return test_host

@@ -84,21 +84,11 @@ def assert_library_is_exactly(host: TestHost, expected: list[dict]) -> None:
     assert psql(host, "SELECT count(*) FROM file_errors") == [["0"]]
 
 
-def flower_api(host: TestHost, path: str, method: str = "GET") -> tuple[int, object]:
-    """Flower's API through nginx with the admin password: (status, decoded JSON or text)."""
-    import base64
-    import urllib.error
-    import urllib.request
-
-    user, password = flower_auth(host)
-    request = urllib.request.Request(FLOWER + path, method=method, data=b"" if method == "POST" else None)
-    request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            body = response.read()
-            status = response.status
-    except urllib.error.HTTPError as error:
-        body, status = error.read(), error.code
+def flower_api(
+    host: TestHost, path: str, method: str = "GET", auth: tuple[str, str] | None = None
+) -> tuple[int, object]:
+    """Flower's API through nginx, as admin unless `auth` says otherwise: (status, decoded JSON or text)."""
+    status, _, body = http(FLOWER + path, auth=auth or flower_auth(host), timeout=60, method=method)
     try:
         return status, json.loads(body)
     except ValueError:

@@ -48,13 +48,36 @@ def scanned(deployed, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(deployed, tmp_path_factory, monkeypatch_module):
+    """Chromium trusting the deployment's certificate as an operator's browser does once it is
+    imported (an NSS database in its home); certificate errors are not ignored. Playwright's own
+    request client (Node) trusts it through NODE_EXTRA_CA_CERTS."""
     from playwright.sync_api import sync_playwright
 
+    certificate = deployed.credentials_dir / f"flower-certificate-{deployed.name}.pem"
+    home = tmp_path_factory.mktemp("chromium-home")
+    nssdb = f"sql:{home}/.pki/nssdb"
+    (home / ".pki/nssdb").mkdir(parents=True)
+    subprocess.run(["certutil", "-N", "-d", nssdb, "--empty-password"], check=True)
+    subprocess.run(
+        ["certutil", "-A", "-d", nssdb, "-n", "soniquebay-flower", "-t", "C,,", "-i", str(certificate)],
+        check=True,
+    )
+    monkeypatch_module.setenv("NODE_EXTRA_CA_CERTS", str(certificate))
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
+        chromium = p.chromium.launch(
+            executable_path=shutil.which("chromium"),
+            args=CHROMIUM_ARGS,
+            env={**os.environ, "HOME": str(home)},
+        )
         yield chromium
         chromium.close()
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
 
 
 @pytest.fixture()

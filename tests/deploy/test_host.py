@@ -21,7 +21,7 @@ from tests.testhost import TestHost
 
 pytestmark = pytest.mark.deploy
 
-FLOWER = "http://127.0.0.1/flower/"
+FLOWER = "https://127.0.0.1/flower/"
 LIBRARY = "/srv/music"
 COVERS = "/var/lib/soniquebay/covers"
 
@@ -31,6 +31,11 @@ COVERS = "/var/lib/soniquebay/covers"
 
 def flower_auth(host: TestHost) -> tuple[str, str]:
     return ("admin", host.credential("flower-admin"))
+
+
+def viewer_auth(host: TestHost) -> tuple[str, str]:
+    """The read-only account."""
+    return ("viewer", host.credential("flower-viewer"))
 
 
 def flower_workers(host: TestHost, timeout: float = 120) -> dict:
@@ -158,8 +163,8 @@ def test_flower_requires_its_login_and_its_api_works_through_nginx(deployed):
     assert status == 200 and b"Flower" in body
     # The prefix is not stripped: Flower's assets resolve under /flower/.
     assert b"/flower/static/" in body
-    status, headers, _ = http("http://127.0.0.1/flower")
-    assert status == 301 and headers["Location"].endswith("/flower/")
+    status, headers, _ = http("https://127.0.0.1/flower")
+    assert status == 301 and headers["Location"] == "/flower/"
     workers = flower_workers(deployed)
     expected = expected_layout()
     assert sorted(workers) == sorted(f"{name}@{deployed.name}" for name in expected)

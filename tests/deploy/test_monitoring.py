@@ -32,6 +32,7 @@ from tests.deploy.test_host import (
     http,
     psql,
     reachable_from_another_address,
+    viewer_auth,
     wait_all_active,
 )
 
@@ -123,6 +124,11 @@ def test_a_worker_shut_down_from_flower_is_brought_back_by_systemd(deployed):
     flower_workers(deployed)
     pid = deployed.unit_main_pid(unit)
     restarts = int(deployed.ssh(f"systemctl show -P NRestarts {unit}").stdout)
+    # The read-only account cannot: 403 from nginx, and the worker goes on.
+    viewer = flower_api(deployed, f"api/worker/shutdown/{worker}", method="POST", auth=viewer_auth(deployed))
+    assert viewer[0] == 403, viewer
+    time.sleep(3)
+    assert deployed.unit_main_pid(unit) == pid and worker in flower_workers(deployed)
     status, body = flower_api(deployed, f"api/worker/shutdown/{worker}", method="POST")
     assert status == 200, body
 
@@ -144,6 +150,12 @@ def test_a_pool_restart_from_flower_replaces_pool_processes_and_keeps_the_worker
     flower_workers(deployed)
     main, before = deployed.unit_main_pid(unit), pool_children(deployed, unit)
     assert len(before) == 4
+    viewer = flower_api(
+        deployed, f"api/worker/pool/restart/{worker}", method="POST", auth=viewer_auth(deployed)
+    )
+    assert viewer[0] == 403, viewer
+    time.sleep(3)
+    assert pool_children(deployed, unit) == before
     status, body = flower_api(deployed, f"api/worker/pool/restart/{worker}", method="POST")
     assert status == 200 and "Restarting" in body["message"], body
 
@@ -178,6 +190,10 @@ def test_a_stuck_task_terminated_from_flower_becomes_error_records_and_the_scan_
     status, workers = flower_api(deployed, f"api/workers?refresh=1&workername={worker}")
     assert status == 200 and task_id in {t["id"] for w in workers.values() for t in w.get("active", [])}
     revoke = f"api/task/revoke/{task_id}?terminate=true&signal=SIGKILL"
+    viewer = flower_api(deployed, revoke, method="POST", auth=viewer_auth(deployed))
+    assert viewer[0] == 403, viewer
+    time.sleep(3)
+    assert flower_api(deployed, f"api/task/info/{task_id}")[1]["state"] == "STARTED"
     status, body = flower_api(deployed, revoke, method="POST")
     assert status == 200, body
     session = scan.result(timeout=300)

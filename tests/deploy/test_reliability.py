@@ -284,7 +284,7 @@ def test_the_cli_names_a_wrong_database_or_broker_in_one_line(deployed):
 
 def test_only_flower_is_served_and_only_with_the_password(deployed):
     for path in ("/", "/index.html", "/api/workers", "/metrics", "/flower-other/", "/static/"):
-        assert http("http://127.0.0.1" + path)[0] == 404, path
+        assert http("https://127.0.0.1" + path)[0] == 404, path
     for path in ("", "api/workers", "api/queues/length", "api/tasks", "metrics", "workers", "tasks"):
         assert http(FLOWER + path)[0] == 401, path
         assert http(FLOWER + path, auth=("admin", "definitely-wrong"))[0] == 401, path

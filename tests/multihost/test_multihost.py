@@ -38,7 +38,7 @@ def worker_units(host: str) -> set[str]:
 
 
 def flower_url(net: TestNet) -> str:
-    return f"http://{net.hosts[DB].address}/flower/"
+    return f"https://{net.hosts[DB].address}/flower/"
 
 
 def admin(net: TestNet) -> tuple[str, str]:
@@ -96,6 +96,7 @@ def phase_a(net, inventories):
     """The stack before worker2 joins: db1 and worker1 (every queue) converged in one run."""
     result = net.converge(inventories["without_worker2"])
     assert result.ok, f"site.yml without worker2 failed:\n{result.tail(120)}"
+    stack.trust(net.credentials_dir / f"flower-certificate-{DB}.pem")
     states = net.hosts[W1].units()
     assert states == dict.fromkeys(sorted(worker_units(W1)), "active"), states
     return {

@@ -19,7 +19,7 @@ import pytest
 
 from tests import audio_fixtures
 from tests.deploy.layout import ALL_UNITS, expected_layout
-from tests.stack import expected_rows, http, psql, soniquebay_json, wait_flower_workers
+from tests.stack import expected_rows, http, psql, soniquebay_json, trust, wait_flower_workers
 from tests.testnet import NetHost, TestNet
 
 pytestmark = [pytest.mark.readme, pytest.mark.timeout(3600)]
@@ -91,6 +91,11 @@ def test_make_deploy_provisions_it_and_says_where_the_password_is(machine, first
     assert recap(output)["failed"] == 0
     assert "SoniqueBay is deployed." in output
     assert f"Log in as admin with the password in {PROJECT}/credentials/flower-admin" in output
+    assert f"or read only as viewer with the password in {PROJECT}/credentials/flower-viewer." in output
+    copy = f"{PROJECT}/credentials/flower-certificate-localhost.pem"
+    fingerprint = machine.ssh(f"openssl x509 -in {copy} -noout -fingerprint -sha256").stdout
+    fingerprint = fingerprint.split("=", 1)[1].strip()
+    assert f"Certificate of localhost: {fingerprint} (SHA-256" in output
     mode = machine.ssh(f"stat -c %a {PROJECT}/credentials/flower-admin").stdout.strip()
     assert mode == "600"
     states = machine.ssh("systemctl is-active " + " ".join(ALL_UNITS), check=False).stdout.split()
@@ -100,8 +105,13 @@ def test_make_deploy_provisions_it_and_says_where_the_password_is(machine, first
     assert "(PostgreSQL) 17." in versions and "Redis server v=8." in versions, versions
 
 
-def test_flower_shows_the_eight_workers_with_their_layout_behind_the_password(machine, first_deploy):
-    flower = f"http://{machine.address}/flower/"
+def test_flower_shows_the_eight_workers_with_their_layout_behind_the_password(
+    machine, first_deploy, tmp_path
+):
+    flower = f"https://{machine.address}/flower/"
+    certificate = tmp_path / "flower.pem"
+    certificate.write_text(machine.ssh(f"cat {PROJECT}/credentials/flower-certificate-localhost.pem").stdout)
+    trust(certificate)
     admin = ("admin", machine.ssh(f"cat {PROJECT}/credentials/flower-admin").stdout.strip())
     assert http(flower)[0] == 401
     assert http(flower, auth=("admin", "wrong-password-123"))[0] == 401

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.stack import http
+from tests.stack import http, trust
 from tests.testnet import TABLE_PREFIX
 
 pytestmark = [pytest.mark.readme, pytest.mark.timeout(2400)]
@@ -51,8 +51,10 @@ def test_make_sandbox_deploys_and_scans_and_sandbox_down_removes_everything():
         assert scan.group(1) == "completed", scan.group(0)
         assert counts["discovered"] == counts["inserted"] == SAMPLE_FILES and counts["errors"] == 0, counts
         summary = json.loads((STATE_DIR / NAME / "summary.json").read_text())
-        assert f"Flower:   {summary['flower']}  (user admin, password in {summary['password']})" in up.stdout
+        assert f"Flower:   {summary['flower']}  (user admin, password in {summary['password']};" in up.stdout
+        assert summary["flower"] == "https://10.77.1.10/flower/"
         password = Path(summary["password"]).read_text().strip()
+        trust(summary["certificate"])
         assert http(summary["flower"])[0] == 401
         assert http(summary["flower"], auth=("admin", password))[0] == 200
         # The printed ssh command reaches the machine, where `soniquebay status` works.
