@@ -52,6 +52,7 @@ PACKAGES = ("systemd", "systemd-sysv", "dbus", "python3", "openssh-server", "ipr
 # Ports the deployment listens on inside the machine, which shares this host's network.
 SERVICE_PORTS = {
     80: "nginx",
+    443: "nginx (HTTPS)",
     5555: "Flower",
     6379: "Redis",
     5432: "PostgreSQL",
