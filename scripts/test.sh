@@ -37,6 +37,7 @@ t_machines=$(date +%s)
 (
     $PY -m pytest -m "multihost or readme" tests/multihost tests/readme "${extra[@]}" > "$logs/machines.log" 2>&1
     echo $? > "$logs/machines.rc"
+    lap "lane machines (wall clock)" "$t_machines"
 ) &
 machines_pid=$!
 
@@ -47,7 +48,6 @@ lap "lane host (wall clock)" "$t_host"
 
 wait "$machines_pid"
 machines=$(cat "$logs/machines.rc" 2>/dev/null || echo 1)
-lap "lane machines (wall clock)" "$t_machines"
 echo
 echo "================================ lane machines (artifacts/test-logs/machines.log) ================================"
 cat "$logs/machines.log"

@@ -59,23 +59,26 @@ def _trusted_pem() -> str:
 
 
 def wait_flower_workers(flower: str, auth: tuple[str, str], expect: set[str], timeout: float = 120) -> dict:
-    """Flower's /api/workers once every expected worker (name@host) answers with its stats; fails at
-    the deadline naming the missing ones."""
+    """Flower's /api/workers once every expected worker (name@host) is alive (its heartbeats reach
+    Flower) and has answered with its stats; fails at the deadline naming the missing ones.
+    Stats alone prove nothing: Flower keeps a stopped worker's last answer."""
     deadline = time.monotonic() + timeout
     online: set[str] = set()
     last = ""
     while True:
-        status, _, body = http(flower + "api/workers?refresh=1", auth=auth)
+        status, _, body = http(flower + "api/workers?status=1", auth=auth)
         if status == 200:
-            workers = json.loads(body)
-            online = {name for name, info in workers.items() if info.get("stats")}
+            online = {name for name, alive in json.loads(body).items() if alive}
             if expect <= online:
-                return workers
+                status, _, body = http(flower + "api/workers?refresh=1", auth=auth)
+                workers = json.loads(body) if status == 200 else {}
+                if all(workers.get(name, {}).get("stats") for name in expect):
+                    return workers
         last = f"HTTP {status}"
         if time.monotonic() > deadline:
             raise AssertionError(
-                f"Flower ({flower}) after {timeout} s: missing workers {sorted(expect - online)}; "
-                f"online {sorted(online)}; last answer {last}"
+                f"Flower ({flower}) after {timeout} s: workers not alive {sorted(expect - online)}; "
+                f"alive {sorted(online)}; last answer {last}"
             )
         time.sleep(3)
 
