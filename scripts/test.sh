@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make test`: install what the tests need (scripts/install-deps.sh), lint, then two lanes of pytest side by side, then the time of
-# each phase.
+# `make test`: install what the tests need (scripts/install-deps.sh), lint, then two lanes of pytest
+# side by side, then the time of each phase.
 #   lane "host":     unit tests, the pipeline on real Redis/PostgreSQL/Celery, and the deployment
 #                    on the Debian 12 test host, which shares this machine's network (tests/deploy);
 #   lane "machines": machines in network namespaces of their own, so they can run meanwhile: the
@@ -17,7 +17,7 @@ phases=$logs/phases.tsv
 : > "$phases"
 export SONIQUEBAY_TEST_PHASES=$PWD/$phases
 started=$(date +%s)
-# shellcheck disable=SC2086 # PYTEST_ARGS is a list of arguments
+# PYTEST_ARGS is a list of arguments.
 read -r -a extra <<< "${PYTEST_ARGS:-}"
 
 lap() {  # lap NAME START: one line of the phase table

@@ -177,6 +177,16 @@ class Workers:
                 return
         raise TimeoutError(f"workers not ready after {timeout} s")
 
+    def log_size(self, queue: str) -> int:
+        """Where the queue's worker log ends now: an offset for log_since()."""
+        return (self.logdir / f"{queue}.log").stat().st_size
+
+    def log_since(self, queue: str, offset: int) -> str:
+        """What the queue's worker logged after `offset` (from log_size())."""
+        with open(self.logdir / f"{queue}.log", "rb") as fh:
+            fh.seek(offset)
+            return fh.read().decode(errors="replace")
+
     def log_tail(self, queue: str, lines: int = 40) -> str:
         path = self.logdir / f"{queue}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""

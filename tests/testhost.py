@@ -530,6 +530,10 @@ class TestHost:
     def credential(self, name: str) -> str:
         return (self.credentials_dir / name).read_text().strip()
 
+    def flower_certificate(self) -> Path:
+        """The controller's copy of the certificate nginx serves (the nginx role fetches it)."""
+        return self.credentials_dir / f"flower-certificate-{self.name}.pem"
+
     def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> Path:
         """Write into the machine's file system from outside (like a mounted share)."""
         target = self.root / path.lstrip("/")

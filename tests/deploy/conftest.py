@@ -59,5 +59,5 @@ def deployed(test_host, first_converge) -> TestHost:
     """The machine after a successful `playbooks/site.yml`, every unit active."""
     states = test_host.wait_active(ALL_UNITS, timeout=180)
     assert all(state == "active" for state in states.values()), states
-    stack.trust(test_host.credentials_dir / f"flower-certificate-{test_host.name}.pem")
+    stack.trust(test_host.flower_certificate())
     return test_host

@@ -54,7 +54,7 @@ def browser(deployed, tmp_path_factory, monkeypatch_module):
     request client (Node) trusts it through NODE_EXTRA_CA_CERTS."""
     from playwright.sync_api import sync_playwright
 
-    certificate = deployed.credentials_dir / f"flower-certificate-{deployed.name}.pem"
+    certificate = deployed.flower_certificate()
     home = tmp_path_factory.mktemp("chromium-home")
     nssdb = f"sql:{home}/.pki/nssdb"
     (home / ".pki/nssdb").mkdir(parents=True)

@@ -10,7 +10,6 @@ import shlex
 import ssl
 import subprocess
 from http.client import HTTPSConnection
-from pathlib import Path
 
 import pytest
 
@@ -26,10 +25,6 @@ ERROR_LOG = "/var/log/nginx/error.log"
 ACCESS_LOG = "/var/log/nginx/access.log"
 
 
-def certificate_file(host: TestHost) -> str:
-    return str(host.credentials_dir / f"flower-certificate-{host.name}.pem")
-
-
 def served_certificate() -> str:
     """The certificate nginx presents on 127.0.0.1:443, PEM."""
     return ssl.get_server_certificate(("127.0.0.1", 443))
@@ -41,7 +36,7 @@ def fingerprint(pem: str) -> str:
 
 def s_client(host: TestHost, *options: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["openssl", "s_client", "-connect", "127.0.0.1:443", "-CAfile", certificate_file(host),
+        ["openssl", "s_client", "-connect", "127.0.0.1:443", "-CAfile", str(host.flower_certificate()),
          "-verify_return_error", *options],
         input="", capture_output=True, text=True, timeout=30,
     )  # fmt: skip
@@ -91,7 +86,7 @@ def test_the_viewer_reads_every_page_and_route_but_any_other_method_is_refused(d
 def test_guessing_passwords_is_braked_and_logged_with_the_client_address(deployed):
     """100 wrong passwords at once from one address (127.0.0.2, so the other tests' address keeps
     its allowance): nginx answers 429 beyond the burst, and logs the failures with the address."""
-    context = ssl.create_default_context(cafile=certificate_file(deployed))
+    context = ssl.create_default_context(cafile=deployed.flower_certificate())
     lines = {log: int(deployed.ssh(f"wc -l < {log}").stdout) for log in (ERROR_LOG, ACCESS_LOG)}
     statuses = []
     for _ in range(100):
@@ -115,7 +110,7 @@ def test_guessing_passwords_is_braked_and_logged_with_the_client_address(deploye
 
 def test_an_operator_certificate_replaces_the_self_signed_one_and_going_back_works(deployed):
     self_signed = served_certificate()
-    assert fingerprint(self_signed) == fingerprint(Path(certificate_file(deployed)).read_text())
+    assert fingerprint(self_signed) == fingerprint(deployed.flower_certificate().read_text())
     # A path that does not exist fails the play before nginx is touched, naming it.
     site = deployed.ssh("sha256sum /etc/nginx/sites-available/soniquebay.conf").stdout
     missing = deployed.converge(

@@ -24,17 +24,15 @@ RETRY_LINE = re.compile(r"Task ([a-z]+\.[a-z]+)\[([0-9a-f-]+)\] retry: Retry in 
 
 def test_postgresql_restarted_mid_scan_the_tasks_retry_and_complete(pipeline, postgres, library):
     expected = audio_fixtures.build_library(library, artists=6, albums_per_artist=4, tracks_per_album=8)
-    logs = {q: pipeline.workers.logdir / f"{q}.log" for q in services.QUEUES}
-    offsets = {q: path.stat().st_size for q, path in logs.items()}
+    offsets = {q: pipeline.workers.log_size(q) for q in services.QUEUES}
 
     def retries() -> list[tuple[str, str, str]]:
         """(task, id, error) of every retry the workers logged since this test started."""
-        found = []
-        for queue, path in logs.items():
-            with open(path, "rb") as fh:
-                fh.seek(offsets[queue])
-                found += RETRY_LINE.findall(fh.read().decode(errors="replace"))
-        return found
+        return [
+            found
+            for queue, offset in offsets.items()
+            for found in RETRY_LINE.findall(pipeline.workers.log_since(queue, offset))
+        ]
 
     scan = subprocess.Popen(
         [str(services.VENV_BIN / "soniquebay"), "scan", str(library), "--wait", "--json"],

@@ -165,19 +165,14 @@ class WorkerWatch:
     def __init__(self, workers):
         self.workers = workers
         self.pids = {q: (p.pid, sorted(workers.pool_children(q))) for q, p in workers.procs.items()}
-        self.offsets = {q: (workers.logdir / f"{q}.log").stat().st_size for q in workers.procs}
-
-    def new_log(self, queue: str) -> str:
-        with open(self.workers.logdir / f"{queue}.log", "rb") as fh:
-            fh.seek(self.offsets[queue])
-            return fh.read().decode(errors="replace")
+        self.offsets = {q: workers.log_size(q) for q in workers.procs}
 
     def check(self) -> None:
         for queue, (main, pool) in self.pids.items():
             assert self.workers.procs[queue].poll() is None, f"{queue} worker exited"
             assert self.workers.procs[queue].pid == main
             assert sorted(self.workers.pool_children(queue)) == pool, f"{queue}: pool processes replaced"
-            log = self.new_log(queue)
+            log = self.workers.log_since(queue, self.offsets[queue])
             for sign in ("WorkerLostError", "exited with", "Traceback", "raised unexpected"):
                 assert sign not in log, f"{queue} worker log:\n{log[-3000:]}"
 
@@ -401,8 +396,7 @@ def test_a_redelivered_insert_batch_is_applied_once(pipeline, library):
         for task_id, message in batches.items():
             twins[task_id] = str(uuid.uuid4())
             app.send_task(message["task"], kwargs=message["kwargs"], task_id=twins[task_id])
-        log = pipeline.workers.logdir / "insert.log"
-        offset = log.stat().st_size
+        offset = pipeline.workers.log_size("insert")
         resume("insert")
         # Done when the insert worker is idle (nothing queued, nothing held) and every copy ran.
         # (A batch may also run twice under its own id: its sender and `advance` can both send it.)
@@ -410,7 +404,7 @@ def test_a_redelivered_insert_batch_is_applied_once(pipeline, library):
         deadline = time.monotonic() + 60
         while True:
             idle = insert_worker_idle(broker)
-            runs = insert_runs(log, offset)
+            runs = insert_runs(pipeline.workers.log_since("insert", offset))
             if idle and sent <= {task_id for task_id, _ in runs}:
                 break
             assert time.monotonic() < deadline, (
@@ -436,11 +430,8 @@ def test_a_redelivered_insert_batch_is_applied_once(pipeline, library):
     assert counts == (len(expected), len(expected), 0)
 
 
-def insert_runs(log: Path, offset: int) -> list[tuple[str, dict]]:
-    """(task id, result) of every insert task that succeeded since `offset` in the worker's log."""
-    with open(log, "rb") as fh:
-        fh.seek(offset)
-        text = fh.read().decode(errors="replace")
+def insert_runs(text: str) -> list[tuple[str, dict]]:
+    """(task id, result) of every insert task that succeeded in this part of the worker's log."""
     return [(task_id, ast.literal_eval(result)) for task_id, result in INSERT_SUCCEEDED.findall(text)]
 
 

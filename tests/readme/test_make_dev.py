@@ -16,6 +16,7 @@ import pytest
 from tests import audio_fixtures
 from tests.services import QUEUES, free_port, shared_tempdir
 from tests.stack import http, wait_flower_workers
+from tests.testhost import port_in_use
 
 pytestmark = [pytest.mark.readme, pytest.mark.timeout(900)]
 
@@ -26,12 +27,6 @@ def make(target: str, env: dict[str, str], timeout: float = 600) -> subprocess.C
     return subprocess.run(
         ["make", target], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
     )
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(1)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_make_dev_runs_a_scan_and_make_dev_stop_stops_every_process():
@@ -71,6 +66,6 @@ def test_make_dev_runs_a_scan_and_make_dev_stop_stops_every_process():
         shutil.rmtree(dev, ignore_errors=True)
     assert down.returncode == 0, down.stdout + down.stderr
     assert "dev stack stopped" in down.stdout
-    assert [name for name, port in ports.items() if listening(port)] == []
+    assert [name for name, port in ports.items() if port_in_use(port)] == []
     alive = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
     assert alive == [], alive
