@@ -11,6 +11,7 @@ import click
 
 from backend_worker.config import ConfigError, settings
 from backend_worker.config import where as _where
+from backend_worker.scans import ORIGINS, normalise_roots, one_line
 
 EXIT_FAILED = 1  # the scan session failed
 EXIT_UNAVAILABLE = 2  # a service is unreachable or a setting is wrong
@@ -19,12 +20,6 @@ EXIT_UNAVAILABLE = 2  # a service is unreachable or a setting is wrong
 def fail(message: str, code: int = EXIT_UNAVAILABLE):
     click.echo(f"soniquebay: {message}", err=True)
     sys.exit(code)
-
-
-def _first_line(exc: BaseException) -> str:
-    """The error's lines joined into one ("Connection refused" and the hint that follows it)."""
-    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-    return text[:500] or type(exc).__name__
 
 
 class Cli(click.Group):
@@ -40,9 +35,9 @@ class Cli(click.Group):
         except ConfigError as exc:
             fail(f"configuration error: {exc}")
         except psycopg.OperationalError as exc:
-            fail(f"cannot use PostgreSQL at {_where(settings().database_url)}: {_first_line(exc)}")
+            fail(f"cannot use PostgreSQL at {_where(settings().database_url)}: {one_line(exc)}")
         except (kombu.exceptions.OperationalError, redis.exceptions.RedisError, ConnectionError) as exc:
-            fail(f"cannot use the broker at {_where(settings().broker_url)}: {_first_line(exc)}")
+            fail(f"cannot use the broker at {_where(settings().broker_url)}: {one_line(exc)}")
 
 
 @click.group(cls=Cli)
@@ -64,12 +59,6 @@ def upgrade():
     click.echo(f"applied {', '.join(applied)}" if applied else "schema is up to date")
 
 
-def _normalise_roots(paths: tuple[str, ...]) -> list[str]:
-    roots = sorted({os.path.normpath(os.path.abspath(p)) for p in paths})
-    # A root inside another root would be walked twice.
-    return [r for r in roots if not any(r != o and r.startswith(o.rstrip("/") + "/") for o in roots)]
-
-
 def _check_broker() -> None:
     from backend_worker.app import app
 
@@ -89,12 +78,24 @@ _JSON_OPTION = click.option(
 @click.argument("paths", nargs=-1)
 @_WAIT_OPTION
 @_JSON_OPTION
-def scan(paths, wait, as_json):
+@click.option(
+    "--skip-busy",
+    is_flag=True,
+    help="Leave out folders a running session already scans; exit 0 when none is left.",
+)
+@click.option(
+    "--origin",
+    type=click.Choice(ORIGINS),
+    default="manual",
+    show_default=True,
+    help="What started the scan, shown by `soniquebay status` (soniquebay-scan.timer passes timer).",
+)
+def scan(paths, wait, as_json, skip_busy, origin):
     """Scan library folders PATHS (default: SONIQUEBAY_LIBRARY_ROOTS) into the database."""
-    roots = _normalise_roots(paths or settings().library_roots)
+    roots = normalise_roots(paths or settings().library_roots)
     if not roots:
         fail("give at least one folder to scan, or set SONIQUEBAY_LIBRARY_ROOTS", EXIT_FAILED)
-    _run_session(roots, wait, as_json)
+    _run_session(roots, wait, as_json, origin, skip_busy)
 
 
 @main.command("retry-failed")
@@ -111,7 +112,7 @@ def retry_failed(wait, as_json):
         known_roots = [
             r for (r,) in conn.execute("SELECT DISTINCT unnest(roots) FROM scan_sessions ORDER BY 1")
         ] + list(settings().library_roots)
-    roots = _normalise_roots(
+    roots = normalise_roots(
         tuple(
             {
                 next((r for r in known_roots if p.startswith(r.rstrip("/") + "/")), os.path.dirname(p))
@@ -128,36 +129,28 @@ def retry_failed(wait, as_json):
     _run_session(roots, wait, as_json)
 
 
-def _run_session(roots: list[str], wait: bool, as_json: bool) -> None:
+def _run_session(
+    roots: list[str], wait: bool, as_json: bool, origin: str = "manual", skip_busy: bool = False
+) -> None:
     from backend_worker import db as database
-    from backend_worker import ledger
+    from backend_worker import ledger, scans
 
     _check_broker()
     with database.connect() as conn:
         _require_schema(conn)
         for stale in ledger.fail_stale_sessions(conn):
             click.echo(f"session {stale} was abandoned (no progress); marked failed", err=True)
-        session_id = ledger.create_session(conn, roots)
-        walks = [
-            ledger.Unit(
-                f"walk:{i}",
-                "walk",
-                "scan.walk",
-                {"session_id": session_id, "unit_id": f"walk:{i}", "dirs": [root], "root": True},
-            )  # fmt: skip
-            for i, root in enumerate(roots)
-        ]
-        walks = ledger.register_units(conn, session_id, walks)
-    from backend_worker.app import app
-
-    try:
-        # By name: importing backend_worker.tasks (mutagen, every stage) would only slow the start.
-        for unit in walks:
-            app.send_task(unit.task, kwargs=unit.kwargs, task_id=unit.task_id)
-    except Exception as exc:
-        with database.connect() as conn:
-            ledger.fail_session(conn, session_id, f"could not queue the scan: {_first_line(exc)}")
-        raise
+        if skip_busy:
+            # Locked so that two of these (a timer firing while a scan it started still runs, or
+            # soniquebay watch) never both find the roots free.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (scans.START_LOCK,))
+            for root, other in scans.busy_roots(conn, roots).items():
+                click.echo(f"{root}: session {other} is already scanning it; not scanning it again", err=True)
+                roots.remove(root)
+            if not roots:
+                return
+        session_id, walks = scans.start_session(conn, roots, origin)
+    scans.send_walks(session_id, walks)
     if not wait:
         click.echo(session_id)
         return
@@ -248,7 +241,7 @@ def _follow(session_id: str, quiet: bool) -> dict:
                 if time.monotonic() - outage_since > 600:
                     raise
                 if not quiet:
-                    bar.console.print(f"database unavailable, still waiting: {_first_line(exc)}")
+                    bar.console.print(f"database unavailable, still waiting: {one_line(exc)}")
                 time.sleep(2)
                 continue
             c = session["counts"]
@@ -282,7 +275,7 @@ def _session(conn, session_id: str) -> dict:
     from backend_worker import ledger
 
     row = conn.execute(
-        "SELECT id, roots, status, phase, message, started_at, ended_at, "
+        "SELECT id, roots, origin, status, phase, message, started_at, ended_at, "
         + ", ".join(ledger.COUNT_NAMES)
         + " FROM scan_sessions WHERE id = %s",
         (session_id,),
@@ -293,7 +286,7 @@ def _session(conn, session_id: str) -> dict:
 def _session_dict(conn, row) -> dict:
     from backend_worker import ledger
 
-    session_id, roots, status, phase, message, started, ended, *totals = row
+    session_id, roots, origin, status, phase, message, started, ended, *totals = row
     counts = dict(zip(ledger.COUNT_NAMES, totals, strict=True))
     if status == "running":
         counts = ledger.progress(conn, str(session_id))
@@ -302,6 +295,7 @@ def _session_dict(conn, row) -> dict:
         "resent": ledger.resent_units(conn, str(session_id)),
         "id": str(session_id),
         "roots": list(roots),
+        "origin": origin,
         "status": status,
         "phase": phase,
         "message": message,
@@ -322,7 +316,7 @@ def status(as_json, limit):
     with database.connect(autocommit=True) as conn:
         _require_schema(conn)
         rows = conn.execute(
-            "SELECT id, roots, status, phase, message, started_at, ended_at, "
+            "SELECT id, roots, origin, status, phase, message, started_at, ended_at, "
             + ", ".join(ledger.COUNT_NAMES)
             + " FROM scan_sessions ORDER BY started_at DESC LIMIT %s",
             (limit,),
@@ -346,7 +340,10 @@ def status(as_json, limit):
     for s in sessions:
         counts = " ".join(f"{k}={v}" for k, v in s["counts"].items())
         resent = f" resent={s['resent']}" if s["resent"] else ""
-        line = f"{s['started_at'][:19]} {s['id']} {s['status']:<9} {counts}{resent} {' '.join(s['roots'])}"
+        line = (
+            f"{s['started_at'][:19]} {s['id']} {s['status']:<9} {s['origin']:<6} {counts}{resent} "
+            + " ".join(s["roots"])
+        )
         click.echo(line)
         if s["message"]:
             click.echo(f"    {s['message']}")
@@ -389,6 +386,21 @@ def exporter(address, port):
 
     click.echo(f"serving metrics on http://{address}:{port}/metrics", err=True)
     serve(address, port)
+
+
+@main.command()
+def watch():
+    """Follow the library roots (SONIQUEBAY_LIBRARY_ROOTS) with inotify: folders that changed are
+    scanned once nothing changed for SONIQUEBAY_WATCH_QUIET_SECONDS (10 by default)."""
+    import logging
+
+    from backend_worker import watch as watcher
+
+    conf = settings()
+    if not conf.library_roots:
+        fail("set SONIQUEBAY_LIBRARY_ROOTS to the folders to watch", EXIT_FAILED)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    watcher.run(list(conf.library_roots), conf.watch_quiet_seconds)
 
 
 @main.command()

@@ -57,6 +57,7 @@ class Settings:
     insert_batch_rows: int
     walk_unit_entries: int
     extract_slots: int
+    watch_quiet_seconds: int
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -71,6 +72,7 @@ class Settings:
             insert_batch_rows=_int("SONIQUEBAY_INSERT_BATCH_ROWS", 2000, minimum=100),
             walk_unit_entries=_int("SONIQUEBAY_WALK_UNIT_ENTRIES", 5000, minimum=10),
             extract_slots=_int("SONIQUEBAY_EXTRACT_SLOTS", len(os.sched_getaffinity(0)), minimum=0),
+            watch_quiet_seconds=_int("SONIQUEBAY_WATCH_QUIET_SECONDS", 10),
         )
         longest = max(queue_time_limits().values())
         if settings.visibility_timeout <= longest:

@@ -5,6 +5,7 @@ library totals. Text exposition format, served by the standard library."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -33,13 +34,20 @@ HELP = {
         "counter",
         "Units of work sent again because their message was lost (a worker killed, a broker restart).",
     ),
+    "soniquebay_last_completed_scan_age_seconds": (
+        "gauge",
+        "Seconds since a session over the whole library root last completed (manual or scheduled; the "
+        "watch's sessions over changed folders do not count); +Inf when none did.",
+    ),
     "soniquebay_library_items": ("gauge", "Rows in the library by kind."),
     "soniquebay_file_errors": ("gauge", "Files and folders recorded as errors."),
     "soniquebay_scrape_duration_seconds": ("gauge", "Time this scrape took."),
 }
 
 
-def collect(broker: redis.Redis, conn: psycopg.Connection) -> list[tuple[str, dict[str, str], float]]:
+def collect(
+    broker: redis.Redis, conn: psycopg.Connection, library_roots: tuple[str, ...] = ()
+) -> list[tuple[str, dict[str, str], float]]:
     samples: list[tuple[str, dict[str, str], float]] = []
     for queue in QUEUES:
         samples.append(("soniquebay_queue_messages", {"queue": queue}, broker.llen(queue)))
@@ -66,6 +74,18 @@ def collect(broker: redis.Redis, conn: psycopg.Connection) -> list[tuple[str, di
     resent = delivery.resent_counts(conn)
     for stage in [*ledger.STAGE_QUEUES, delivery.NEXT_STEP]:
         samples.append(("soniquebay_units_resent_total", {"stage": stage}, resent.get(stage, 0)))
+    # A session over the root or a folder holding it; sessions over folders below it do not count.
+    ages = conn.execute(
+        "SELECT r.root, extract(epoch FROM now() - max(s.ended_at)) FROM unnest(%s::text[]) AS r(root) "
+        "LEFT JOIN scan_sessions s ON s.status = 'completed' AND EXISTS "
+        "  (SELECT 1 FROM unnest(s.roots) AS x(root) "
+        "   WHERE r.root = x.root OR starts_with(r.root, x.root || '/')) "
+        "GROUP BY r.root ORDER BY r.root",
+        (list(library_roots),),
+    ).fetchall()
+    for root, age in ages:
+        age = math.inf if age is None else float(age)
+        samples.append(("soniquebay_last_completed_scan_age_seconds", {"root": root}, age))
     tracks, albums, artists, genres, errors = conn.execute(
         "SELECT (SELECT count(*) FROM tracks), (SELECT count(*) FROM albums), "
         "(SELECT count(*) FROM artists), (SELECT count(*) FROM genres), (SELECT count(*) FROM file_errors)"
@@ -83,9 +103,15 @@ def render(samples: list[tuple[str, dict[str, str], float]]) -> str:
             kind, text = HELP[name]
             lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
             seen.add(name)
-        label_text = ",".join(f'{k}="{v}"' for k, v in labels.items())
-        lines.append(f"{name}{{{label_text}}} {float(value):g}" if labels else f"{name} {float(value):g}")
+        label_text = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
+        number = "+Inf" if value == math.inf else f"{float(value):g}"
+        lines.append(f"{name}{{{label_text}}} {number}" if labels else f"{name} {number}")
     return "\n".join(lines) + "\n"
+
+
+def _label(value) -> str:
+    """A label value in the text format: backslash, double quote and newline escaped."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 class Exporter:
@@ -93,6 +119,7 @@ class Exporter:
         conf = settings()
         self.broker = redis.Redis.from_url(conf.broker_url, socket_timeout=5, socket_connect_timeout=5)
         self.database_url = conf.database_url
+        self.library_roots = conf.library_roots
         self.conn: psycopg.Connection | None = None
 
     def scrape(self) -> str:
@@ -100,7 +127,7 @@ class Exporter:
         try:
             if self.conn is None or self.conn.closed or self.conn.broken:
                 self.conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=5)
-            samples = collect(self.broker, self.conn)
+            samples = collect(self.broker, self.conn, self.library_roots)
             samples.insert(0, ("soniquebay_up", {}, 1))
         except (psycopg.Error, redis.RedisError) as exc:
             log.warning("scrape failed: %s", exc)

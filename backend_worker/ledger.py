@@ -26,9 +26,11 @@ STAGE_QUEUES = {
 }  # fmt: skip
 
 
-def create_session(conn: psycopg.Connection, roots: list[str]) -> str:
+def create_session(conn: psycopg.Connection, roots: list[str], origin: str = "manual") -> str:
     session_id = str(uuid.uuid4())
-    conn.execute("INSERT INTO scan_sessions (id, roots) VALUES (%s, %s)", (session_id, roots))
+    conn.execute(
+        "INSERT INTO scan_sessions (id, roots, origin) VALUES (%s, %s, %s)", (session_id, roots, origin)
+    )
     return session_id
 
 

@@ -25,6 +25,7 @@ from celery.utils.log import get_task_logger
 from backend_worker import db, delivery, ledger
 from backend_worker.app import app
 from backend_worker.config import queue_time_limits, settings, where
+from backend_worker.scans import is_within, one_line
 from backend_worker.stages import covers, extract, insert, scan, warmup
 
 log = get_task_logger(__name__)
@@ -114,7 +115,7 @@ def check_database(first_wait: float = DB_CHECK_FIRST_WAIT, max_wait: float = DB
         except Exception as exc:  # any failure here is logged, never raised into the worker
             shown = where(url) if url else "(unknown URL)"
             worker_log.error(
-                "cannot use PostgreSQL at %s: %s; trying again in %d s", shown, _one_line(exc), wait
+                "cannot use PostgreSQL at %s: %s; trying again in %d s", shown, one_line(exc), wait
             )
             threading.Event().wait(wait)
             wait = min(wait * 2, max_wait)
@@ -122,11 +123,6 @@ def check_database(first_wait: float = DB_CHECK_FIRST_WAIT, max_wait: float = DB
         if wait != first_wait:
             worker_log.warning("PostgreSQL at %s answers again", where(url))
         return
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-    return text[:500] or type(exc).__name__
 
 
 @worker_ready.connect
@@ -240,6 +236,8 @@ def _load_known(c: psycopg.Connection, dirs: list[str]) -> tuple[dict, dict]:
 def _root_problem(c: psycopg.Connection, root: str) -> str | None:
     if not os.path.isdir(root):
         return f"library root {root} does not exist or is not a folder"
+    # An empty folder below a library root was emptied; an empty library root may be unmounted.
+    root = next((r for r in settings().library_roots if is_within(root, r)), root)
     try:
         empty = not any(True for _ in os.scandir(root))
     except OSError as exc:
@@ -563,14 +561,20 @@ _NOT_BELOW_UNLISTED = (
 )
 
 
+# A track written after this session started was written by another session that saw the file
+# later than this one did (a watched folder scanned while a full scan ran): it stays.
+_STARTED = "SELECT started_at FROM scan_sessions WHERE id = %(s)s"
+
+
 def _remove_vanished(c: psycopg.Connection, session_id: str, roots: list[str]) -> int:
     gone = [
         r[0]
         for r in c.execute(
-            "SELECT path FROM session_vanished WHERE session_id = %(s)s "
+            "SELECT path FROM session_vanished v WHERE session_id = %(s)s AND NOT EXISTS "
+            f"  (SELECT 1 FROM tracks n WHERE n.path = v.path AND n.updated_at > ({_STARTED})) "
             "UNION SELECT t.path FROM tracks t "
             f"JOIN ({_UNREACHED_DIRS.format(table='tracks')}) AS g ON g.dir = t.dir "
-            f"WHERE {_NOT_BELOW_UNLISTED.format(alias='t')}",
+            f"WHERE {_NOT_BELOW_UNLISTED.format(alias='t')} AND t.updated_at < ({_STARTED})",
             {"s": session_id, "roots": roots},
         ).fetchall()
     ]

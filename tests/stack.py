@@ -95,3 +95,22 @@ def expected_rows(expected: list[dict], staging: Path, prefix: str) -> list[list
         [f"{prefix}/{Path(e['path']).relative_to(staging)}", e["title"] or "", e["artist"] or ""]
         for e in expected
     )
+
+
+def write_slowly(path, data: bytes, seconds: float = 20, writes: int = 40) -> None:
+    """A file written as a slow copy writes it: `writes` writes spread over `seconds`, then closed."""
+    chunk = len(data) // writes + 1
+    with open(path, "wb") as out:
+        for start in range(0, len(data), chunk):
+            out.write(data[start : start + chunk])
+            out.flush()
+            time.sleep(seconds / writes)
+
+
+def wait_count(count, expected: int, timeout: float, what: str) -> float:
+    """Seconds until count() returns expected; fails at the deadline naming `what` and the count."""
+    started = time.monotonic()
+    while (now := count()) != expected:
+        assert time.monotonic() - started < timeout, f"{now} {what}, not {expected}, after {timeout} s"
+        time.sleep(0.3)
+    return time.monotonic() - started

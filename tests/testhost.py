@@ -334,6 +334,11 @@ class TestHost:
             "ansible_python_interpreter": "/usr/bin/python3",
             # No timeout or limit of its own: the fault tests run on the shipped values (task
             # limits 300-900 s, visibility timeout 1,800 s), as a new user's `make deploy` does.
+            # The fault, pipeline and bench scans must be the only ones on this machine: no watch
+            # starting sessions when a test lays out a library, no timer firing at 03:00. Both run
+            # with the defaults on the machine of tests/readme/test_make_deploy.py.
+            "backend_worker_watch": False,
+            "backend_worker_scan_schedule": "",
         }
         inventory = {
             "all": {

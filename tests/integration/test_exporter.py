@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import os
 import re
 import subprocess
 import urllib.request
 
 import pytest
+import redis
 
 from tests import audio_fixtures, services
 
@@ -73,6 +76,29 @@ def test_metrics_follow_the_library_queues_and_stalled_sessions(pipeline, librar
     assert 590 < m["soniquebay_scan_session_stalled_seconds"] < 700
     assert 590 < m['soniquebay_queue_oldest_unfinished_seconds{queue="extract"}'] < 700
     assert m['soniquebay_queue_messages{queue="scan"}'] == 1
+
+
+def test_metrics_give_the_age_of_the_last_complete_scan_of_each_library_root(pipeline, library, tmp_path):
+    from backend_worker import exporter
+
+    audio_fixtures.build_library(library / "a", artists=1, albums_per_artist=1, tracks_per_album=1)
+    audio_fixtures.build_library(library / "b", artists=1, albums_per_artist=1, tracks_per_album=1)
+    never = tmp_path / "never scanned"
+    roots = (str(library), str(never))
+    broker = redis.Redis.from_url(os.environ["SONIQUEBAY_BROKER_URL"])
+
+    def ages() -> dict[str, float]:
+        samples = exporter.collect(broker, pipeline.conn, roots)
+        return {s[1]["root"]: s[2] for s in samples if s[0] == "soniquebay_last_completed_scan_age_seconds"}
+
+    assert ages() == {str(library): math.inf, str(never): math.inf}
+    assert pipeline.scan(library / "a")["status"] == "completed"  # a folder below the root: not the root
+    assert ages()[str(library)] == math.inf
+    assert pipeline.scan(library)["status"] == "completed"
+    pipeline.conn.execute("UPDATE scan_sessions SET ended_at = ended_at - interval '1 hour'")
+    assert 3600 <= ages()[str(library)] < 3700 and ages()[str(never)] == math.inf
+    text = exporter.render(exporter.collect(broker, pipeline.conn, roots))
+    assert f'soniquebay_last_completed_scan_age_seconds{{root="{never}"}} +Inf' in text.splitlines()
 
 
 def test_metrics_say_down_when_the_database_is_unreachable(services_up, monkeypatch):

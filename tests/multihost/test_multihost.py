@@ -163,6 +163,35 @@ def test_the_units_are_spread_as_the_inventory_says(net, deployed):
     assert sum(len(names) for names in layout.PLACEMENT.values()) == 8
 
 
+def test_the_library_watch_on_worker1_imports_an_album_copied_in(net, deployed, music, tmp_path):
+    """The watch and the timer run on the host the inventory names (backend_worker_watch_host), and
+    nowhere else; a change in the shared library reaches the database by itself."""
+    units = "soniquebay-watch.service soniquebay-scan.timer"
+    for host in layout.WORKER_HOSTS:
+        states = net.hosts[host].ssh(f"systemctl is-active {units}", check=False).stdout.split()
+        assert states == (["active", "active"] if host == W1 else ["inactive", "inactive"]), (host, states)
+    audio_fixtures.build_library(tmp_path / "album", artists=1, albums_per_artist=1, tracks_per_album=3)
+    subprocess.run(["chmod", "-R", "a+rX", str(tmp_path / "album")], check=True)
+    # In a folder of its own, so its removal is walked from there (not from the root, which would
+    # scan the whole library before the exact-rows test below does).
+    target = Path(music) / "watched" / "album"
+    shutil.copytree(tmp_path / "album", target)
+    in_folder = f"SELECT count(*) FROM tracks WHERE starts_with(path, '{layout.LIBRARY}/watched/')"
+
+    def tracks() -> int:
+        return int(psql(net, in_folder)[0][0])
+
+    stack.wait_count(tracks, 3, 30, "tracks 30 s after the copy")
+    shutil.rmtree(target)
+    stack.wait_count(tracks, 0, 30, "tracks 30 s after the deletion")
+    origins = psql(
+        net,
+        "SELECT DISTINCT origin, status FROM scan_sessions "
+        f"WHERE starts_with(roots[1], '{layout.LIBRARY}/watched')",
+    )
+    assert origins == [["watch", "completed"]], origins
+
+
 def test_flower_on_db1_lists_the_eight_workers_of_both_hosts(net, deployed):
     status, _ = flower(net, "api/workers", auth=False)
     assert status == 401

@@ -13,13 +13,23 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from tests import audio_fixtures
 from tests.deploy.layout import ALL_UNITS, expected_layout
-from tests.stack import expected_rows, http, psql, soniquebay_json, trust, wait_flower_workers
+from tests.stack import (
+    expected_rows,
+    http,
+    psql,
+    soniquebay_json,
+    trust,
+    wait_count,
+    wait_flower_workers,
+    write_slowly,
+)
 from tests.testnet import NetHost, TestNet
 
 pytestmark = [pytest.mark.readme, pytest.mark.timeout(3600)]
@@ -134,6 +144,101 @@ def test_a_scan_lands_the_exact_rows(machine, first_deploy, library):
     rows = psql(machine, "SELECT path, coalesce(title, ''), coalesce(artist, '') FROM tracks ORDER BY path")
     staging = machine.root / LIBRARY.lstrip("/") / "albums"
     assert rows == expected_rows(library, staging, f"{LIBRARY}/albums")
+
+
+def library_tracks(machine: NetHost, folder: str) -> int:
+    return int(psql(machine, f"SELECT count(*) FROM tracks WHERE starts_with(path, '{folder}/')")[0][0])
+
+
+def wait_library_tracks(machine: NetHost, folder: str, count: int, timeout: float = 30) -> float:
+    """Seconds until the library holds `count` tracks under folder; fails at the deadline."""
+    return wait_count(lambda: library_tracks(machine, folder), count, timeout, f"tracks under {folder}")
+
+
+def test_the_watch_and_the_daily_timer_are_on(machine, first_deploy):
+    units = machine.ssh("systemctl is-active soniquebay-watch.service soniquebay-scan.timer").stdout.split()
+    assert units == ["active", "active"]
+    shown = machine.ssh(
+        "systemctl show -p TimersCalendar -p RandomizedDelayUSec -p Persistent soniquebay-scan.timer"
+    ).stdout
+    assert "OnCalendar=*-*-* 03:00:00" in shown and "RandomizedDelayUSec=30min" in shown, shown
+    assert "Persistent=yes" in shown, shown
+    # The next run: the next 03:00 (UTC here), at most the randomized delay later.
+    now, elapse = map(int, machine.ssh(
+        "date +%s; date -d \"$(systemctl show -P NextElapseUSecRealtime soniquebay-scan.timer)\" +%s"
+    ).stdout.split())  # fmt: skip
+    today_3am = now - now % 86400 + 3 * 3600
+    next_3am = today_3am if today_3am > now else today_3am + 86400
+    assert next_3am <= elapse <= next_3am + 1800, (now, elapse)
+
+
+def test_new_music_shows_up_by_itself_and_leaves_when_deleted(machine, first_deploy, tmp_path):
+    """Nobody runs a scan: the watch sees the copy, waits for the quiet period (10 s), scans."""
+    staging = tmp_path / "new album"
+    audio_fixtures.build_library(staging, artists=1, albums_per_artist=1, tracks_per_album=10, seed=5)
+    subprocess.run(["chmod", "-R", "a+rX", str(staging)], check=True)
+    folder = f"{LIBRARY}/incoming"
+    shutil.copytree(staging, machine.root / folder.lstrip("/"))
+    seconds = wait_library_tracks(machine, folder, 10)
+    print(f"10 files copied in: tracks after {seconds:.1f} s")
+    shutil.rmtree(machine.root / folder.lstrip("/"))
+    seconds = wait_library_tracks(machine, folder, 0)
+    print(f"their folder deleted: gone after {seconds:.1f} s")
+    # The rest of the library is untouched, and the sessions say who started them.
+    assert library_tracks(machine, f"{LIBRARY}/albums") == 54
+    status = machine.ssh("soniquebay status --limit 2").stdout.splitlines()
+    assert all(" completed watch " in line for line in status[1:]), status
+
+
+def test_a_file_written_slowly_is_imported_once_complete(machine, first_deploy, tmp_path):
+    (expected,) = audio_fixtures.build_library(
+        tmp_path / "slow", artists=1, albums_per_artist=1, tracks_per_album=1, formats=("mp3",), seconds=20
+    )
+    folder = f"{LIBRARY}/slow"
+    target = machine.root / folder.lstrip("/") / Path(expected["path"]).name
+    target.parent.mkdir()
+    target.parent.chmod(0o755)
+    before = int(psql(machine, "SELECT count(*) FROM scan_sessions")[0][0])
+    write_slowly(target, Path(expected["path"]).read_bytes(), seconds=20)
+    target.chmod(0o644)
+    final = target.stat()
+    wait_library_tracks(machine, folder, 1)
+    time.sleep(12)  # a second session (the file read early, then again) would have started by now
+    rows = psql(
+        machine, f"SELECT size, mtime_ns, title, length FROM tracks WHERE starts_with(path, '{folder}/')"
+    )
+    assert rows == [[str(final.st_size), str(final.st_mtime_ns), expected["title"], rows[0][3]]], rows
+    assert abs(float(rows[0][3]) - 20) < 0.5, rows
+    sessions = psql(
+        machine, f"SELECT origin, extracted, errors FROM scan_sessions ORDER BY started_at OFFSET {before}"
+    )
+    assert sessions == [["watch", "1", "0"]], sessions
+
+
+def test_the_timer_scan_runs_and_leaves_a_running_session_alone(machine, first_deploy):
+    busy = "00000000-0000-4000-8000-00000000abcd"
+    psql(machine, f"INSERT INTO scan_sessions (id, roots) VALUES ('{busy}', '{{{LIBRARY}}}')")
+    since = machine.ssh("date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
+    machine.ssh("systemctl start soniquebay-scan.service")  # a oneshot: returns once it ran
+    journal = machine.ssh(f"journalctl -u soniquebay-scan.service --since '{since}' -o cat").stdout
+    assert f"{LIBRARY}: session {busy} is already scanning it; not scanning it again" in journal, journal
+    assert machine.ssh("systemctl show -P Result soniquebay-scan.service").stdout.strip() == "success"
+    assert psql(machine, "SELECT count(*) FROM scan_sessions WHERE origin = 'timer'") == [["0"]]
+    psql(
+        machine,
+        f"UPDATE scan_sessions SET status = 'failed', phase = 'closed', ended_at = now() WHERE id = '{busy}'",
+    )
+    machine.ssh("systemctl start soniquebay-scan.service")
+    deadline = time.monotonic() + 120
+    query = "SELECT status, roots FROM scan_sessions WHERE origin = 'timer'"
+    while (timer := psql(machine, query)) != [["completed", f"{{{LIBRARY}}}"]]:
+        assert time.monotonic() < deadline, timer
+        time.sleep(0.5)
+    # The exporter says how long ago the root was last scanned in full.
+    metrics = machine.ssh("curl -s http://127.0.0.1:9808/metrics").stdout
+    sample = f'soniquebay_last_completed_scan_age_seconds{{root="{LIBRARY}"}} '
+    (age,) = [line.split()[-1] for line in metrics.splitlines() if line.startswith(sample)]
+    assert 0 <= float(age) < 120, age
 
 
 def test_a_second_make_deploy_changes_nothing(machine, first_deploy):
