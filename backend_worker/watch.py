@@ -50,7 +50,6 @@ NETWORK_FILE_SYSTEMS = frozenset(
     {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "fuse.glusterfs",
      "fuse.sshfs", "fuse.rclone", "davfs", "fuse.davfs2", "afs", "lustre", "gpfs", "beegfs"}
 )  # fmt: skip
-MAX_WATCHES = "/proc/sys/fs/inotify/max_user_watches"
 # Not opened, closed without writing, or read: the workers reading the files would otherwise make
 # every scan start another.
 WATCHED_EVENTS = [
@@ -151,12 +150,20 @@ def network_file_system(path: str, mountinfo: str = "/proc/self/mountinfo") -> s
     return fstype if fstype in NETWORK_FILE_SYSTEMS else None
 
 
-def max_user_watches() -> int | None:
-    try:
-        with open(MAX_WATCHES) as fh:
-            return int(fh.read())
-    except (OSError, ValueError):
-        return None
+def _open_fds() -> set[int]:
+    # Not the one listdir itself had open while listing (closed by now).
+    return {int(fd) for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}")}
+
+
+def _close_inotify_fds(fds: set[int]) -> None:
+    """watchdog leaves the inotify instance of a watch it could not finish open, holding the
+    watches it did add (counted against the limit, so the next root would be refused too)."""
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") in ("anon_inode:inotify", "anon_inode:[inotify]"):
+                os.close(fd)
+        except OSError:
+            pass
 
 
 class Watcher:
@@ -169,7 +176,6 @@ class Watcher:
         self.observer = Observer()
         self.watches: dict = {}  # root -> watchdog's ObservedWatch
         self.refused: dict[str, str] = {}  # root -> why it is not watched (logged once)
-        self.watch_limit = max_user_watches()
 
     def start(self) -> None:
         self.observer.daemon = True
@@ -177,20 +183,18 @@ class Watcher:
         self.check()
 
     def check(self) -> None:
-        """Watch the roots not watched yet: new, back after being unmounted or deleted, or refused
-        for a limit that has been raised since (retrying with the same limit would fail again)."""
+        """Watch the roots not watched yet: new, or back after being unmounted or deleted. A root
+        refused for the watch limit or a network file system is not tried again (a restart of the
+        unit is, once the limit is raised)."""
         alive = {emitter.watch for emitter in self.observer.emitters if emitter.is_alive()}
         for root, watch in list(self.watches.items()):
             if watch not in alive:  # the root was deleted or unmounted
                 self.observer.unschedule(watch)
                 del self.watches[root]
-        limit = max_user_watches()
-        limit_raised, self.watch_limit = limit != self.watch_limit, limit
         for root in self.roots:
             why = self.refused.get(root, "")
-            if root in self.watches or REMOTE in why or (WATCH_LIMIT in why and not limit_raised):
-                continue
-            self._watch(root)
+            if root not in self.watches and REMOTE not in why and WATCH_LIMIT not in why:
+                self._watch(root)
 
     def _watch(self, root: str) -> None:
         if not os.path.isdir(root):
@@ -213,17 +217,19 @@ class Watcher:
                 )
                 changes.put(folders)
 
+        before = _open_fds()
         try:
             self.watches[root] = self.observer.schedule(
                 Handler(), root, recursive=True, event_filter=WATCHED_EVENTS
             )
         except OSError as exc:
+            _close_inotify_fds(_open_fds() - before)
             if exc.errno == errno.ENOSPC:  # more folders than fs.inotify.max_user_watches
                 self._refuse(
                     root,
-                    f"it has more folders than inotify may watch ({WATCH_LIMIT}="
-                    f"{self.watch_limit}); raise it, e.g. `sysctl fs.inotify.max_user_watches=1048576` "
-                    "and a file in /etc/sysctl.d; until then soniquebay-scan.timer scans it on schedule",
+                    f"it has more folders than inotify may watch ({WATCH_LIMIT}); raise it "
+                    f"(`sysctl -w {WATCH_LIMIT}=1048576`, and the same line in a file of /etc/sysctl.d/) "
+                    "and restart soniquebay-watch.service; until then soniquebay-scan.timer scans it",
                 )
             else:
                 self._refuse(root, f"inotify refused it: {one_line(exc)}")
@@ -236,9 +242,6 @@ class Watcher:
         if self.refused.get(root) != why:
             log.error("cannot watch %s: %s", root, why)
         self.refused[root] = why
-
-
-StartScan = Callable[[list[str]], tuple[str | None, list[str]]]
 
 
 def start_watch_session(roots: list[str]) -> tuple[str | None, list[str]]:
@@ -259,17 +262,13 @@ def start_watch_session(roots: list[str]) -> tuple[str | None, list[str]]:
 
 
 def follow(
-    library_roots: list[str],
-    changes: queue.SimpleQueue,
-    pending: Changes,
-    start_scan: StartScan = start_watch_session,
-    until: Callable[[], bool] = lambda: False,
-    on_idle: Callable[[], None] = lambda: None,
+    library_roots: list[str], changes: queue.SimpleQueue, pending: Changes, on_idle: Callable[[], None]
 ) -> None:
     """The loop: collect changed folders from `changes`, start a session when they are due."""
     failures = 0
+    waiting_for: list[str] = []  # busy roots already logged (once, not every retry)
     next_idle = time.monotonic() + CHECK_WATCHES_SECONDS
-    while not until():
+    while True:
         now = time.monotonic()
         wait = pending.due_in(now)
         try:
@@ -288,7 +287,7 @@ def follow(
         if not roots:
             continue
         try:
-            session_id, busy = start_scan(roots)
+            session_id, busy = start_watch_session(roots)
         except Exception as exc:  # the database or the broker is down: try again, with backoff
             failures += 1
             after = min(RETRY_SECONDS * 2**failures, 120)
@@ -300,9 +299,10 @@ def follow(
         if session_id:
             log.info("session %s scans %d changed folders: %s", session_id, len(roots) - len(busy),
                      " ".join(r for r in roots if r not in busy))  # fmt: skip
-        if busy:
+        if busy and busy != waiting_for:
             log.info("waiting for the running session that scans %s", " ".join(busy))
-            pending.put_back(busy, now + RETRY_SECONDS)
+        waiting_for = busy
+        pending.put_back(busy, now + RETRY_SECONDS)
 
 
 def run(library_roots: list[str], quiet: float) -> None:

@@ -22,14 +22,21 @@ LATENCY = 30  # seconds from a change on disk to the library showing it (the REA
 
 
 class Watch:
-    """`soniquebay watch` run as the workers' unprivileged user, its log in a file."""
+    """`soniquebay watch` run as the workers' unprivileged user, its log in a file; or with at most
+    `max_watches` inotify watches (in a user namespace of its own, whose limit it sets)."""
 
-    def __init__(self, roots: list[Path], log: Path):
+    def __init__(self, roots: list[Path], log: Path, max_watches: int | None = None):
         self.log = log
+        command = str(services.VENV_BIN / "soniquebay")
+        if max_watches is None:
+            argv = ["setpriv", f"--reuid={services.WORKER_USER}", "--regid=nogroup", "--clear-groups",
+                    command, "watch"]  # fmt: skip
+        else:
+            limit = f"echo {max_watches} > /proc/sys/user/max_inotify_watches && exec {command} watch"
+            argv = ["unshare", "--user", "--map-root-user", "sh", "-c", limit]
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
-                ["setpriv", f"--reuid={services.WORKER_USER}", "--regid=nogroup", "--clear-groups",
-                 str(services.VENV_BIN / "soniquebay"), "watch"],
+                argv,
                 env={**os.environ, "SONIQUEBAY_LIBRARY_ROOTS": ":".join(map(str, roots))},
                 cwd="/", stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
@@ -55,8 +62,9 @@ class Watch:
 def watch(pipeline, library, tmp_path):
     watches = []
 
-    def start(*roots: Path) -> Watch:
-        watches.append(Watch(list(roots or [library]), tmp_path / f"watch-{len(watches)}.log"))
+    def start(*roots: Path, max_watches: int | None = None) -> Watch:
+        log = tmp_path / f"watch-{len(watches)}.log"
+        watches.append(Watch(list(roots or [library]), log, max_watches))
         return watches[-1]
 
     yield start
@@ -192,6 +200,26 @@ def test_a_library_root_that_appears_later_is_watched_then(pipeline, library, wa
     album, _ = staged(tmp_path, "mounted", artists=1, albums_per_artist=1, tracks_per_album=2)
     shutil.copytree(album, missing / "album")
     wait_tracks(pipeline, missing / "album", 2, timeout=LATENCY)
+
+
+def test_a_root_with_more_folders_than_inotify_may_watch_is_named_and_the_others_watched(
+    pipeline, library, watch, tmp_path
+):
+    big, small = library / "a big root", library / "b small root"
+    for folder in range(30):
+        (big / f"folder {folder}").mkdir(parents=True)
+    small.mkdir()
+    started = watch(big, small, max_watches=20)
+    text = started.wait_logged(f"INFO watching {small}")
+    assert (
+        f"ERROR cannot watch {big}: it has more folders than inotify may watch "
+        "(fs.inotify.max_user_watches); raise it (`sysctl -w fs.inotify.max_user_watches=1048576`"
+    ) in text, text
+    # It keeps running, and the root it could watch is followed (the refused one's watches freed).
+    album, _ = staged(tmp_path, "fits", artists=1, albums_per_artist=1, tracks_per_album=2)
+    shutil.copytree(album, small / "album")
+    wait_tracks(pipeline, small / "album", 2, timeout=LATENCY)
+    assert started.proc.poll() is None
 
 
 def test_a_timer_scan_leaves_roots_of_a_running_session_alone(pipeline, library, tmp_path):

@@ -235,10 +235,28 @@ def test_the_timer_scan_runs_and_leaves_a_running_session_alone(machine, first_d
         assert time.monotonic() < deadline, timer
         time.sleep(0.5)
     # The exporter says how long ago the root was last scanned in full.
-    metrics = machine.ssh("curl -s http://127.0.0.1:9808/metrics").stdout
+    fetch = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9808/metrics').read().decode())"
+    metrics = machine.ssh(f'python3 -c "{fetch}"').stdout
     sample = f'soniquebay_last_completed_scan_age_seconds{{root="{LIBRARY}"}} '
     (age,) = [line.split()[-1] for line in metrics.splitlines() if line.startswith(sample)]
     assert 0 <= float(age) < 120, age
+
+
+def test_a_schedule_systemd_does_not_understand_fails_naming_it(machine, first_deploy):
+    bad = machine.ssh(
+        f"cd {PROJECT} && make deploy ARGS=\"-e 'backend_worker_scan_schedule=every tuesday'\"",
+        check=False,
+        timeout=2400,
+    )
+    output = bad.stdout + bad.stderr
+    assert bad.returncode != 0, output[-3000:]
+    words = " ".join(output.split())
+    assert 'backend_worker_scan_schedule="every tuesday" is not understood by systemd' in words, output[
+        -3000:
+    ]
+    assert recap(output)["changed"] == 0, re.findall(r"^changed: .*$", output, re.MULTILINE)
+    shown = machine.ssh("systemctl show -p TimersCalendar soniquebay-scan.timer").stdout
+    assert "OnCalendar=*-*-* 03:00:00" in shown, shown
 
 
 def test_a_second_make_deploy_changes_nothing(machine, first_deploy):

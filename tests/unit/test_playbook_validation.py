@@ -54,6 +54,7 @@ LAYOUT = "backend_worker : Validate the worker layout as a whole"
 TIMEOUTS = "backend_worker : Validate the timeouts"
 ADDRESSES = "backend_worker : Validate the broker and database addresses"
 PASSWORDS = "backend_worker : Validate the passwords"
+WATCH = "backend_worker : Validate the library watch and the scheduled scans"
 
 # id: (playbook, extra vars, the task that must fail, words its message must hold)
 CASES: dict[str, tuple[str, dict, str, str]] = {
@@ -158,6 +159,18 @@ CASES: dict[str, tuple[str, dict, str, str]] = {
         {"soniquebay_postgresql_password": "pass@word:with/slashes"},
         PASSWORDS,
         "backend_worker_db_password must be at least 12 characters of letters, digits and ._~-",
+    ),
+    "zero-quiet-period": (
+        "workers.yml",
+        {"backend_worker_watch_quiet_seconds": 0},
+        WATCH,
+        "backend_worker_watch_quiet_seconds=0 must be a whole number of seconds, at least 1",
+    ),
+    "watch-host-not-a-worker": (
+        "workers.yml",
+        {"backend_worker_watch_host": "db1"},
+        WATCH,
+        f"backend_worker_watch_host=db1 must be a host of the workers group ({HOST})",
     ),
     # The whole site: the broker tier validates its password before installing Redis.
     "site-empty-broker-password": (
