@@ -130,8 +130,16 @@ def test_a_folder_copied_in_is_imported_and_its_deletion_removed_with_nobody_sca
     newest = pipeline.cli("status", "--limit", "1").stdout.splitlines()[1]
     assert " completed watch " in newest, newest
 
-    shutil.rmtree(library / "incoming")
-    seconds = wait_tracks(pipeline, library / "incoming", 0, timeout=LATENCY)
+    # A rename is a removal and an addition: the rows follow the new paths.
+    before = {path for (path,) in pipeline.rows("SELECT path FROM tracks") if "/incoming/" in path}
+    (library / "incoming").rename(library / "renamed")
+    wait_tracks(pipeline, library / "renamed", 10, timeout=LATENCY)
+    assert tracks_under(pipeline, library / "incoming") == 0
+    after = {path for (path,) in pipeline.rows("SELECT path FROM tracks") if "/renamed/" in path}
+    assert {path.replace("/renamed/", "/incoming/") for path in after} == before
+
+    shutil.rmtree(library / "renamed")
+    seconds = wait_tracks(pipeline, library / "renamed", 0, timeout=LATENCY)
     print(f"the folder deleted: out of the library after {seconds:.1f} s")
     assert tracks_under(pipeline, library / "kept") == 3
     # Deleted folders are walked from the nearest folder that still exists: here the library root.
