@@ -11,10 +11,10 @@ deploy:
 deps:
 	scripts/install-deps.sh
 
-# Everything CI runs (scripts/test.sh): install, lint, then two lanes side by side: unit,
-# integration and the Debian 12 test host (it shares this machine's network) | the multi-host
-# deployment and the README's commands (make deploy in a fresh Debian 13, make sandbox, make dev)
-# on machines in network namespaces of their own; at the end, the time of each phase.
+# Everything CI runs (scripts/test.sh): install, lint, then two lanes side by side: unit and the
+# Debian 12 test host (it shares this machine's network) | the multi-host deployment and the
+# README's commands (make deploy in a fresh Debian 13, make sandbox, make dev) on machines in
+# network namespaces of their own, then integration; at the end, the time of each phase.
 test:
 	scripts/test.sh
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # `make test`: install what the tests need (scripts/install-deps.sh), lint, then two lanes of pytest
 # side by side, then the time of each phase.
-#   lane "host":     unit tests, the pipeline on real Redis/PostgreSQL/Celery, and the deployment
-#                    on the Debian 12 test host, which shares this machine's network (tests/deploy);
-#   lane "machines": machines in network namespaces of their own, so they can run meanwhile: the
+#   lane "host":     unit tests and the deployment on the Debian 12 test host, which shares this
+#                    machine's network (tests/deploy);
+#   lane "machines": what runs beside it: machines in network namespaces of their own, the
 #                    multi-host deployment (tests/multihost) and the README's commands (tests/readme:
-#                    make deploy in a fresh Debian 13, make sandbox, make dev).
+#                    make deploy in a fresh Debian 13, make sandbox, make dev), then the pipeline on
+#                    real Redis/PostgreSQL/Celery on free ports (tests/integration). Each lane takes
+#                    about half of the time.
 # PYTEST_ARGS go to both lanes; a lane where they select nothing (pytest exit 5) is not a failure.
 # Logs: artifacts/test-logs/<lane>.log (the host lane is also shown as it runs).
 set -uo pipefail
@@ -35,14 +37,15 @@ lap "lint (ruff)" "$t"
 
 t_machines=$(date +%s)
 (
-    $PY -m pytest -m "multihost or readme" tests/multihost tests/readme "${extra[@]}" > "$logs/machines.log" 2>&1
+    $PY -m pytest -m "multihost or readme or integration" tests/multihost tests/readme tests/integration \
+        "${extra[@]}" > "$logs/machines.log" 2>&1
     echo $? > "$logs/machines.rc"
     lap "lane machines (wall clock)" "$t_machines"
 ) &
 machines_pid=$!
 
 t_host=$(date +%s)
-$PY -m pytest -m "not multihost and not readme" "${extra[@]}" 2>&1 | tee "$logs/host.log"
+$PY -m pytest -m "not multihost and not readme and not integration" "${extra[@]}" 2>&1 | tee "$logs/host.log"
 host=${PIPESTATUS[0]}
 lap "lane host (wall clock)" "$t_host"
 
