@@ -244,7 +244,7 @@ def test_the_timer_scan_runs_and_leaves_a_running_session_alone(machine, first_d
 
 def test_a_schedule_systemd_does_not_understand_fails_naming_it(machine, first_deploy):
     bad = machine.ssh(
-        f"cd {PROJECT} && scripts/deploy.sh -e 'backend_worker_scan_schedule=every tuesday'",
+        f"""cd {PROJECT} && scripts/deploy.sh -e '{{"backend_worker_scan_schedule": "every tuesday"}}'""",
         check=False,
         timeout=2400,
     )
