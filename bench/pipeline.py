@@ -33,6 +33,17 @@ class Sampler(threading.Thread):
         pss = sum(stack.pss_bytes(p) for p in pids)
         return rss, pss, len(pids)
 
+    def per_unit(self) -> dict[str, dict[str, int]]:
+        """unit -> {"processes", "pss", "rss"} (bytes)."""
+        return {
+            name: {
+                "processes": len(pids),
+                "pss": sum(stack.pss_bytes(p) for p in pids),
+                "rss": sum(stack.rss_bytes(p) for p in pids),
+            }
+            for name, pids in self.layout.pids().items()
+        }
+
     def run(self) -> None:
         started = time.monotonic()
         while not self.stop_event.is_set():
