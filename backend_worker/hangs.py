@@ -9,9 +9,11 @@ killing the child process. A thread cannot be killed, so a thread-pool worker ru
   The task then fails through its normal path (`PipelineTask.on_failure` records it); this is
   where a task stuck on the database ends.
 - at the hard limit, if the task still runs (stuck in C code no exception reaches, a hung network
-  file system say), it does what prefork's main process does on a hard timeout
-  (`Request.on_timeout`): the task is failed with TimeLimitExceeded, its failure hook records it,
-  Flower gets `task-failed`, the message is acknowledged. The thread is beyond rescue: once it has
+  file system say), it does what prefork does on a hard timeout: the thread's PostgreSQL session
+  is terminated (as the killed child's would end: its transaction's locks are freed), then, in a
+  thread of its own so that the watchdog never waits, `Request.on_timeout`: the task is failed
+  with TimeLimitExceeded, its failure hook records it, Flower gets `task-failed`, the message is
+  acknowledged. The thread is beyond rescue: once it has
   stayed stuck for `stuck_grace` more seconds the worker shuts down warm (the other tasks finish,
   prefetched messages go back to the queue) and exits, and systemd starts a fresh one.
 """
@@ -51,8 +53,14 @@ class _Running:
 class Watchdog:
     """Time limits of the tasks running in this process's threads (see the module docstring)."""
 
-    def __init__(self, cancel_query: Callable[[int], None], stuck_grace: float = 60.0):
+    def __init__(
+        self,
+        cancel_query: Callable[[int], None],
+        end_session: Callable[[int], None],
+        stuck_grace: float = 60.0,
+    ):
         self.cancel_query = cancel_query  # thread id -> cancel what its connection runs
+        self.end_session = end_session  # thread id -> terminate its connection's server session
         self.stuck_grace = stuck_grace
         self.running: dict[str, _Running] = {}
         self.lock = threading.Lock()
@@ -106,10 +114,13 @@ class Watchdog:
                 self.cancel_query(run.thread_id)
             if hard and elapsed >= hard:
                 run.failed_at = now
-                # Recorded, acknowledged and shown in Flower exactly as prefork does it.
-                request.on_timeout(soft=False, timeout=hard)
                 raise_in_thread(run.thread_id, TimeLimitExceeded)
-                self.cancel_query(run.thread_id)
+                self.end_session(run.thread_id)
+                # Recorded, acknowledged and shown in Flower as prefork does it; in a thread of its
+                # own: recording needs the database, which may be what hangs.
+                threading.Thread(
+                    target=request.on_timeout, args=(False, hard), name="soniquebay-time-limit", daemon=True
+                ).start()
 
     def _replace_process(self, task_id: str, running: dict[str, _Running]) -> None:
         """A thread stuck past its hard limit and the grace: shut down warm, then exit once only

@@ -153,7 +153,7 @@ def _watch_database(sender=None, **kwargs) -> None:
     threading.Thread(target=check_database, name="soniquebay-db-check", daemon=True).start()
     delivery.start_watch(sender.hostname, _held_task_ids, _send)
     if isinstance(sender.pool, ThreadPool):  # prefork enforces the time limits itself
-        hangs.Watchdog(_cancel_query).start()
+        hangs.Watchdog(_cancel_query, _end_session).start()
 
 
 def _held_task_ids() -> tuple[str, ...]:
@@ -228,6 +228,16 @@ def _cancel_query(thread_id: int) -> None:
     if conn is not None and not conn.closed:
         with contextlib.suppress(psycopg.Error):
             conn.cancel_safe(timeout=10)
+
+
+def _end_session(thread_id: int) -> None:
+    """Terminate that thread's server session, from this thread's own connection: its transaction
+    ends and its locks are freed, as when a prefork child is killed. (Closing the connection here
+    would race the stuck thread inside libpq.)"""
+    conn = _connections.get(thread_id)
+    if conn is not None and not conn.closed:
+        with contextlib.suppress(psycopg.Error):
+            connection().execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
 
 
 class transaction:
