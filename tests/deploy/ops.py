@@ -243,7 +243,7 @@ exit 1
 HOLDS = {
     "scan": "LOCK TABLE session_dirs IN ACCESS EXCLUSIVE MODE",
     "insert": "LOCK TABLE tracks IN EXCLUSIVE MODE",
-    "deferred": "LOCK TABLE session_vanished IN ACCESS EXCLUSIVE MODE",
+    "deferred": "LOCK TABLE cover_plans IN ACCESS EXCLUSIVE MODE",
 }
 LOCKER = "soniquebay-test-lock"  # application_name of the session holding it
 
