@@ -321,8 +321,7 @@ def _at_scale(root: Path, scanner, empty_library, database_url: str, rescans: in
     the data in the page cache), with the raw baselines on the same files."""
     import psycopg
 
-    paths = library.audio_files(root)
-    library.warm(root)
+    paths = library.audio_files(root)  # the data is in the page cache already: the same inodes
     out: dict = {"files": len(paths)}
     print(f"at scale: {len(paths):,} files: raw walk ...", flush=True)
     out["raw_walk"] = baselines.raw_walk(root)
