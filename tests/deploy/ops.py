@@ -283,10 +283,12 @@ def held_by(host, unit: str) -> list[str]:
 
 
 def resume(host, pids: list[int]) -> None:
-    """Let held work go on: frozen pool processes continue, a held lock is released."""
+    """Let held work go on: the frozen pool processes of a prefork unit continue; a thread pool's
+    work (no pids: release_one_holding_messages) has its lock released."""
     if pids:
         host.ssh("kill -CONT " + " ".join(map(str, pids)) + " 2>/dev/null; true")
-    release_lock(host)
+    else:
+        release_lock(host)
 
 
 # The time a fault may cost: from the fault to the session's close, on the shipped settings.
