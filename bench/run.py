@@ -212,21 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         results["memory_after"] = {"rss": rss, "pss": pss, "processes": procs}
         results["memory_after_by_unit"] = sampler.per_unit()
 
-        with psycopg.connect(postgres.url, autocommit=True) as conn:
-            conn.execute("VACUUM ANALYZE")  # what autovacuum does soon after a big ingest
         print("unchanged rescans ...", flush=True)
-        rescans = [scanner.scan(root) for _ in range(args.rescans)]
-        for r in rescans:
-            print(f"  {r['seconds']:.3f} s {r['session']['counts']}", flush=True)
-        results["rescan"] = {
-            "median": statistics.median(r["seconds"] for r in rescans),
-            "best": min(r["seconds"] for r in rescans),
-            "all": [r["seconds"] for r in rescans],
-            "session_seconds": [_session_seconds(r["session"]) for r in rescans],
-            "counts": rescans[-1]["session"]["counts"],
-            "messages": rescans[-1]["messages"],
-            "cpu": rescans[-1]["cpu"],
-        }
+        results["rescan"] = _rescans(scanner, root, postgres.url, args.rescans)
 
         print("small-change rescan ...", flush=True)
         changes = library.small_change(root, additions)
@@ -319,7 +306,6 @@ def _previous_layout(layout, env, workdir, message_dir, postgres, redis, root) -
 def _at_scale(root: Path, scanner, empty_library, database_url: str, rescans: int) -> dict:
     """Full ingest and unchanged rescans of `root` (hard-linked copies: every path new, one copy of
     the data in the page cache), with the raw baselines on the same files."""
-    import psycopg
 
     paths = library.audio_files(root)  # the data is in the page cache already: the same inodes
     out: dict = {"files": len(paths)}
@@ -338,17 +324,28 @@ def _at_scale(root: Path, scanner, empty_library, database_url: str, rescans: in
     out["mutagen_pool"] = min(pools, key=lambda p: p["seconds"])
     out["mutagen_pool_all"] = [p["seconds"] for p in pools]
     out["ingest"] = ingest
+    out["rescan"] = _rescans(scanner, root, database_url, rescans)
+    return out
+
+
+def _rescans(scanner, root: Path, database_url: str, count: int) -> dict:
+    """VACUUM ANALYZE (what autovacuum does soon after a big ingest), then `count` unchanged rescans."""
+    import psycopg
+
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
-    runs = [scanner.scan(root) for _ in range(rescans)]
+    runs = [scanner.scan(root) for _ in range(count)]
     for r in runs:
-        print(f"  rescan {r['seconds']:.3f} s {r['session']['counts']}", flush=True)
-    out["rescan"] = {
+        print(f"  {r['seconds']:.3f} s {r['session']['counts']}", flush=True)
+    return {
         "median": statistics.median(r["seconds"] for r in runs),
         "best": min(r["seconds"] for r in runs),
         "all": [r["seconds"] for r in runs],
+        "session_seconds": [_session_seconds(r["session"]) for r in runs],
+        "counts": runs[-1]["session"]["counts"],
+        "messages": runs[-1]["messages"],
+        "cpu": runs[-1]["cpu"],
     }
-    return out
 
 
 def _cpu_pressure_total() -> int | None:
