@@ -8,6 +8,7 @@ second run changes nothing (see backend_worker.ledger).
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -18,15 +19,17 @@ import kombu.exceptions
 import psycopg
 import redis.exceptions
 from celery import Task
+from celery.concurrency import get_implementation
+from celery.concurrency.thread import TaskPool as ThreadPool
 from celery.exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
 from celery.signals import task_revoked, worker_init, worker_ready
 from celery.utils.log import get_task_logger
 
-from backend_worker import db, delivery, ledger
+from backend_worker import db, delivery, hangs, ledger
 from backend_worker.app import app
 from backend_worker.config import queue_time_limits, settings, where
 from backend_worker.scans import is_within, one_line
-from backend_worker.stages import covers, extract, insert, scan, warmup
+from backend_worker.stages import covers, insert, scan, warmup
 
 log = get_task_logger(__name__)
 
@@ -91,8 +94,22 @@ def _record_revoked(sender=None, request=None, terminated=False, expired=False, 
 @worker_init.connect
 def _warm_up(sender=None, **kwargs) -> None:
     """Parse a few samples in the main process, before the prefork pool forks its children, so
-    they start with warm, specialised extract code (see backend_worker.stages.warmup)."""
+    they start with warm, specialised extract code (see backend_worker.stages.warmup). A thread
+    pool (the queues that wait on I/O) parses nothing: it skips this and never loads mutagen."""
+    if issubclass(get_implementation(sender.pool_cls), ThreadPool):  # a name until the worker resolves it
+        return
     warmup.warm_up()
+    # What the main process holds now is shared with the prefork children: keep the collector's
+    # bookkeeping off those pages so they stay shared (copy-on-write) instead of being copied into
+    # every child by its first collection.
+    gc.freeze()
+
+
+def _extract():
+    """The extract stage, imported on first use: mutagen costs a thread-pool worker memory for nothing."""
+    from backend_worker.stages import extract
+
+    return extract
 
 
 # The worker's own messages (not about one task): go to the worker's log like Celery's.
@@ -131,6 +148,8 @@ def _watch_database(sender=None, **kwargs) -> None:
     the heartbeat and the recovery of lost units (backend_worker.delivery)."""
     threading.Thread(target=check_database, name="soniquebay-db-check", daemon=True).start()
     delivery.start_watch(sender.hostname, _held_task_ids, _send)
+    if isinstance(sender.pool, ThreadPool):  # prefork enforces the time limits itself
+        hangs.Watchdog(_cancel_query, _end_session).start()
 
 
 def _held_task_ids() -> tuple[str, ...]:
@@ -175,25 +194,46 @@ def short_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
-# One connection per worker process, reused across tasks; replaced when it breaks.
-_connection: psycopg.Connection | None = None
+# One connection per thread that runs tasks (a prefork child has one; a thread pool one per
+# thread: a psycopg connection must not run two transactions at once), reused across tasks and
+# replaced when it breaks. Keyed by thread id so the time-limit watchdog can cancel a thread's query.
+_connections: dict[int, psycopg.Connection] = {}
 
 
 def connection() -> psycopg.Connection:
-    global _connection
-    if _connection is None or _connection.closed or _connection.broken:
-        _connection = db.connect(autocommit=True)
-    return _connection
+    me = threading.get_ident()
+    conn = _connections.get(me)
+    if conn is None or conn.closed or conn.broken:
+        conn = _connections[me] = db.connect(autocommit=True)
+    return conn
 
 
 def discard_busy_connection() -> None:
     """A task stopped mid-query (its soft time limit interrupts whatever runs, even a wait for a
     lock) leaves the connection busy or in a failed transaction: the next one starts afresh."""
-    global _connection
+    conn = _connections.get(threading.get_ident())
     idle = psycopg.pq.TransactionStatus.IDLE
-    if _connection is not None and not _connection.closed and _connection.info.transaction_status != idle:
-        _connection.close()  # the server ends the query and frees the session's locks
-        _connection = None
+    if conn is not None and not conn.closed and conn.info.transaction_status != idle:
+        conn.close()  # the server ends the query and frees the session's locks
+        _connections.pop(threading.get_ident(), None)
+
+
+def _cancel_query(thread_id: int) -> None:
+    """Cancel what that thread's connection runs (from another thread: the time-limit watchdog)."""
+    conn = _connections.get(thread_id)
+    if conn is not None and not conn.closed:
+        with contextlib.suppress(psycopg.Error):
+            conn.cancel_safe(timeout=10)
+
+
+def _end_session(thread_id: int) -> None:
+    """Terminate that thread's server session, from this thread's own connection: its transaction
+    ends and its locks are freed, as when a prefork child is killed. (Closing the connection here
+    would race the stuck thread inside libpq.)"""
+    conn = _connections.get(thread_id)
+    if conn is not None and not conn.closed:
+        with contextlib.suppress(psycopg.Error):
+            connection().execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
 
 
 class transaction:
@@ -381,7 +421,7 @@ def files(self, session_id: str, unit_id: str, paths: list[str]) -> dict:
     if not ledger.is_running(connection(), session_id) or ledger.unit_done(connection(), session_id, unit_id):
         return {"session": session_id, "skipped": "session ended or unit done"}
     with cpu_slot(settings().extract_slots):
-        records, errors = extract.extract_paths(paths)
+        records, errors = _extract().extract_paths(paths)
     vanished = [e["path"] for e in errors if e["error"] == VANISHED_REASON]
     errors = [e for e in errors if e["error"] != VANISHED_REASON]
     collect_unit = f"{unit_id}/c"
@@ -687,7 +727,7 @@ def cover(self, session_id: str, unit_id: str) -> dict:
             except OSError as exc:
                 log.warning("cannot read %s: %s", image, exc)
         if name is None and embedded_in:
-            art = extract.embedded_cover(embedded_in)
+            art = _extract().embedded_cover(embedded_in)
             if art:
                 name = covers.store_cover(art[0], conf.covers_dir, art[1])
         found[album_id] = name

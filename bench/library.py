@@ -102,6 +102,14 @@ def working_copy(source: Path, dest: Path) -> Path:
     return dest
 
 
+def copies(source: Path, dest: Path, count: int) -> Path:
+    """`count` hard-linked copies of the library side by side under dest (copy-1, copy-2, ...):
+    every path is new to the database, the page cache holds the data once."""
+    for i in range(1, count + 1):
+        working_copy(source, dest / f"copy-{i}")
+    return dest
+
+
 def warm(root: Path) -> None:
     """Read every file (audio and covers) once: every measurement starts from a warm page cache."""
     for folder, _dirs, names in os.walk(root):

@@ -33,6 +33,17 @@ class Sampler(threading.Thread):
         pss = sum(stack.pss_bytes(p) for p in pids)
         return rss, pss, len(pids)
 
+    def per_unit(self) -> dict[str, dict[str, int]]:
+        """unit -> {"processes", "pss", "rss"} (bytes)."""
+        return {
+            name: {
+                "processes": len(pids),
+                "pss": sum(stack.pss_bytes(p) for p in pids),
+                "rss": sum(stack.rss_bytes(p) for p in pids),
+            }
+            for name, pids in self.layout.pids().items()
+        }
+
     def run(self) -> None:
         started = time.monotonic()
         while not self.stop_event.is_set():
@@ -59,8 +70,12 @@ class CpuMeter:
         out: dict[str, float] = {}
         for name, pids in self.layout.pids().items():
             queue = name.rsplit("-", 1)[0]
-            out[f"workers: {queue}"] = out.get(f"workers: {queue}", 0.0) + sum(
-                stack.cpu_seconds(p) for p in pids
+            # With the pool processes it replaced (max_tasks_per_child) and has waited for.
+            main, pool = pids[0], pids[1:]
+            out[f"workers: {queue}"] = (
+                out.get(f"workers: {queue}", 0.0)
+                + stack.cpu_seconds(main, with_reaped_children=True)
+                + sum(stack.cpu_seconds(p) for p in pool)
             )
         out["postgres"] = stack.cpu_seconds(self.postgres_pid, with_reaped_children=True) + sum(
             stack.cpu_seconds(p) for p in stack.children(self.postgres_pid)

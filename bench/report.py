@@ -23,6 +23,8 @@ TARGETS = {
     "ingest_vs_beets": (50.0, True),
     "rescan_vs_walk": (10.0, False),
     "insert_vs_copy": (0.7, True),
+    "scale_ingest_vs_pool": (0.7, True),
+    "scale_rescan_vs_walk": (3.0, False),
 }
 
 
@@ -263,8 +265,99 @@ def results_markdown(r: dict, title: str = "This machine") -> str:
     return "\n".join(lines) + "\n"
 
 
+def _unit_order(name: str) -> tuple[int, str]:
+    queues = ["scan", "extract", "batch", "insert", "deferred"]
+    queue = name.rsplit("-", 1)[0]
+    return (queues.index(queue) if queue in queues else len(queues), name)
+
+
+def memory_markdown(r: dict) -> str:
+    """Memory of each unit idle after a full ingest: the previous layout (every pool prefork) and
+    the shipped one, measured in the same run."""
+    prev, now = r.get("previous"), r.get("memory_after_by_unit")
+    if not now:
+        return ""
+    pools = {f"{p['queue']}-{i}": p["pool"] for p in r["layout"] for i in range(1, p["units"] + 1)}
+    lines = [
+        "Memory of each worker unit, idle after a full ingest (PSS counts a page shared by n processes "
+        "1/n in each: the sum is what the layout costs):",
+        "",
+        "| unit | before: pool, processes, PSS, RSS | now: pool, processes, PSS, RSS |",
+        "|---|---|---|",
+    ]
+    before = (prev or {}).get("memory_after_by_unit", {})
+
+    def cell(pool: str, m: dict | None) -> str:
+        return f"{pool}, {m['processes']}, {_mib(m['pss'])}, {_mib(m['rss'])}" if m else "n/a"
+
+    for name in sorted(now, key=_unit_order):
+        lines.append(
+            f"| {name} | {cell('prefork', before.get(name))} | {cell(pools.get(name, '?'), now[name])} |"
+        )
+
+    def total(units: dict) -> dict:
+        return {k: sum(u[k] for u in units.values()) for k in ("processes", "pss", "rss")}
+
+    t_now = total(now)
+    t_before = total(before) if before else None
+    lines.append(
+        f"| **all workers** | {cell('', t_before).lstrip(', ') if t_before else 'n/a'} "
+        f"| {cell('', t_now).lstrip(', ')} |"
+    )
+    ing = r.get("ingest") or {}
+    if prev and ing.get("peak_pss"):
+        lines.append(
+            f"| peak during a full ingest | PSS {_mib(prev['peak_pss'])}, RSS {_mib(prev['peak_rss'])} "
+            f"| PSS {_mib(ing['peak_pss'])}, RSS {_mib(ing['peak_rss'])} |"
+        )
+    if prev and r.get("mutagen_pool"):
+        pool_rate = _rate(r["mutagen_pool"]["files"], r["mutagen_pool"]["seconds"])
+        files = r.get("library", {}).get("files") or r.get("files")
+        lines.append(
+            f"| full ingest, same run | {prev['ingest_seconds']:.2f} s = "
+            f"{_rate(files, prev['ingest_seconds']) / pool_rate:.2f}x raw mutagen Pool "
+            f"| {ing['seconds']:.2f} s = {_rate(files, ing['seconds']) / pool_rate:.2f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def scale_markdown(r: dict) -> str:
+    sc = r.get("scale")
+    if not sc:
+        return ""
+    files, ing, pool, walk, resc = sc["files"], sc["ingest"], sc["mutagen_pool"], sc["raw_walk"], sc["rescan"]
+    ingest_vs_pool = _rate(files, ing["seconds"]) / _rate(pool["files"], pool["seconds"])
+    rescan_vs_walk = resc["median"] / walk["seconds"]
+    copies = files // (r.get("library", {}).get("files") or files)
+    peak = f"PSS {_mib(ing['peak_pss'])}, RSS {_mib(ing['peak_rss'])}"
+    return (
+        "\n".join(
+            [
+                f"At scale: {files:,} files ({copies} hard-linked "
+                "copies of the library in sibling folders: every path new, the data once in the page cache), "
+                "the same layout:",
+                "",
+                "| measure | SoniqueBay | reference | ratio | target | holds |",
+                "|---|---|---|---:|---|---|",
+                f"| full ingest | {ing['seconds']:.1f} s = **{_rate(files, ing['seconds']):,.0f} files/s** "
+                f"| raw mutagen, Pool({pool['processes']}): {pool['seconds']:.1f} s "
+                f"= {_rate(pool['files'], pool['seconds']):,.0f} files/s | {ingest_vs_pool:.2f}x | >= 0.7x "
+                f"| {_ok('scale_ingest_vs_pool', ingest_vs_pool)} |",
+                f"| unchanged rescan | median **{resc['median']:.2f} s** (best {resc['best']:.2f} s) "
+                f"| raw `os.scandir` + `stat` walk: {walk['seconds']:.2f} s | {rescan_vs_walk:.1f}x | <= 3x "
+                f"| {_ok('scale_rescan_vs_walk', rescan_vs_walk)} |",
+                f"| memory, peak during the ingest | {peak} | | | | |",
+                "",
+                "Every raw pool run: " + ", ".join(f"{s:.1f}" for s in sc["mutagen_pool_all"]) + " s. "
+                "Every unchanged rescan: " + ", ".join(f"{s:.2f}" for s in resc["all"]) + " s.",
+            ]
+        )
+        + "\n"
+    )
+
+
 def tables(r: dict) -> str:
-    out = results_markdown(r)
+    out = results_markdown(r) + "\n" + memory_markdown(r) + "\n" + scale_markdown(r)
     th = r.get("testhost")
     if th:
         out += "\n" + (
@@ -350,6 +443,8 @@ def write(r: dict) -> None:
     text = DOC.read_text() if DOC.exists() else "# Performance\n"
     plot(r, PLOT, "SoniqueBay ingest on this machine")
     text = _replace_section(text, "results", results_markdown(r) + f"\n![results]({PLOT.name})\n")
+    text = _replace_section(text, "memory", memory_markdown(r) or "Not measured in this run.\n")
+    text = _replace_section(text, "scale", scale_markdown(r) or "Not measured in this run.\n")
     th = r.get("testhost")
     if th:
         if "error" in th:

@@ -26,6 +26,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rescans", type=int, default=5, help="unchanged rescans (median and best)")
     parser.add_argument("--ingests", type=int, default=2, help="full ingests into an emptied library (best)")
     parser.add_argument("--no-beets", action="store_true", help="skip beets")
+    parser.add_argument(
+        "--scale-copies",
+        type=int,
+        default=10,
+        help="also ingest and rescan this many hard-linked copies of the library at once (0: skip)",
+    )
+    parser.add_argument(
+        "--no-previous", action="store_true", help="skip the previous layout (every pool prefork)"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
     parser.add_argument(
         "--testhost",
@@ -141,6 +150,13 @@ def main(argv: list[str] | None = None) -> int:
 
     layout = stack.Layout(stack.deployment_layout(), workdir / "logs", env)
     results["layout"] = [pool.__dict__ for pool in layout.pools]
+    import psycopg
+
+    def empty_library() -> None:
+        with psycopg.connect(postgres.url, autocommit=True) as conn:
+            conn.execute(f"TRUNCATE {report.LIBRARY_TABLES} RESTART IDENTITY CASCADE")
+            conn.execute("CHECKPOINT")
+
     try:
         redis.start()
         postgres.start()
@@ -148,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
 
         db.upgrade(postgres.url)
         covers.mkdir()
+        if not args.no_previous:
+            results["previous"] = _previous_layout(layout, env, workdir, message_dir, postgres, redis, root)
+            empty_library()
         layout.start()
         results["workers_ready_seconds"] = layout.wait_ready()
         scanner = pipeline.Scanner(env, layout, message_dir, postgres.postmaster_pid(), redis.proc.pid)
@@ -158,13 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"workers up in {results['workers_ready_seconds']:.1f} s: {procs} processes, "
               f"RSS {rss / 2**20:.0f} MiB, PSS {pss / 2**20:.0f} MiB", flush=True)  # fmt: skip
 
-        import psycopg
-
         ingests = []
         for i in range(args.ingests):
-            with psycopg.connect(postgres.url, autocommit=True) as conn:
-                conn.execute(f"TRUNCATE {report.LIBRARY_TABLES} RESTART IDENTITY CASCADE")
-                conn.execute("CHECKPOINT")
+            empty_library()
             # Moved aside, not deleted: creating files right after deleting thousands costs ext4
             # a scan past the recently freed inodes, which is this bench's doing, not the ingest's.
             covers.rename(workdir / f"covers-{i}")
@@ -195,22 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(2)
         rss, pss, procs = sampler.measure()
         results["memory_after"] = {"rss": rss, "pss": pss, "processes": procs}
+        results["memory_after_by_unit"] = sampler.per_unit()
 
-        with psycopg.connect(postgres.url, autocommit=True) as conn:
-            conn.execute("VACUUM ANALYZE")  # what autovacuum does soon after a big ingest
         print("unchanged rescans ...", flush=True)
-        rescans = [scanner.scan(root) for _ in range(args.rescans)]
-        for r in rescans:
-            print(f"  {r['seconds']:.3f} s {r['session']['counts']}", flush=True)
-        results["rescan"] = {
-            "median": statistics.median(r["seconds"] for r in rescans),
-            "best": min(r["seconds"] for r in rescans),
-            "all": [r["seconds"] for r in rescans],
-            "session_seconds": [_session_seconds(r["session"]) for r in rescans],
-            "counts": rescans[-1]["session"]["counts"],
-            "messages": rescans[-1]["messages"],
-            "cpu": rescans[-1]["cpu"],
-        }
+        results["rescan"] = _rescans(scanner, root, postgres.url, args.rescans)
 
         print("small-change rescan ...", flush=True)
         changes = library.small_change(root, additions)
@@ -226,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
 
         results["insert"] = insertbench.run(postgres.url, records, settings().insert_batch_rows)
         print(f"  {results['insert']}", flush=True)
+
+        if args.scale_copies:
+            big = library.copies(source, workdir / "scale", args.scale_copies)
+            results["scale"] = _at_scale(big, scanner, empty_library, postgres.url, args.rescans)
     finally:
         layout.stop()
         postgres.stop()
@@ -258,6 +265,87 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write:
         report.write(results)
     return 0
+
+
+def _previous_layout(layout, env, workdir, message_dir, postgres, redis, root) -> dict:
+    """The same layout with every pool prefork and no per-pool max tasks per child (what shipped
+    before; this version's code otherwise, gc.freeze after the warm-up included): one full
+    ingest, then the memory of each unit, idle after it. Same machine, same run."""
+    from dataclasses import replace
+
+    from bench import pipeline
+
+    previous = stack.Layout(
+        [replace(p, pool="prefork", max_tasks_per_child=None) for p in layout.pools],
+        workdir / "logs-previous",
+        env,
+    )
+    try:
+        previous.start()
+        previous.wait_ready()
+        scanner = pipeline.Scanner(env, previous, message_dir, postgres.postmaster_pid(), redis.proc.pid)
+        print("previous layout (every pool prefork): full ingest ...", flush=True)
+        run = scanner.scan(root, sample_memory=True)
+        print(f"  {run['seconds']:.2f} s", flush=True)
+        time.sleep(2)
+        sampler = pipeline.Sampler(previous)
+        by_unit = sampler.per_unit()
+        total = {k: sum(u[k] for u in by_unit.values()) for k in ("processes", "pss", "rss")}
+        print(f"  idle after: {total['processes']} processes, PSS {total['pss'] / 2**20:.0f} MiB", flush=True)
+        return {
+            "layout": [p.__dict__ for p in previous.pools],
+            "ingest_seconds": run["seconds"],
+            "peak_pss": run["peak_pss"],
+            "peak_rss": run["peak_rss"],
+            "memory_after_by_unit": by_unit,
+        }
+    finally:
+        previous.stop()
+
+
+def _at_scale(root: Path, scanner, empty_library, database_url: str, rescans: int) -> dict:
+    """Full ingest and unchanged rescans of `root` (hard-linked copies: every path new, one copy of
+    the data in the page cache), with the raw baselines on the same files."""
+
+    paths = library.audio_files(root)  # the data is in the page cache already: the same inodes
+    out: dict = {"files": len(paths)}
+    print(f"at scale: {len(paths):,} files: raw walk ...", flush=True)
+    out["raw_walk"] = baselines.raw_walk(root)
+    print(f"  {out['raw_walk']}", flush=True)
+    pools = [baselines.mutagen_pool(paths)]
+    print(f"  raw mutagen pool: {pools[-1]}", flush=True)
+    empty_library()
+    print("  full ingest ...", flush=True)
+    ingest = scanner.scan(root, sample_memory=True)
+    ingest.pop("memory_samples", None)
+    print(f"  {ingest['seconds']:.2f} s, {ingest['session']['counts']}", flush=True)
+    pools.append(baselines.mutagen_pool(paths))
+    print(f"  raw mutagen pool: {pools[-1]}", flush=True)
+    out["mutagen_pool"] = min(pools, key=lambda p: p["seconds"])
+    out["mutagen_pool_all"] = [p["seconds"] for p in pools]
+    out["ingest"] = ingest
+    out["rescan"] = _rescans(scanner, root, database_url, rescans)
+    return out
+
+
+def _rescans(scanner, root: Path, database_url: str, count: int) -> dict:
+    """VACUUM ANALYZE (what autovacuum does soon after a big ingest), then `count` unchanged rescans."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+    runs = [scanner.scan(root) for _ in range(count)]
+    for r in runs:
+        print(f"  {r['seconds']:.3f} s {r['session']['counts']}", flush=True)
+    return {
+        "median": statistics.median(r["seconds"] for r in runs),
+        "best": min(r["seconds"] for r in runs),
+        "all": [r["seconds"] for r in runs],
+        "session_seconds": [_session_seconds(r["session"]) for r in runs],
+        "counts": runs[-1]["session"]["counts"],
+        "messages": runs[-1]["messages"],
+        "cpu": runs[-1]["cpu"],
+    }
 
 
 def _cpu_pressure_total() -> int | None:

@@ -4,14 +4,13 @@ Redis and PostgreSQL are started like the test suite's (tests/services.py, free 
 but PostgreSQL keeps the settings of a Debian install (fsync, synchronous_commit and
 full_page_writes on), as the deployment runs it. The workers are the deployment's default
 8-unit layout (roles/backend_worker/defaults/main.yml), each unit one
-``celery -A ... worker -Q <queue> -c <n> --prefetch-multiplier <m> --pool prefork -n <queue>-<i>@%h``,
+``celery -A ... worker -Q <queue> -c <n> --prefetch-multiplier <m> --pool <pool> -n <queue>-<i>@%h``,
 run as root with the deployment's environment variables.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -31,15 +30,13 @@ class Pool:
     units: int
     concurrency: int
     prefetch: int
+    pool: str = "prefork"
+    max_tasks_per_child: int | None = None
 
 
 def deployment_layout() -> list[Pool]:
     """The worker pools of roles/backend_worker/defaults/main.yml (read, so the bench follows it)."""
-    text = (REPO / "roles/backend_worker/defaults/main.yml").read_text()
-    pools = []
-    pattern = r"\{queue: (\w+), units: (\d+), concurrency: (\d+), prefetch_multiplier: (\d+), pool: prefork"
-    for queue, units, concurrency, prefetch in re.findall(pattern, text):
-        pools.append(Pool(queue, int(units), int(concurrency), int(prefetch)))
+    pools = [Pool(*row) for row in services.deployment_layout()]
     if {p.queue for p in pools} != set(services.QUEUES):
         raise RuntimeError(f"cannot read the worker layout from roles/backend_worker/defaults: {pools}")
     return pools
@@ -64,11 +61,17 @@ class Layout:
         for pool in self.pools:
             for i in range(1, pool.units + 1):
                 name = f"{pool.queue}-{i}"
+                recycle = (
+                    ["--max-tasks-per-child", str(pool.max_tasks_per_child)]
+                    if pool.max_tasks_per_child
+                    else []
+                )
                 with open(self.logdir / f"{name}.log", "ab") as log:
                     self.procs[name] = subprocess.Popen(
                         [str(VENV_BIN / "celery"), "-A", self.app, "worker", "--loglevel=INFO",
                          "-Q", pool.queue, "-c", str(pool.concurrency),
-                         "--prefetch-multiplier", str(pool.prefetch), "--pool", "prefork",
+                         "--prefetch-multiplier", str(pool.prefetch), "--pool", pool.pool,
+                         *recycle,
                          "-n", f"{name}@%h"],
                         cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                     )  # fmt: skip

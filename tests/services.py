@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -21,6 +22,20 @@ QUEUES = ("scan", "extract", "batch", "insert", "deferred")
 # Workers run as an unprivileged user, as in production: that is also what makes a mode-000
 # folder unreadable to them (root reads everything).
 WORKER_USER = "nobody"
+
+
+def deployment_layout() -> list[tuple[str, int, int, int, str, int | None]]:
+    """(queue, units, concurrency, prefetch multiplier, pool, max tasks per child or None) of each
+    pool of the deployment's default layout (roles/backend_worker/defaults/main.yml), in its order."""
+    text = (REPO / "roles/backend_worker/defaults/main.yml").read_text()
+    pattern = (
+        r"\{queue: (\w+), units: (\d+), concurrency: (\d+), prefetch_multiplier: (\d+), pool: (\w+)"
+        r"(?:, max_tasks_per_child: (\d+))?"
+    )
+    return [
+        (q, int(u), int(c), int(m), pool, int(tasks) if tasks else None)
+        for q, u, c, m, pool, tasks in re.findall(pattern, text)
+    ]
 
 
 def free_port() -> int:
@@ -140,7 +155,8 @@ class Postgres:
 
 
 class Workers:
-    """One `celery worker` process per queue, each with a small prefork pool."""
+    """One `celery worker` process per queue, each with a small pool of the deployment's kind
+    (threads or prefork, roles/backend_worker/defaults/main.yml)."""
 
     def __init__(self, logdir: Path, env: dict[str, str], concurrency: int = 2):
         self.logdir = logdir
@@ -152,12 +168,14 @@ class Workers:
         self.logdir.mkdir(parents=True, exist_ok=True)
         self.logdir.chmod(0o777)
         env = {**self.env, **(extra_env or {})}
+        pools = {queue: pool for queue, _, _, _, pool, _ in deployment_layout()}
         for queue in queues:
             with open(self.logdir / f"{queue}.log", "ab") as log:
                 self.procs[queue] = subprocess.Popen(
                     ["setpriv", f"--reuid={WORKER_USER}", "--regid=nogroup", "--clear-groups",
                      str(VENV_BIN / "celery"), "-A", "backend_worker", "worker", "-Q", queue,
-                     "-c", str(self.concurrency), "--prefetch-multiplier", "4", "-n", f"{queue}-1@%h",
+                     "-c", str(self.concurrency), "--prefetch-multiplier", "4", "--pool", pools[queue],
+                     "-n", f"{queue}-1@%h",
                      "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
                     cwd="/", env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 )  # fmt: skip

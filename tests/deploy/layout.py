@@ -9,6 +9,14 @@ LAYOUT = {
     "insert": (2, 16, 8),
     "deferred": (1, 6, 6),
 }
+# queue -> the Celery pool of its units: threads where the tasks wait on PostgreSQL or the disk.
+POOLS = {
+    "scan": "threads",
+    "extract": "prefork",
+    "batch": "prefork",
+    "insert": "threads",
+    "deferred": "threads",
+}
 WORKER_UNITS = [f"soniquebay-worker-{queue}-{n}.service" for queue, (units, _, _) in LAYOUT.items()
                 for n in range(1, units + 1)]  # fmt: skip
 SONIQUEBAY_UNITS = [

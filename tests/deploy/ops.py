@@ -10,11 +10,12 @@ import time
 from pathlib import Path
 
 from tests import audio_fixtures
-from tests.deploy.layout import LAYOUT, WORKER_UNITS
+from tests.deploy.layout import LAYOUT, POOLS, WORKER_UNITS
 from tests.deploy.test_host import FLOWER, LIBRARY, celery_inspect, flower_auth, http, psql
 from tests.testhost import TestHost
 
 PROMETHEUS = "http://127.0.0.1:9090/"
+CLI = "/opt/soniquebay/venv/bin/soniquebay"
 
 
 def put_library(host: TestHost, staging: Path, **shape) -> list[dict]:
@@ -39,10 +40,16 @@ def reset_library_db(host: TestHost) -> None:
 class BackgroundScan:
     """`soniquebay scan /srv/music --wait --json` on the host, running while the test injects faults."""
 
-    def __init__(self, host: TestHost, *args: str):
+    def __init__(self, host: TestHost, *args: str, env_file: str | None = None):
         self.host = host
+        # With env_file, the command reads it after the deployment's env file (so it wins).
+        cli = (
+            f"set -a; . /etc/soniquebay/soniquebay.env; . {env_file}; set +a; exec {CLI}"
+            if env_file
+            else "soniquebay"
+        )
         self.proc = subprocess.Popen(
-            [*host.ssh_argv(), " ".join(["soniquebay", "scan", LIBRARY, "--wait", "--json", *args])],
+            [*host.ssh_argv(), " ".join([cli, "scan", LIBRARY, "--wait", "--json", *args])],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
 
@@ -201,11 +208,18 @@ def hold_stage(host, queue: str) -> BackgroundScan:
 
 
 def release_one_holding_messages(host, queue: str) -> list[int]:
-    """Start the first unit of the held stage with its pool processes frozen (SIGSTOP) the moment
-    they exist, and return them once the worker has taken messages it cannot finish: its heartbeat
-    (what the reconciler reads) names them. It is then sure to hold unacknowledged work, however
-    fast the stage is. The caller resumes them (SIGCONT)."""
+    """Start the first unit of the held stage so that it takes messages it cannot finish, and return
+    once its heartbeat (what the reconciler reads) names them: it is then sure to hold
+    unacknowledged work, however fast the stage is. A prefork unit's pool processes are frozen
+    (SIGSTOP) the moment they exist, and returned; a thread pool has none: its tasks wait for a
+    PostgreSQL lock (HOLDS) while the worker, its heartbeat and its broker connection run on. The
+    caller lets the work go on with `resume`."""
     unit = units_of(queue)[0]
+    if POOLS[queue] == "threads":
+        hold_lock(host, HOLDS[queue])
+        host.ssh(f"systemctl start {unit}")
+        wait_for(lambda: held_by(host, unit), timeout=60, interval=0.5, what=f"{unit} to take messages")
+        return []
     concurrency = LAYOUT[queue][1]
     script = f"""
 systemctl start {unit}
@@ -224,6 +238,38 @@ exit 1
     return frozen
 
 
+# A lock only one stage's tasks wait for, by queue of a thread pool (see test_hangs.py): what an
+# operator's forgotten transaction or a long VACUUM FULL does to them.
+HOLDS = {
+    "scan": "LOCK TABLE session_dirs IN ACCESS EXCLUSIVE MODE",
+    "insert": "LOCK TABLE tracks IN EXCLUSIVE MODE",
+    "deferred": "LOCK TABLE cover_plans IN ACCESS EXCLUSIVE MODE",
+}
+LOCKER = "soniquebay-test-lock"  # application_name of the session holding it
+
+
+def hold_lock(host, statement: str) -> None:
+    """A psql session on the host holds `statement`'s lock until release_lock (or resume)."""
+    sql = f"BEGIN; {statement}; SELECT pg_sleep(3600);"
+    host.ssh(
+        f"PGAPPNAME={LOCKER} nohup runuser -u postgres -- psql -q soniquebay -c '{sql}' >/dev/null 2>&1 &"
+    )
+    wait_for(
+        lambda: psql(
+            host,
+            f"SELECT 1 FROM pg_stat_activity WHERE application_name = '{LOCKER}' "
+            "AND query LIKE '%pg_sleep%' AND state = 'active'",
+        ),
+        timeout=30,
+        interval=0.5,
+        what="the lock to be held",
+    )
+
+
+def release_lock(host) -> None:
+    psql(host, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{LOCKER}'")
+
+
 def held_by(host, unit: str) -> list[str]:
     """Task ids the unit's running worker holds, as its latest heartbeat reports them."""
     worker = unit.removeprefix("soniquebay-worker-").removesuffix(".service") + "@" + host.name
@@ -237,7 +283,12 @@ def held_by(host, unit: str) -> list[str]:
 
 
 def resume(host, pids: list[int]) -> None:
-    host.ssh("kill -CONT " + " ".join(map(str, pids)) + " 2>/dev/null; true")
+    """Let held work go on: the frozen pool processes of a prefork unit continue; a thread pool's
+    work (no pids: release_one_holding_messages) has its lock released."""
+    if pids:
+        host.ssh("kill -CONT " + " ".join(map(str, pids)) + " 2>/dev/null; true")
+    else:
+        release_lock(host)
 
 
 # The time a fault may cost: from the fault to the session's close, on the shipped settings.
@@ -260,12 +311,15 @@ WORKERS_DROPIN = "/run/systemd/system/soniquebay-worker-.service.d"
 
 
 class short_extract_time_limit:  # noqa: N801 (used as a context manager, like open)
-    """Every worker unit with an extract time limit of `seconds` while the block runs (a drop-in in
-    /run, read after the env file), for the tests of a task killed at its limit: the shipped 600 s
-    would make them wait ten minutes, and what they check does not depend on the value."""
+    """Every worker unit with a `queue` (extract by default) time limit of `seconds` while the block
+    runs (a drop-in in /run, read after the env file; `ENV_FILE` for a command that should send with
+    it), for the tests of a task killed at its limit: the shipped 600 s would make them wait ten
+    minutes, and what they check does not depend on the value."""
 
-    def __init__(self, host, seconds: int):
-        self.host, self.seconds = host, seconds
+    ENV_FILE = "/run/soniquebay-time-limit.env"
+
+    def __init__(self, host, seconds: int, queue: str = "extract"):
+        self.host, self.seconds, self.queue = host, seconds, queue
 
     def _apply(self, script: str) -> None:
         self.host.ssh(
@@ -273,8 +327,8 @@ class short_extract_time_limit:  # noqa: N801 (used as a context manager, like o
         )
 
     def __enter__(self):
-        env = "/run/soniquebay-time-limit.env"
-        self.host.ssh(f"cat > {env}", input=f"SONIQUEBAY_TIME_LIMIT_EXTRACT={self.seconds}\n")
+        env = self.ENV_FILE
+        self.host.ssh(f"cat > {env}", input=f"SONIQUEBAY_TIME_LIMIT_{self.queue.upper()}={self.seconds}\n")
         self.host.ssh(
             f"mkdir -p {WORKERS_DROPIN} && cat > {WORKERS_DROPIN}/time-limit.conf",
             input=f"[Service]\nEnvironmentFile={env}\n",
@@ -288,5 +342,37 @@ class short_extract_time_limit:  # noqa: N801 (used as a context manager, like o
 
     def __exit__(self, *exc_info):
         # A process a failed test left frozen would hold the warm shutdown up: resume them all.
-        self._apply(f"pkill -CONT -u soniquebay; rm -rf {WORKERS_DROPIN} /run/soniquebay-time-limit.env")
+        self._apply(f"pkill -CONT -u soniquebay; rm -rf {WORKERS_DROPIN} {self.ENV_FILE}")
         return False
+
+
+# Memory of every process of the service user, by systemd unit (workers, Flower, exporter): PSS
+# counts a page shared by N processes 1/N in each, so the sum is what they cost together.
+MEMORY_SCRIPT = r"""
+import json, os, pwd
+uid = pwd.getpwnam("soniquebay").pw_uid
+units = {}
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        if os.stat(f"/proc/{pid}").st_uid != uid:
+            continue
+        unit = open(f"/proc/{pid}/cgroup").read().strip().rsplit("/", 1)[-1]
+        lines = open(f"/proc/{pid}/smaps_rollup").read().splitlines()[1:]
+        rollup = dict(line.split(":", 1) for line in lines)
+    except (OSError, ValueError):
+        continue
+    u = units.setdefault(unit, {"processes": 0, "pss": 0, "rss": 0})
+    u["processes"] += 1
+    u["pss"] += int(rollup["Pss"].split()[0]) * 1024
+    u["rss"] += int(rollup["Rss"].split()[0]) * 1024
+print(json.dumps(units))
+"""
+
+
+def memory_by_unit(host: TestHost) -> dict[str, dict[str, int]]:
+    """unit -> {"processes", "pss", "rss"} (bytes) of every process of the `soniquebay` user."""
+    return json.loads(host.ssh("python3 -", input=MEMORY_SCRIPT).stdout.strip().splitlines()[-1])
+
+
+def memory_total(units: dict[str, dict[str, int]]) -> dict[str, int]:
+    return {key: sum(u[key] for u in units.values()) for key in ("processes", "pss", "rss")}

@@ -13,11 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests import audio_fixtures
-from tests.deploy.layout import ALL_UNITS, LAYOUT, SONIQUEBAY_UNITS, WORKER_UNITS, expected_layout
+from tests.deploy.layout import ALL_UNITS, SONIQUEBAY_UNITS, WORKER_UNITS, expected_layout
 from tests.stack import http, psql, soniquebay_json, wait_flower_workers
-from tests.testhost import TestHost
+from tests.testhost import REPO, TestHost
 
 pytestmark = pytest.mark.deploy
 
@@ -270,11 +271,9 @@ def test_a_second_converge_changes_nothing(deployed):
 def test_changing_one_pool_restarts_only_its_units(deployed):
     """A pool's setting changes: only that pool's units restart, then the original layout comes back."""
     before = main_pids(deployed, [*WORKER_UNITS, "soniquebay-flower.service"])
-    pools = [
-        {"queue": q, "units": u, "concurrency": c, "prefetch_multiplier": m, "pool": "prefork",
-         "memory_max": "1G" if q in ("batch", "deferred") else "2G"}
-        for q, (u, c, m) in LAYOUT.items()
-    ]  # fmt: skip
+    pools = yaml.safe_load((REPO / "inventory/local/group_vars/workers.yml").read_text())[
+        "backend_worker_pools"
+    ]
     changed = [dict(p, prefetch_multiplier=3) if p["queue"] == "deferred" else p for p in pools]
     result = deployed.converge("playbooks/workers.yml", "-e", json.dumps({"backend_worker_pools": changed}))
     assert result.ok, result.tail(120)
