@@ -17,6 +17,8 @@ from backend_worker import delivery, exporter, ledger
 from backend_worker.config import settings
 from tests import audio_fixtures, services
 
+pytestmark = pytest.mark.integration
+
 FAST = {"grace": 0, "confirm": 1, "live": 5, "nudge": 1, "every": 0}
 
 
