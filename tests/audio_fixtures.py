@@ -550,6 +550,16 @@ def _field_values(key: str, value: Any) -> list[str] | None:
     return [str(value)]
 
 
+def _replace(t, names: tuple[str, ...], values: list | None) -> None:
+    """Vorbis comments, ASF attributes: drop every spelling in ``names``, then store ``values``
+    (when there are any) under the first."""
+    for name in names:
+        if name in t:
+            del t[name]
+    if values:
+        t[names[0]] = values
+
+
 def _write_vorbis(f, tags: dict, replace: bool) -> None:
     if f.tags is None:
         f.add_tags()
@@ -558,30 +568,18 @@ def _write_vorbis(f, tags: dict, replace: bool) -> None:
         t.clear()
     for key, names in _VORBIS_NAMES.items():
         if key in tags:
-            for name in names:
-                if name in t:
-                    del t[name]
-            values = _field_values(key, tags[key])
-            if values:
-                t[names[0]] = values
+            _replace(t, names, _field_values(key, tags[key]))
     touched, date = _date_update(tags)
     if touched:
-        for name in ("DATE", "YEAR"):
-            if name in t:
-                del t[name]
-        if date:
-            t["DATE"] = [date]
+        _replace(t, ("DATE", "YEAR"), [date] if date else None)
     if "cover" in tags:
         if isinstance(f, FLAC):
             f.clear_pictures()
             if tags["cover"]:
                 f.add_picture(_picture(tags))
         else:
-            for name in ("METADATA_BLOCK_PICTURE", "COVERART", "COVERARTMIME"):
-                if name in t:
-                    del t[name]
-            if tags["cover"]:
-                t["METADATA_BLOCK_PICTURE"] = [base64.b64encode(_picture(tags).write()).decode("ascii")]
+            block = base64.b64encode(_picture(tags).write()).decode("ascii") if tags["cover"] else None
+            _replace(t, ("METADATA_BLOCK_PICTURE", "COVERART", "COVERARTMIME"), [block] if block else None)
     f.save()
 
 
@@ -669,28 +667,18 @@ def _write_asf(f: ASF, tags: dict, replace: bool) -> None:
         t.clear()
     for key, name in _ASF_NAMES.items():
         if key in tags:
-            if name in t:
-                del t[name]
-            values = _field_values(key, tags[key])
-            if values:
-                t[name] = values
+            _replace(t, (name,), _field_values(key, tags[key]))
     touched, date = _date_update(tags)
     if touched:
-        if "WM/Year" in t:
-            del t["WM/Year"]
-        if date:
-            t["WM/Year"] = [date]
+        _replace(t, ("WM/Year",), [date] if date else None)
     if "comp" in tags:
-        if "WM/IsCompilation" in t:
-            del t["WM/IsCompilation"]
-        if tags["comp"]:
-            t["WM/IsCompilation"] = [True]
+        _replace(t, ("WM/IsCompilation",), [True] if tags["comp"] else None)
     if "cover" in tags:
-        if "WM/Picture" in t:
-            del t["WM/Picture"]
+        picture = None
         if tags["cover"]:
             mime = tags.get("cover_mime") or "image/jpeg"
-            t["WM/Picture"] = [ASFByteArrayAttribute(_asf_picture(tags["cover"], mime))]
+            picture = [ASFByteArrayAttribute(_asf_picture(tags["cover"], mime))]
+        _replace(t, ("WM/Picture",), picture)
     f.save()
 
 
