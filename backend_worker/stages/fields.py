@@ -66,6 +66,8 @@ def total_in(key: str) -> tuple[str, Converter]:
 
 
 class Tag(NamedTuple):
+    """A tag: its type, and per tag family the keys it is stored under (tried in order)."""
+
     name: str
     type: ValueType
     id3: Keys
@@ -78,22 +80,30 @@ class Tag(NamedTuple):
         return self.type.column
 
 
-class Stat(NamedTuple):
+class FileField(NamedTuple):
+    """A field read from the opened file (extract.AudioFile) rather than from its tags."""
+
     name: str
     column: str | None
-    read: Callable[[Any], Any]  # the opened file (extract.AudioFile) -> value
+    read: Callable[[Any], Any]  # the opened file -> value
 
 
-class Stream(NamedTuple):
-    name: str
-    column: str | None
-    read: Callable[[Any], Any]
+class Stat(FileField):
+    """What os.stat says of the file (and its path)."""
+
+    __slots__ = ()
 
 
-class Picture(NamedTuple):
-    name: str
-    column: str | None
-    read: Callable[[Any], Any]
+class Stream(FileField):
+    """What mutagen says of the audio stream."""
+
+    __slots__ = ()
+
+
+class Picture(FileField):
+    """Whether the file embeds a picture."""
+
+    __slots__ = ()
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,7 +143,7 @@ def _samplerate(audio) -> int:
 _ITUNES = "----:com.apple.iTunes:"  # MP4 freeform atoms
 _MUSICBRAINZ = "http://musicbrainz.org"  # owner of ID3 UFID frames
 
-FIELDS: tuple[Stat | Tag | Stream | Picture, ...] = (
+FIELDS: tuple[Tag | FileField, ...] = (
     Stat("path", "text", lambda audio: audio.path),
     Stat("size", "bigint", lambda audio: audio.stat.st_size),
     Stat("mtime", None, lambda audio: audio.stat.st_mtime),
