@@ -211,7 +211,7 @@ def conv_soundcheck_peak(raw: list) -> float | None:
 # --------------------------------------------------------------------------------------------
 # Tag families: one file's tags, seen through its family's storage style.
 
-Picture = tuple[int, bytes, "str | None"]  # (picture type, image bytes, declared mime type)
+EmbeddedPicture = tuple[int, bytes, "str | None"]  # (picture type, image bytes, declared mime type)
 FRONT_COVER = 3  # the picture type of a front cover (ID3 APIC, FLAC and ASF pictures)
 
 
@@ -240,7 +240,7 @@ class TagFamily:
         """Whether the tags embed any picture (cheap: nothing decoded)."""
         raise NotImplementedError
 
-    def pictures(self) -> Iterable[Picture]:
+    def pictures(self) -> Iterable[EmbeddedPicture]:
         raise NotImplementedError
 
 
@@ -289,7 +289,7 @@ class ID3Family(TagFamily):
     def has_picture(self) -> bool:
         return any(key[:4] == "APIC" for key in self.tags)
 
-    def pictures(self) -> Iterator[Picture]:
+    def pictures(self) -> Iterator[EmbeddedPicture]:
         for frame in self.tags.getall("APIC"):
             yield int(frame.type), frame.data, frame.mime
 
@@ -325,7 +325,7 @@ class MP4Family(TagFamily):
     def has_picture(self) -> bool:
         return bool(self.tags.get("covr"))
 
-    def pictures(self) -> Iterator[Picture]:
+    def pictures(self) -> Iterator[EmbeddedPicture]:
         for cover in self.tags.get("covr") or ():
             mime = "image/png" if getattr(cover, "imageformat", None) == _MP4_PNG else "image/jpeg"
             yield FRONT_COVER, bytes(cover), mime
@@ -354,10 +354,10 @@ class VorbisFamily(TagFamily):
     def has_picture(self) -> bool:
         return "metadata_block_picture" in self._values or "coverart" in self._values
 
-    def pictures(self) -> list[Picture]:
+    def pictures(self) -> list[EmbeddedPicture]:
         from mutagen.flac import Picture as FlacPicture  # only covers need it: see the docstring
 
-        found: list[Picture] = []
+        found: list[EmbeddedPicture] = []
         legacy_mime = None
         for key, value in self.tags:
             lowered = key.lower()
@@ -398,7 +398,7 @@ class APEFamily(TagFamily):
     def has_picture(self) -> bool:
         return any(key.lower().startswith(_APE_COVER) for key in self.tags)
 
-    def pictures(self) -> Iterator[Picture]:
+    def pictures(self) -> Iterator[EmbeddedPicture]:
         for key in self.tags:
             lowered = key.lower()
             if lowered.startswith(_APE_COVER):
@@ -429,12 +429,12 @@ class ASFFamily(TagFamily):
     def has_picture(self) -> bool:
         return _ASF_PICTURE in self._values
 
-    def pictures(self) -> Iterator[Picture]:
+    def pictures(self) -> Iterator[EmbeddedPicture]:
         for value in self._values.get(_ASF_PICTURE, ()):
             yield _unpack_asf_picture(value)
 
 
-def _unpack_asf_picture(value: bytes) -> Picture:
+def _unpack_asf_picture(value: bytes) -> EmbeddedPicture:
     kind, size = struct.unpack_from("<bi", value)
     pos = 5
     strings = []
@@ -511,7 +511,7 @@ def has_picture(tags: TagFamily | None, mfile) -> bool:
 def front_cover(tags: TagFamily | None, mfile) -> tuple[bytes, str] | None:
     """(image bytes, mime type) of the front cover, else the first picture; None without any."""
     flac_blocks = getattr(mfile, "pictures", None) or ()
-    candidates: list[Picture] = [(pic.type, pic.data, pic.mime) for pic in flac_blocks]
+    candidates: list[EmbeddedPicture] = [(pic.type, pic.data, pic.mime) for pic in flac_blocks]
     if tags is not None:
         candidates.extend(tags.pictures())
     candidates = [c for c in candidates if c[1]]
