@@ -21,37 +21,27 @@ import psycopg
 
 from backend_worker import db, ledger
 from backend_worker.config import settings
-from backend_worker.stages import insert
+from backend_worker.stages import fields, insert
 from bench import stack
 
-RECORD_QUERY = """
-SELECT t.path, t.size, t.mtime_ns, t.title, t.artist, t.album, t.albumartist, t.composer,
-       t.initial_key,
+# The record's fields as tracks stores them (uuids read back as text), then the genres.
+_STORED = [name for name, _ in fields.COLUMNS]
+RECORD_QUERY = f"""
+SELECT {", ".join(f"t.{name}::text" if sql == "uuid" else f"t.{name}" for name, sql in fields.COLUMNS)},
        coalesce((SELECT array_agg(g.name ORDER BY tg.position) FROM track_genres tg
-                 JOIN genres g ON g.id = tg.genre_id WHERE tg.track_id = t.id), '{}'),
-       t.year, t.track, t.tracktotal, t.disc, t.disctotal, t.comp, t.bpm, t.length, t.bitrate,
-       t.samplerate, t.bitdepth, t.channels, t.format, t.mb_trackid::text, t.mb_albumid::text,
-       t.mb_artistid::text, t.mb_albumartistid::text, t.mb_releasegroupid::text,
-       t.rg_track_gain, t.rg_track_peak, t.rg_album_gain, t.rg_album_peak, t.has_cover
+                 JOIN genres g ON g.id = tg.genre_id WHERE tg.track_id = t.id), '{{}}')
 FROM tracks t ORDER BY t.path
 """
-RECORD_FIELDS = (
-    "path", "size", "mtime_ns", "title", "artist", "album", "albumartist", "composer", "initial_key",
-    "genres", "year", "track", "tracktotal", "disc", "disctotal", "comp", "bpm", "length", "bitrate",
-    "samplerate", "bitdepth", "channels", "format", "mb_trackid", "mb_albumid", "mb_artistid",
-    "mb_albumartistid", "mb_releasegroupid", "rg_track_gain", "rg_track_peak", "rg_album_gain",
-    "rg_album_peak", "has_cover",
-)  # fmt: skip
 
 
 def records_from_library(conn: psycopg.Connection) -> list[dict]:
     """The records the pipeline stored (as extract produces them) from a filled library."""
     out = []
     for row in conn.execute(RECORD_QUERY):
-        record = dict(zip(RECORD_FIELDS, row, strict=True))
-        record["genres"] = list(record["genres"])
-        record["mtime"] = record["mtime_ns"] / 1e9
-        out.append(record)
+        stored = dict(zip([*_STORED, "genres"], row, strict=True))
+        stored["genres"] = list(stored["genres"])
+        stored["mtime"] = stored["mtime_ns"] / 1e9
+        out.append({key: stored[key] for key in fields.RECORD_KEYS})
     return out
 
 

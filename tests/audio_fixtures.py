@@ -24,6 +24,7 @@ import struct
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ from mutagen.oggopus import OggOpus
 from mutagen.oggvorbis import OggVorbis
 from mutagen.wave import WAVE
 
-from backend_worker.stages.extract import RECORD_KEYS
+from backend_worker.stages import fields
 
 RECIPE_VERSION = 1  # bump when a seed recipe changes: cached seeds are keyed by it
 
@@ -133,31 +134,32 @@ def _run(cmd: list[str]) -> None:
         raise RuntimeError(f"{' '.join(cmd)} failed: {exc.stderr.decode(errors='replace')[-800:]}") from None
 
 
+def _ffmpeg_lavfi(source: str, out: Path | str, args: list[str]) -> None:
+    """ffmpeg rendering one of its generated sources (a sine, a test picture) to ``out``."""
+    cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", source]
+    _run([*cmd, *args, str(out)])
+
+
 def _ffmpeg_sine(out: Path, seconds: float, args: list[str]) -> None:
-    _run(
-        [
-            "ffmpeg",
-            "-nostdin",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            f"sine=frequency=440:sample_rate={SAMPLE_RATE}:duration={seconds}",
-            "-ac",
-            str(CHANNELS),
-            "-map_metadata",
-            "-1",
-            "-fflags",
-            "+bitexact",
-            "-flags:a",
-            "+bitexact",
-            *args,
-            str(out),
-        ]
-    )
+    source = f"sine=frequency=440:sample_rate={SAMPLE_RATE}:duration={seconds}"
+    bitexact = ["-map_metadata", "-1", "-fflags", "+bitexact", "-flags:a", "+bitexact"]
+    _ffmpeg_lavfi(source, out, ["-ac", str(CHANNELS), *bitexact, *args])
+
+
+def _cached_file(target: Path, make: Callable[[Path], None]) -> Path:
+    """``target``, made by ``make(temporary path)`` on first use. Atomic: concurrent runs may both
+    make it, none reads it half-written."""
+    if not target.exists():
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}-", suffix=target.suffix)
+        os.close(fd)
+        try:
+            make(Path(tmp))
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return target
 
 
 def _ape_bytes(seconds: float) -> bytes:
@@ -247,19 +249,8 @@ def cached_seed(fmt: str, seconds: float = 1.0) -> Path:
     """The cached, untagged seed file for ``fmt`` (encoded on first use)."""
     if fmt not in EXTENSIONS:
         raise ValueError(f"unknown fixture format {fmt!r}; known: {', '.join(FORMATS)}")
-    cache = cache_dir()
-    target = cache / f"seed-v{RECIPE_VERSION}-{fmt}-{seconds:g}s{EXTENSIONS[fmt]}"
-    if not target.exists():
-        fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{fmt}-", suffix=EXTENSIONS[fmt])
-        os.close(fd)
-        try:
-            _encode_seed(fmt, Path(tmp), seconds)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)  # atomic: concurrent runs may both encode, never half-read
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return target
+    target = cache_dir() / f"seed-v{RECIPE_VERSION}-{fmt}-{seconds:g}s{EXTENSIONS[fmt]}"
+    return _cached_file(target, lambda tmp: _encode_seed(fmt, tmp, seconds))
 
 
 def make_seed(fmt: str, dest_dir: Path | str, *, seconds: float = 1.0, name: str | None = None) -> Path:
@@ -274,35 +265,10 @@ def make_seed(fmt: str, dest_dir: Path | str, *, seconds: float = 1.0, name: str
 
 def cover_jpeg(label: str = "") -> bytes:
     """A small real JPEG (ffmpeg, cached); ``label`` makes the bytes distinct (a COM segment)."""
-    cache = cache_dir()
-    base = cache / f"cover-v{RECIPE_VERSION}.jpg"
-    if not base.exists():
-        fd, tmp = tempfile.mkstemp(dir=cache, prefix=".cover-", suffix=".jpg")
-        os.close(fd)
-        try:
-            _run(
-                [
-                    "ffmpeg",
-                    "-nostdin",
-                    "-loglevel",
-                    "error",
-                    "-y",
-                    "-f",
-                    "lavfi",
-                    "-i",
-                    "testsrc=size=96x96:rate=1",
-                    "-frames:v",
-                    "1",
-                    "-q:v",
-                    "5",
-                    tmp,
-                ]
-            )
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, base)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    base = _cached_file(
+        cache_dir() / f"cover-v{RECIPE_VERSION}.jpg",
+        lambda tmp: _ffmpeg_lavfi("testsrc=size=96x96:rate=1", tmp, ["-frames:v", "1", "-q:v", "5"]),
+    )
     data = base.read_bytes()
     if not label:
         return data
@@ -313,36 +279,9 @@ def cover_jpeg(label: str = "") -> bytes:
 # --------------------------------------------------------------------------------------------
 # Writing tags
 
-TAG_KEYS = frozenset(
-    {
-        "title",
-        "artist",
-        "album",
-        "albumartist",
-        "composer",
-        "initial_key",
-        "genres",
-        "year",
-        "date",
-        "track",
-        "tracktotal",
-        "disc",
-        "disctotal",
-        "comp",
-        "bpm",
-        "mb_trackid",
-        "mb_albumid",
-        "mb_artistid",
-        "mb_albumartistid",
-        "mb_releasegroupid",
-        "rg_track_gain",
-        "rg_track_peak",
-        "rg_album_gain",
-        "rg_album_peak",
-        "cover",
-        "cover_mime",
-    }
-)
+# What write_tags accepts: the field table's tags, ``date`` (written instead of ``year``) and an
+# embedded cover.
+TAG_KEYS = frozenset({*fields.TAG_NAMES, "date", "cover", "cover_mime"})
 
 # Every field set, in the types read_record returns (``date`` is written; ``year`` is read back).
 SAMPLE_TAGS: dict[str, Any] = {
@@ -611,6 +550,16 @@ def _field_values(key: str, value: Any) -> list[str] | None:
     return [str(value)]
 
 
+def _replace(t, names: tuple[str, ...], values: list | None) -> None:
+    """Vorbis comments, ASF attributes: drop every spelling in ``names``, then store ``values``
+    (when there are any) under the first."""
+    for name in names:
+        if name in t:
+            del t[name]
+    if values:
+        t[names[0]] = values
+
+
 def _write_vorbis(f, tags: dict, replace: bool) -> None:
     if f.tags is None:
         f.add_tags()
@@ -619,30 +568,18 @@ def _write_vorbis(f, tags: dict, replace: bool) -> None:
         t.clear()
     for key, names in _VORBIS_NAMES.items():
         if key in tags:
-            for name in names:
-                if name in t:
-                    del t[name]
-            values = _field_values(key, tags[key])
-            if values:
-                t[names[0]] = values
+            _replace(t, names, _field_values(key, tags[key]))
     touched, date = _date_update(tags)
     if touched:
-        for name in ("DATE", "YEAR"):
-            if name in t:
-                del t[name]
-        if date:
-            t["DATE"] = [date]
+        _replace(t, ("DATE", "YEAR"), [date] if date else None)
     if "cover" in tags:
         if isinstance(f, FLAC):
             f.clear_pictures()
             if tags["cover"]:
                 f.add_picture(_picture(tags))
         else:
-            for name in ("METADATA_BLOCK_PICTURE", "COVERART", "COVERARTMIME"):
-                if name in t:
-                    del t[name]
-            if tags["cover"]:
-                t["METADATA_BLOCK_PICTURE"] = [base64.b64encode(_picture(tags).write()).decode("ascii")]
+            block = base64.b64encode(_picture(tags).write()).decode("ascii") if tags["cover"] else None
+            _replace(t, ("METADATA_BLOCK_PICTURE", "COVERART", "COVERARTMIME"), [block] if block else None)
     f.save()
 
 
@@ -730,28 +667,18 @@ def _write_asf(f: ASF, tags: dict, replace: bool) -> None:
         t.clear()
     for key, name in _ASF_NAMES.items():
         if key in tags:
-            if name in t:
-                del t[name]
-            values = _field_values(key, tags[key])
-            if values:
-                t[name] = values
+            _replace(t, (name,), _field_values(key, tags[key]))
     touched, date = _date_update(tags)
     if touched:
-        if "WM/Year" in t:
-            del t["WM/Year"]
-        if date:
-            t["WM/Year"] = [date]
+        _replace(t, ("WM/Year",), [date] if date else None)
     if "comp" in tags:
-        if "WM/IsCompilation" in t:
-            del t["WM/IsCompilation"]
-        if tags["comp"]:
-            t["WM/IsCompilation"] = [True]
+        _replace(t, ("WM/IsCompilation",), [True] if tags["comp"] else None)
     if "cover" in tags:
-        if "WM/Picture" in t:
-            del t["WM/Picture"]
+        picture = None
         if tags["cover"]:
             mime = tags.get("cover_mime") or "image/jpeg"
-            t["WM/Picture"] = [ASFByteArrayAttribute(_asf_picture(tags["cover"], mime))]
+            picture = [ASFByteArrayAttribute(_asf_picture(tags["cover"], mime))]
+        _replace(t, ("WM/Picture",), picture)
     f.save()
 
 
@@ -818,9 +745,9 @@ VARIOUS_ARTISTS_MBID = "89ad4ac3-39f7-470e-963a-56509c546377"  # MusicBrainz's s
 REPEATED_ALBUM_TITLE = "Greatest Hits"
 
 # The part of extract's record (RECORD_KEYS) that a library's tags and file name decide: without
-# the stat (mtime) and stream (length, bitrate, ...) fields, which the encoder decides.
-STREAM_KEYS = ("mtime", "mtime_ns", "length", "bitrate", "samplerate", "bitdepth", "channels")
-EXPECTED_KEYS = tuple(key for key in RECORD_KEYS if key not in STREAM_KEYS)
+# the modification time and the stream fields the encoder decides (all but the format).
+STREAM_KEYS = ("mtime", "mtime_ns", *(name for name in fields.STREAM_NAMES if name != "format"))
+EXPECTED_KEYS = tuple(key for key in fields.RECORD_KEYS if key not in STREAM_KEYS)
 
 
 def _uuid(rng: random.Random) -> str:

@@ -14,14 +14,13 @@ How a file is opened:
    ``mutagen.File``'s scoring run over the remaining classes.
 3. mutagen reads through ``_GuardedFile``, which caps its reads/seeks: a parser looping on a
    crafted file becomes an ExtractError instead of a worker stuck until the task time limit.
-4. Tags are read through the table in ``tags.py``; stream info mirrors beets' mediafile: length
-   (s), bitrate (mutagen's, else size * 8 / length), samplerate (Opus: 48000), bitdepth
-   (bits_per_sample where mutagen has one, else 0), channels, format (mediafile's names).
+4. The record is the field table's (``fields.FIELDS``), in its order: the stat fields, the tags
+   (read by ``tags.TagReader`` through the file's tag family), the stream fields as beets'
+   mediafile reports them, whether a picture is embedded. Each row says how it is read.
 
-A record (RECORD_KEYS, in that order) is JSON-serialisable: path (str as given; a non-UTF-8 name
-holds surrogate escapes), size, mtime (float s), mtime_ns (exact st_mtime_ns), the tag fields of
-``tags.FIELDS`` (str | None, genres list[str], int | None, comp bool, floats | None, MusicBrainz ids
-as lowercase UUID strings | None), the stream fields above, and has_cover (an embedded picture).
+A record (RECORD_KEYS, in that order) is JSON-serialisable: the path is the str as given (a
+non-UTF-8 name holds surrogate escapes), mtime a float in seconds next to the exact mtime_ns, the
+tags are str | None, int | None, float | None, a list of str, a bool, or a lowercase UUID string.
 
 ExtractError reasons the pipeline may match on: "file vanished" (stat or open found nothing),
 "empty file", "not a regular file", "permission denied", "not an audio file mutagen can read",
@@ -30,7 +29,6 @@ ExtractError reasons the pipeline may match on: "file vanished" (stat or open fo
 
 from __future__ import annotations
 
-import math
 import os
 import stat as stat_mod
 import struct
@@ -64,46 +62,11 @@ from mutagen.trueaudio import TrueAudio
 from mutagen.wave import WAVE
 from mutagen.wavpack import WavPack
 
-from backend_worker.stages import tags as tagtable
+from backend_worker.stages import fields, tags
 
 __all__ = ["RECORD_KEYS", "ExtractError", "embedded_cover", "extract_paths", "read_record"]
 
-RECORD_KEYS: tuple[str, ...] = (
-    "path",
-    "size",
-    "mtime",
-    "mtime_ns",
-    "title",
-    "artist",
-    "album",
-    "albumartist",
-    "composer",
-    "initial_key",
-    "genres",
-    "year",
-    "track",
-    "tracktotal",
-    "disc",
-    "disctotal",
-    "comp",
-    "bpm",
-    "length",
-    "bitrate",
-    "samplerate",
-    "bitdepth",
-    "channels",
-    "format",
-    "mb_trackid",
-    "mb_albumid",
-    "mb_artistid",
-    "mb_albumartistid",
-    "mb_releasegroupid",
-    "rg_track_gain",
-    "rg_track_peak",
-    "rg_album_gain",
-    "rg_album_peak",
-    "has_cover",
-)
+RECORD_KEYS: tuple[str, ...] = fields.RECORD_KEYS
 
 
 class ExtractError(Exception):
@@ -251,27 +214,29 @@ _ALL_KINDS: list[type] = [
     WAVE,
 ]
 
-_FAMILY_BY_TAGS: dict[type, str | None] = {}
+# The tag family that reads each kind of mutagen tag object (Ogg and FLAC comment blocks are
+# VComments); the first match wins.
+_FAMILY_OF: tuple[tuple[type, type[tags.TagFamily]], ...] = (
+    (ID3, tags.ID3Family),
+    (MP4Tags, tags.MP4Family),
+    (APEv2, tags.APEFamily),
+    (ASFTags, tags.ASFFamily),
+    (VComment, tags.VorbisFamily),
+)
+_FAMILY_BY_TAG_CLASS: dict[type, type[tags.TagFamily] | None] = {}
 
 
-def _family(tags) -> str | None:
-    kind = type(tags)
-    family = _FAMILY_BY_TAGS.get(kind, "?")
-    if family == "?":
-        if isinstance(tags, ID3):
-            family = tagtable.ID3
-        elif isinstance(tags, MP4Tags):
-            family = tagtable.MP4
-        elif isinstance(tags, APEv2):
-            family = tagtable.APE
-        elif isinstance(tags, ASFTags):
-            family = tagtable.ASF
-        elif isinstance(tags, VComment):  # Ogg and FLAC comment blocks
-            family = tagtable.VORBIS
-        else:
-            family = None
-        _FAMILY_BY_TAGS[kind] = family
-    return family
+def _tag_family(mutagen_tags) -> tags.TagFamily | None:
+    """The file's tags seen through their family (None: no tags, or a kind no family reads)."""
+    if mutagen_tags is None:
+        return None
+    tag_class = type(mutagen_tags)
+    try:
+        family = _FAMILY_BY_TAG_CLASS[tag_class]
+    except KeyError:
+        family = next((fam for base, fam in _FAMILY_OF if isinstance(mutagen_tags, base)), None)
+        _FAMILY_BY_TAG_CLASS[tag_class] = family
+    return family(mutagen_tags) if family is not None else None
 
 
 _TRUNCATION_WORDS = (
@@ -436,18 +401,31 @@ def _open_mutagen(path: str, st: os.stat_result):
         raw.close()
 
 
-def _format_name(kind: type, info) -> str:
-    if kind is MP4:
-        codec = getattr(info, "codec", "") or ""
-        return "ALAC" if codec.startswith("alac") else "AAC"
-    return _FORMAT_NAMES.get(kind) or kind.__name__
+class AudioFile:
+    """One opened file as the field table's stat, stream and picture rows read it."""
+
+    __slots__ = ("path", "stat", "mutagen", "info", "kind", "tags")
+
+    def __init__(self, path: str, st: os.stat_result, mfile, kind: type):
+        self.path = path
+        self.stat = st
+        self.mutagen = mfile
+        self.info = mfile.info
+        self.kind = kind
+        self.tags = _tag_family(mfile.tags)
+
+    def format_name(self) -> str:
+        """The format as beets' mediafile names it (else mutagen's class name)."""
+        if self.kind is MP4:
+            codec = getattr(self.info, "codec", "") or ""
+            return "ALAC" if codec.startswith("alac") else "AAC"
+        return _FORMAT_NAMES.get(self.kind) or self.kind.__name__
+
+    def has_picture(self) -> bool:
+        return tags.has_picture(self.tags, self.mutagen)
 
 
-def _stream_int(value: Any) -> int:
-    """A stream property as the int the database column holds (0: unknown or out of range)."""
-    if isinstance(value, float):
-        value = int(value) if math.isfinite(value) else 0
-    return value if isinstance(value, int) and 0 <= value <= tagtable.INT4_MAX else 0
+_TAG_READER = tags.TagReader(fields.TAG_FIELDS)
 
 
 def read_record(path: str) -> dict[str, Any]:
@@ -457,57 +435,12 @@ def read_record(path: str) -> dict[str, Any]:
     st = _stat(path)
     mfile, kind = _open_mutagen(path, st)
     try:
-        info = mfile.info
-        tags = mfile.tags
-        family = _family(tags) if tags is not None else None
-        fields = tagtable.read_fields(family, tags)
-        length = float(getattr(info, "length", 0.0) or 0.0)
-        if not 0.0 <= length < 1e9:  # NaN, infinities, nonsense from a crafted header
-            length = 0.0
-        size = st.st_size
-        bitrate = getattr(info, "bitrate", 0)
-        if not bitrate:
-            bitrate = size * 8 / length if length else 0  # mediafile's estimate for lossless
-        samplerate = getattr(info, "sample_rate", None)
-        if samplerate is None:
-            samplerate = 48000 if kind is OggOpus else 0
-        has_cover = tagtable.has_picture(family, mfile)
-        return {
-            "path": path,
-            "size": size,
-            "mtime": st.st_mtime,
-            "mtime_ns": st.st_mtime_ns,
-            "title": fields["title"],
-            "artist": fields["artist"],
-            "album": fields["album"],
-            "albumartist": fields["albumartist"],
-            "composer": fields["composer"],
-            "initial_key": fields["initial_key"],
-            "genres": fields["genres"],
-            "year": fields["year"],
-            "track": fields["track"],
-            "tracktotal": fields["tracktotal"],
-            "disc": fields["disc"],
-            "disctotal": fields["disctotal"],
-            "comp": fields["comp"],
-            "bpm": fields["bpm"],
-            "length": length,
-            "bitrate": _stream_int(bitrate),
-            "samplerate": _stream_int(samplerate),
-            "bitdepth": _stream_int(getattr(info, "bits_per_sample", 0)),
-            "channels": _stream_int(getattr(info, "channels", 0)),
-            "format": _format_name(kind, info),
-            "mb_trackid": fields["mb_trackid"],
-            "mb_albumid": fields["mb_albumid"],
-            "mb_artistid": fields["mb_artistid"],
-            "mb_albumartistid": fields["mb_albumartistid"],
-            "mb_releasegroupid": fields["mb_releasegroupid"],
-            "rg_track_gain": fields["rg_track_gain"],
-            "rg_track_peak": fields["rg_track_peak"],
-            "rg_album_gain": fields["rg_album_gain"],
-            "rg_album_peak": fields["rg_album_peak"],
-            "has_cover": has_cover,
-        }
+        audio = AudioFile(path, st, mfile, kind)
+        record = dict.fromkeys(RECORD_KEYS)  # the table's order; filled below
+        _TAG_READER.read(audio.tags, record)
+        for name, read in fields.FILE_READERS:
+            record[name] = read(audio)
+        return record
     except _PARSE_ERRORS as exc:  # a tag shape we did not foresee: report, never crash
         raise ExtractError(
             f"unreadable tags: {type(exc).__name__}", size=st.st_size, mtime_ns=st.st_mtime_ns
@@ -542,8 +475,7 @@ def embedded_cover(path: str) -> tuple[bytes, str] | None:
             path = os.fsdecode(path)
         st = _stat(path)
         mfile, _kind = _open_mutagen(path, st)
-        tags = mfile.tags
-        return tagtable.pictures(_family(tags) if tags is not None else None, mfile)
+        return tags.front_cover(_tag_family(mfile.tags), mfile)
     except ExtractError:
         return None
     except _PARSE_ERRORS:

@@ -13,31 +13,22 @@ from operator import itemgetter
 
 import psycopg
 
-# Column order shared by the temp table, COPY and the upsert.
-TRACK_COLUMNS = (
-    "path", "dir", "size", "mtime_ns", "artist_id", "album_id",
-    "title", "artist", "album", "albumartist", "composer",
-    "year", "track", "tracktotal", "disc", "disctotal", "comp", "bpm", "initial_key",
-    "length", "bitrate", "samplerate", "bitdepth", "channels", "format",
-    "mb_trackid", "mb_albumid", "mb_artistid", "mb_albumartistid", "mb_releasegroupid",
-    "rg_track_gain", "rg_track_peak", "rg_album_gain", "rg_album_peak", "has_cover", "session_id",
-)  # fmt: skip
-_RECORD_COLUMNS = TRACK_COLUMNS[6:-1]  # taken from the record as they are
-_record_values = itemgetter(*_RECORD_COLUMNS)
+from backend_worker.stages import fields
 
-_TEMP_TABLE = """
-CREATE TEMP TABLE IF NOT EXISTS incoming_tracks (
-    path text, dir text, size bigint, mtime_ns bigint, artist_id bigint, album_id bigint,
-    title text, artist text, album text, albumartist text, composer text,
-    year integer, track integer, tracktotal integer, disc integer, disctotal integer,
-    comp boolean, bpm integer, initial_key text,
-    length double precision, bitrate integer, samplerate integer, bitdepth integer,
-    channels integer, format text,
-    mb_trackid uuid, mb_albumid uuid, mb_artistid uuid, mb_albumartistid uuid, mb_releasegroupid uuid,
-    rg_track_gain double precision, rg_track_peak double precision,
-    rg_album_gain double precision, rg_album_peak double precision, has_cover boolean, session_id uuid
-) ON COMMIT DELETE ROWS
-"""
+# The tracks columns, shared by the temp table, COPY and the upsert: the record's own (the field
+# table's, path first), then those this stage fills in.
+_FILLED_HERE = (("dir", "text"), ("artist_id", "bigint"), ("album_id", "bigint"), ("session_id", "uuid"))
+_COLUMN_TYPES = (*fields.COLUMNS, *_FILLED_HERE)
+TRACK_COLUMNS = tuple(name for name, _ in _COLUMN_TYPES)
+_RECORD_COLUMNS = tuple(name for name, _ in fields.COLUMNS)  # taken from the record as they are
+_record_values = itemgetter(*_RECORD_COLUMNS)
+assert TRACK_COLUMNS[0] == "path"  # the upsert's conflict key, the COPY rows' first value
+
+_TEMP_TABLE = (
+    "CREATE TEMP TABLE IF NOT EXISTS incoming_tracks ("
+    + ", ".join(f"{name} {sql_type}" for name, sql_type in _COLUMN_TYPES)
+    + ") ON COMMIT DELETE ROWS"
+)
 
 _UPSERT_TRACKS = (
     f"INSERT INTO tracks ({', '.join(TRACK_COLUMNS)}) "
@@ -61,15 +52,14 @@ def album_key(record: dict, albumartist_id: int) -> tuple[int, str, str]:
     return (albumartist_id, record.get("album") or "", record.get("mb_albumid") or "")
 
 
-_INT_COLUMNS = ("year", "track", "tracktotal", "disc", "disctotal", "bpm", "bitrate", "samplerate",
-                "bitdepth", "channels")  # fmt: skip
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+_INTEGER_COLUMNS = fields.INTEGER_COLUMNS
 
 
 def _storable(record: dict) -> dict:
     """A tag number no integer column can hold (a year of 99999999999) is stored as unknown."""
     get = record.get
-    bad = [c for c in _INT_COLUMNS if (v := get(c)) is not None and not _INT32_MIN <= v <= _INT32_MAX]
+    bad = [c for c in _INTEGER_COLUMNS if (v := get(c)) is not None and not _INT32_MIN <= v <= _INT32_MAX]
     return {**record, **dict.fromkeys(bad)} if bad else record
 
 
@@ -171,15 +161,11 @@ def upsert_records(conn: psycopg.Connection, records: list[dict], session_id: st
                 values = _record_values(r)
             except KeyError:  # a record missing some keys: absent means unknown
                 values = tuple(map(r.get, _RECORD_COLUMNS))
-            path = r["path"]
             yield (
-                path,
-                dirname(path),
-                r["size"],
-                r["mtime_ns"],
+                *values,
+                dirname(r["path"]),
                 artist_ids[artist_key],
                 album_ids[album_key(r, artist_ids[albumartist_key])],
-                *values,
                 session_id,
             )
 

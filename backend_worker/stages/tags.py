@@ -1,9 +1,11 @@
-"""Tag fields: one declarative table from beets' field names to each tag family's keys.
+"""Reading tags: value converters, one class per tag family, and the reader the field table drives.
 
-mutagen hands back different shapes per container, so reading a field is two steps:
+The field table (``fields.py``) says, for each tag field, its type and the keys each tag family
+stores it under. mutagen hands back different shapes per container, so reading a field is two steps:
 
-1. a *view* over one tag family (ID3, MP4, Vorbis comment, APEv2, ASF) turns a key from the
-   table into a list of raw values (``None`` when the key is absent);
+1. the file's *tag family* (ID3, MP4, Vorbis comment, APEv2, ASF: one small class each, as beets'
+   mediafile has a storage style per family) turns a key into a list of raw values (``None`` when
+   the key is absent); it also knows the family's embedded pictures;
 2. the field's *converter* turns that list into the typed value (``None`` when it holds nothing
    usable).
 
@@ -17,22 +19,26 @@ Key syntax per family:
   ``UFID:<owner>`` (binary data), ``COMM:<description>`` (iTunes SoundCheck).
 - MP4: an atom name (``\\xa9nam``, ``trkn``, ``cpil``); freeform ``----:com.apple.iTunes:<name>``
   atoms are matched case-insensitively and hold bytes.
-- Vorbis comment and APEv2: field names, case-insensitive (multi-valued fields give all values).
+- Vorbis comment and APEv2: field names, case-insensitive (multi-valued fields give all values);
+  the two families share the table's ``vorbis_ape`` keys.
 - ASF: attribute names, exact.
 
 Deliberate differences from mediafile (the tests normalise exactly these):
 
 - absent or unparsable values are ``None`` (mediafile: ``0``/``0.0``/``""`` for some);
-  ``genres`` is ``[]`` and ``comp`` is ``False`` when absent (mediafile: ``None``);
+  list fields are ``[]`` and flags ``False`` when absent (mediafile: ``None``);
 - ID3v1 numeric genres "(17)" / "17" become "Rock" (mediafile returns the raw text);
 - MusicBrainz ids are lowercased and must look like a UUID (else ``None``);
-- a Vorbis/APE ``TRACKNUMBER``/``DISCNUMBER`` of the form "3/12" also supplies the total when no
-  total field is present (mediafile ignores it), and an APE ``Year`` holding a full date gives
-  its year (mediafile: None);
+- a Vorbis/APE track or disc number of the form "3/12" also supplies the total when no total
+  field is present (mediafile ignores it), and an APE ``Year`` holding a full date gives its year
+  (mediafile: None);
 - MP4 freeform atoms are matched case-insensitively (mediafile: exact).
 
 Values are made safe for the database: text loses NUL characters (whitespace-only text is None),
 integers outside PostgreSQL's ``integer`` range and non-finite floats are None.
+
+No mutagen import at module level: the insert stage reads the field table (and so this module)
+without paying for mutagen.
 """
 
 from __future__ import annotations
@@ -41,12 +47,8 @@ import base64
 import math
 import re
 import struct
-from collections.abc import Callable
-from typing import Any, NamedTuple
-
-from mutagen.flac import Picture
-
-ID3, MP4, VORBIS, APE, ASF = "id3", "mp4", "vorbis", "ape", "asf"
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, ClassVar
 
 Converter = Callable[[list], Any]
 
@@ -117,12 +119,12 @@ def _pair(raw: list, index: int) -> int | None:
     return _int(parts[index]) if len(parts) > index else None
 
 
-def conv_first(raw: list) -> int | None:
+def conv_number(raw: list) -> int | None:
     """'n' of "n/total" (ID3 TRCK/TPOS, MP4 tuples, plain numbers)."""
     return _pair(raw, 0)
 
 
-def conv_second(raw: list) -> int | None:
+def conv_total(raw: list) -> int | None:
     """'total' of "n/total"; None when the value has no total."""
     return _pair(raw, 1)
 
@@ -207,237 +209,71 @@ def conv_soundcheck_peak(raw: list) -> float | None:
 
 
 # --------------------------------------------------------------------------------------------
-# The table.
+# Tag families: one file's tags, seen through its family's storage style.
+
+EmbeddedPicture = tuple[int, bytes, "str | None"]  # (picture type, image bytes, declared mime type)
+FRONT_COVER = 3  # the picture type of a front cover (ID3 APIC, FLAC and ASF pictures)
 
 
-class Field(NamedTuple):
-    name: str
-    convert: Converter
-    id3: tuple = ()
-    mp4: tuple = ()
-    vorbis: tuple = ()
-    ape: tuple = ()
-    asf: tuple = ()
-    default: Any = None
+class TagFamily:
+    """One file's tags (a mutagen tag object) as its family stores them.
 
+    ``column`` names the field table's keys this family reads; ``spell`` turns a table key into
+    the form ``get`` looks up (computed once per table, not per file).
+    """
 
-_IT = "----:com.apple.iTunes:"
-_MB = "http://musicbrainz.org"
-_SECOND = conv_second
-
-FIELDS: tuple[Field, ...] = (
-    Field("title", conv_text, ("TIT2",), ("\xa9nam",), ("title",), ("title",), ("Title",)),
-    Field("artist", conv_text, ("TPE1",), ("\xa9ART",), ("artist",), ("artist",), ("Author",)),
-    Field("album", conv_text, ("TALB",), ("\xa9alb",), ("album",), ("album",), ("WM/AlbumTitle",)),
-    Field(
-        "albumartist",
-        conv_text,
-        ("TPE2",),
-        ("aART",),
-        ("album artist", "album_artist", "albumartist"),
-        ("album artist", "album_artist", "albumartist"),
-        ("WM/AlbumArtist",),
-    ),
-    Field("composer", conv_text, ("TCOM",), ("\xa9wrt",), ("composer",), ("composer",), ("WM/Composer",)),
-    Field(
-        "initial_key",
-        conv_text,
-        ("TKEY",),
-        (_IT + "initialkey",),
-        ("initialkey",),
-        ("initialkey",),
-        ("INITIALKEY",),
-    ),
-    Field("genres", conv_list, ("TCON",), ("\xa9gen",), ("genre",), ("genre",), ("WM/Genre",), default=[]),
-    Field(
-        "year",
-        conv_year,
-        ("TDRC",),
-        ("\xa9day",),
-        ("date", "year"),
-        ("date", "year"),
-        ("WM/Year",),
-    ),
-    Field(
-        "track",
-        conv_first,
-        ("TRCK",),
-        ("trkn",),
-        ("track", "tracknumber"),
-        ("track", "tracknumber"),
-        ("WM/TrackNumber",),
-    ),
-    Field(
-        "tracktotal",
-        conv_int,
-        (("TRCK", _SECOND),),
-        (("trkn", _SECOND),),
-        ("tracktotal", "trackc", "totaltracks", ("tracknumber", _SECOND), ("track", _SECOND)),
-        ("tracktotal", "trackc", "totaltracks", ("track", _SECOND), ("tracknumber", _SECOND)),
-        ("TotalTracks", ("WM/TrackNumber", _SECOND)),
-    ),
-    Field(
-        "disc",
-        conv_first,
-        ("TPOS",),
-        ("disk",),
-        ("disc", "discnumber"),
-        ("disc", "discnumber"),
-        ("WM/PartOfSet",),
-    ),
-    Field(
-        "disctotal",
-        conv_int,
-        (("TPOS", _SECOND),),
-        (("disk", _SECOND),),
-        ("disctotal", "discc", "totaldiscs", ("discnumber", _SECOND), ("disc", _SECOND)),
-        ("disctotal", "discc", "totaldiscs", ("disc", _SECOND), ("discnumber", _SECOND)),
-        ("TotalDiscs", ("WM/PartOfSet", _SECOND)),
-    ),
-    Field(
-        "comp",
-        conv_bool,
-        ("TCMP",),
-        ("cpil",),
-        ("compilation",),
-        ("compilation",),
-        ("WM/IsCompilation",),
-        default=False,
-    ),
-    Field("bpm", conv_int, ("TBPM",), ("tmpo",), ("bpm",), ("bpm",), ("WM/BeatsPerMinute",)),
-    Field(
-        "mb_trackid",
-        conv_uuid,
-        ("UFID:" + _MB,),
-        (_IT + "MusicBrainz Track Id",),
-        ("musicbrainz_trackid",),
-        ("musicbrainz_trackid",),
-        ("MusicBrainz/Track Id",),
-    ),
-    Field(
-        "mb_albumid",
-        conv_uuid,
-        ("TXXX:MusicBrainz Album Id",),
-        (_IT + "MusicBrainz Album Id",),
-        ("musicbrainz_albumid",),
-        ("musicbrainz_albumid",),
-        ("MusicBrainz/Album Id",),
-    ),
-    Field(
-        "mb_artistid",
-        conv_uuid,
-        ("TXXX:MusicBrainz Artist Id",),
-        (_IT + "MusicBrainz Artist Id",),
-        ("musicbrainz_artistid",),
-        ("musicbrainz_artistid",),
-        ("MusicBrainz/Artist Id",),
-    ),
-    Field(
-        "mb_albumartistid",
-        conv_uuid,
-        ("TXXX:MusicBrainz Album Artist Id",),
-        (_IT + "MusicBrainz Album Artist Id",),
-        ("musicbrainz_albumartistid",),
-        ("musicbrainz_albumartistid",),
-        ("MusicBrainz/Album Artist Id",),
-    ),
-    Field(
-        "mb_releasegroupid",
-        conv_uuid,
-        ("TXXX:MusicBrainz Release Group Id",),
-        (_IT + "MusicBrainz Release Group Id",),
-        ("musicbrainz_releasegroupid",),
-        ("musicbrainz_releasegroupid",),
-        ("MusicBrainz/Release Group Id",),
-    ),
-    Field(
-        "rg_track_gain",
-        conv_float,
-        ("TXXX:replaygain_track_gain", ("COMM:iTunNORM", conv_soundcheck_gain)),
-        (_IT + "replaygain_track_gain", (_IT + "iTunNORM", conv_soundcheck_gain)),
-        ("replaygain_track_gain",),
-        ("replaygain_track_gain",),
-        ("replaygain_track_gain",),
-    ),
-    Field(
-        "rg_track_peak",
-        conv_float,
-        ("TXXX:replaygain_track_peak", ("COMM:iTunNORM", conv_soundcheck_peak)),
-        (_IT + "replaygain_track_peak", (_IT + "iTunNORM", conv_soundcheck_peak)),
-        ("replaygain_track_peak",),
-        ("replaygain_track_peak",),
-        ("replaygain_track_peak",),
-    ),
-    Field(
-        "rg_album_gain",
-        conv_float,
-        ("TXXX:replaygain_album_gain",),
-        (_IT + "replaygain_album_gain",),
-        ("replaygain_album_gain",),
-        ("replaygain_album_gain",),
-        ("replaygain_album_gain",),
-    ),
-    Field(
-        "rg_album_peak",
-        conv_float,
-        ("TXXX:replaygain_album_peak",),
-        (_IT + "replaygain_album_peak",),
-        ("replaygain_album_peak",),
-        ("replaygain_album_peak",),
-        ("replaygain_album_peak",),
-    ),
-)
-
-TAG_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS)
-
-
-def _compile(family: str) -> tuple[tuple[str, Any, tuple[tuple[str, Converter], ...]], ...]:
-    """Per family: (field name, default, ((key, converter), ...)) with keys pre-normalised."""
-    plan = []
-    for field in FIELDS:
-        keys = []
-        for spec in getattr(field, family):
-            key, convert = spec if isinstance(spec, tuple) else (spec, field.convert)
-            if family in (VORBIS, APE):
-                key = key.lower()
-            elif family == ID3 and key[:5] in ("TXXX:", "COMM:"):
-                key = key[:5] + key[5:].lower()
-            elif family == MP4 and key.startswith("----:"):
-                key = key.lower()
-            keys.append((key, convert))
-        plan.append((field.name, field.default, tuple(keys)))
-    return tuple(plan)
-
-
-_PLANS = {family: _compile(family) for family in (ID3, MP4, VORBIS, APE, ASF)}
-_NONE = _PLANS[ID3]
-
-# --------------------------------------------------------------------------------------------
-# Views: key -> list of raw values, over one file's mutagen tag object.
-
-
-class _ID3View:
-    __slots__ = ("tags", "_desc")
+    column: ClassVar[str]
+    __slots__ = ("tags",)
 
     def __init__(self, tags):
         self.tags = tags
-        self._desc = None
 
-    def _by_desc(self) -> dict[str, list]:
+    @staticmethod
+    def spell(key: str) -> str:
+        return key
+
+    def get(self, key: str) -> list | None:
+        """The raw values stored under ``key``; None when the key is absent."""
+        raise NotImplementedError
+
+    def has_picture(self) -> bool:
+        """Whether the tags embed any picture (cheap: nothing decoded)."""
+        raise NotImplementedError
+
+    def pictures(self) -> Iterable[EmbeddedPicture]:
+        raise NotImplementedError
+
+
+_DESCRIBED = ("TXXX:", "COMM:")  # ID3 frames told apart by their description
+
+
+class ID3Family(TagFamily):
+    column = "id3"
+    __slots__ = ("_described",)
+
+    def __init__(self, tags):
+        self.tags = tags
+        self._described: dict[str, list] | None = None
+
+    @staticmethod
+    def spell(key: str) -> str:
+        return key[:5] + key[5:].lower() if key[:5] in _DESCRIBED else key
+
+    def _by_description(self) -> dict[str, list]:
         # TXXX and COMM frames keyed "TXXX:<desc lowercased>": one pass over the frames.
         found: dict[str, list] = {}
         for key, frame in self.tags.items():
             prefix = key[:5]
             if prefix == "TXXX:" or prefix == "COMM:":
                 found.setdefault(prefix + frame.desc.lower(), frame.text)
-        self._desc = found
+        self._described = found
         return found
 
     def get(self, key: str) -> list | None:
         prefix = key[:5]
         if prefix == "TXXX:" or prefix == "COMM:":
-            desc = self._desc if self._desc is not None else self._by_desc()
-            return desc.get(key)
+            described = self._described if self._described is not None else self._by_description()
+            return described.get(key)
         frame = self.tags.get(key)
         if frame is None:
             return None
@@ -450,124 +286,239 @@ class _ID3View:
             return text
         return frame.text
 
+    def has_picture(self) -> bool:
+        return any(key[:4] == "APIC" for key in self.tags)
 
-class _MP4View:
-    __slots__ = ("tags", "_free")
+    def pictures(self) -> Iterator[EmbeddedPicture]:
+        for frame in self.tags.getall("APIC"):
+            yield int(frame.type), frame.data, frame.mime
+
+
+_FREEFORM = "----:"  # MP4 freeform atoms ("----:com.apple.iTunes:<name>")
+_MP4_PNG = 14  # mutagen.mp4.MP4Cover.FORMAT_PNG
+
+
+class MP4Family(TagFamily):
+    column = "mp4"
+    __slots__ = ("_freeform",)
 
     def __init__(self, tags):
         self.tags = tags
-        self._free = None
+        self._freeform: dict[str, list] | None = None
+
+    @staticmethod
+    def spell(key: str) -> str:
+        return key.lower() if key.startswith(_FREEFORM) else key
 
     def get(self, key: str) -> list | None:
-        if key[:5] == "----:":
-            free = self._free
-            if free is None:
-                free = self._free = {k.lower(): v for k, v in self.tags.items() if k[:5] == "----:"}
-            return free.get(key)
+        if key[:5] == _FREEFORM:
+            freeform = self._freeform
+            if freeform is None:
+                items = self.tags.items()
+                freeform = self._freeform = {k.lower(): v for k, v in items if k[:5] == _FREEFORM}
+            return freeform.get(key)
         value = self.tags.get(key)
         if value is None or isinstance(value, list):
             return value
         return [value]  # cpil is a bare bool
 
+    def has_picture(self) -> bool:
+        return bool(self.tags.get("covr"))
 
-class _DictView:
-    """Vorbis comments (list of (key, value) pairs) or ASF attributes, gathered once."""
-
-    __slots__ = ("values",)
-
-    def __init__(self, pairs, lower: bool):
-        values: dict[str, list] = {}
-        for key, value in pairs:
-            values.setdefault(key.lower() if lower else key, []).append(value)
-        self.values = values
-
-    def get(self, key: str) -> list | None:
-        return self.values.get(key)
+    def pictures(self) -> Iterator[EmbeddedPicture]:
+        for cover in self.tags.get("covr") or ():
+            mime = "image/png" if getattr(cover, "imageformat", None) == _MP4_PNG else "image/jpeg"
+            yield FRONT_COVER, bytes(cover), mime
 
 
-class _ASFView(_DictView):
-    __slots__ = ()
+class VorbisFamily(TagFamily):
+    """Vorbis comments (Ogg, FLAC): a list of (name, value) pairs, names case-insensitive."""
 
-    def __init__(self, tags):
-        super().__init__(((k, getattr(v, "value", v)) for k, v in tags), lower=False)
-
-
-_APE_TEXT = 0  # mutagen.apev2.TEXT
-
-
-class _APEView:
-    __slots__ = ("tags",)
+    column = "vorbis_ape"
+    __slots__ = ("_values",)
 
     def __init__(self, tags):
         self.tags = tags
+        values: dict[str, list] = {}
+        for key, value in tags:
+            values.setdefault(key.lower(), []).append(value)
+        self._values = values
+
+    @staticmethod
+    def spell(key: str) -> str:
+        return key.lower()
 
     def get(self, key: str) -> list | None:
-        value = self.tags.get(key)  # APEv2 keys are case-insensitive in mutagen
+        return self._values.get(key)
+
+    def has_picture(self) -> bool:
+        return "metadata_block_picture" in self._values or "coverart" in self._values
+
+    def pictures(self) -> list[EmbeddedPicture]:
+        from mutagen.flac import Picture as FlacPicture  # only covers need it: see the docstring
+
+        found: list[EmbeddedPicture] = []
+        legacy_mime = None
+        for key, value in self.tags:
+            lowered = key.lower()
+            if lowered == "metadata_block_picture":
+                picture = FlacPicture(base64.b64decode(value))
+                found.append((picture.type, picture.data, picture.mime))
+            elif lowered == "coverart":
+                found.append((0, base64.b64decode(value), None))
+            elif lowered == "coverartmime":
+                legacy_mime = value
+        if legacy_mime:
+            found = [(kind, data, mime or legacy_mime) for kind, data, mime in found]
+        return found
+
+
+_APE_TEXT = 0  # mutagen.apev2.TEXT
+_APE_COVER = "cover art"  # binary items "Cover Art (Front)", "Cover Art (Back)", ...
+
+
+class APEFamily(TagFamily):
+    """APEv2 (Monkey's Audio, WavPack, Musepack): items, names case-insensitive in mutagen."""
+
+    column = "vorbis_ape"
+    __slots__ = ()
+
+    @staticmethod
+    def spell(key: str) -> str:
+        return key.lower()
+
+    def get(self, key: str) -> list | None:
+        value = self.tags.get(key)
         if value is None:
             return None
         if value.kind == _APE_TEXT:  # text: NUL-separated values
             return value.value.split("\0")
         return [value.value]
 
+    def has_picture(self) -> bool:
+        return any(key.lower().startswith(_APE_COVER) for key in self.tags)
 
-def view(family: str, tags):
-    if family == ID3:
-        return _ID3View(tags)
-    if family == MP4:
-        return _MP4View(tags)
-    if family == VORBIS:
-        return _DictView(tags, lower=True)
-    if family == APE:
-        return _APEView(tags)
-    return _ASFView(tags)
+    def pictures(self) -> Iterator[EmbeddedPicture]:
+        for key in self.tags:
+            lowered = key.lower()
+            if lowered.startswith(_APE_COVER):
+                blob = self.tags[key].value  # "<file name>\0<image bytes>"
+                data = blob.split(b"\x00", 1)[1] if b"\x00" in blob else blob
+                yield (FRONT_COVER if lowered == "cover art (front)" else 0), data, None
 
 
-def read_fields(family: str | None, tags) -> dict[str, Any]:
-    """All table fields for one file's tags (``tags`` may be None: every field at its default)."""
-    if family is None or tags is None:
-        return {name: (list(default) if isinstance(default, list) else default) for name, default, _ in _NONE}
-    source = view(family, tags)
-    get = source.get
-    out: dict[str, Any] = {}
-    for name, default, keys in _PLANS[family]:
-        value = None
-        for key, convert in keys:
-            raw = get(key)
-            if raw:
-                value = convert(raw)
-                if value is not None:
-                    break
-        if value is None:
-            value = list(default) if isinstance(default, list) else default
-        out[name] = value
-    return out
+_ASF_PICTURE = "WM/Picture"
+
+
+class ASFFamily(TagFamily):
+    """ASF (Windows Media) attributes: (name, attribute) pairs, names exact."""
+
+    column = "asf"
+    __slots__ = ("_values",)
+
+    def __init__(self, tags):
+        self.tags = tags
+        values: dict[str, list] = {}
+        for key, attribute in tags:
+            values.setdefault(key, []).append(getattr(attribute, "value", attribute))
+        self._values = values
+
+    def get(self, key: str) -> list | None:
+        return self._values.get(key)
+
+    def has_picture(self) -> bool:
+        return _ASF_PICTURE in self._values
+
+    def pictures(self) -> Iterator[EmbeddedPicture]:
+        for value in self._values.get(_ASF_PICTURE, ()):
+            yield _unpack_asf_picture(value)
+
+
+def _unpack_asf_picture(value: bytes) -> EmbeddedPicture:
+    kind, size = struct.unpack_from("<bi", value)
+    pos = 5
+    strings = []
+    for _ in range(2):  # mime, description: UTF-16-LE, NUL-terminated
+        end = pos
+        while value[end : end + 2] != b"\x00\x00":
+            end += 2
+            if end > len(value):
+                raise ValueError("unterminated WM/Picture string")
+        strings.append(value[pos:end].decode("utf-16-le", "replace"))
+        pos = end + 2
+    return kind, value[pos : pos + size], strings[0]
+
+
+FAMILIES: tuple[type[TagFamily], ...] = (ID3Family, MP4Family, VorbisFamily, APEFamily, ASFFamily)
+
+# --------------------------------------------------------------------------------------------
+# Reading the table's fields.
+
+
+class TagReader:
+    """Reads a field table's tag fields from one file's tags, whatever its family.
+
+    ``fields``: rows with ``name``, ``type.convert``, ``type.default`` and, per family column
+    (``id3``, ``mp4``, ``vorbis_ape``, ``asf``), the keys to try: a key, or ``(key, converter)``.
+    """
+
+    def __init__(self, fields: Iterable):
+        fields = tuple(fields)
+        self.defaults = tuple((field.name, field.type.default) for field in fields)
+        self._plans = {family: self._plan(family, fields) for family in FAMILIES}
+
+    @staticmethod
+    def _plan(family: type[TagFamily], fields: tuple) -> tuple:
+        """(name, default, ((spelled key, converter), ...)) per field, for one family."""
+        plan = []
+        for field in fields:
+            keys = []
+            for spec in getattr(field, family.column):
+                key, convert = spec if isinstance(spec, tuple) else (spec, field.type.convert)
+                keys.append((family.spell(key), convert))
+            plan.append((field.name, field.type.default, tuple(keys)))
+        return tuple(plan)
+
+    def read(self, tags: TagFamily | None, into: dict[str, Any]) -> None:
+        """Set every tag field of ``into`` (``tags`` None: the file has none, all at defaults)."""
+        if tags is None:
+            for name, default in self.defaults:
+                into[name] = list(default) if isinstance(default, list) else default
+            return
+        get = tags.get
+        for name, default, keys in self._plans[type(tags)]:
+            value = None
+            for key, convert in keys:
+                raw = get(key)
+                if raw:
+                    value = convert(raw)
+                    if value is not None:
+                        break
+            if value is None:
+                value = list(default) if isinstance(default, list) else default
+            into[name] = value
 
 
 # --------------------------------------------------------------------------------------------
-# Embedded pictures.
-
-FRONT_COVER = 3
-_ASF_PICTURE = "WM/Picture"
-_APE_FRONT = "cover art (front)"
+# Embedded pictures: the tags' own, and FLAC picture blocks (which live outside the tags).
 
 
-def has_picture(family: str | None, mfile) -> bool:
+def has_picture(tags: TagFamily | None, mfile) -> bool:
     """Whether the file embeds any picture (cheap: no decoding)."""
-    pictures = getattr(mfile, "pictures", None)  # FLAC picture blocks
-    if pictures:
-        return True
-    tags = mfile.tags
-    if tags is None or family is None:
-        return False
-    if family == ID3:
-        return any(key[:4] == "APIC" for key in tags)
-    if family == MP4:
-        return bool(tags.get("covr"))
-    if family == VORBIS:
-        return any(key.lower() in ("metadata_block_picture", "coverart") for key, _ in tags)
-    if family == APE:
-        return any(key.lower().startswith("cover art") for key in tags)
-    return any(key == _ASF_PICTURE for key, _ in tags)
+    return bool(getattr(mfile, "pictures", None)) or (tags is not None and tags.has_picture())
+
+
+def front_cover(tags: TagFamily | None, mfile) -> tuple[bytes, str] | None:
+    """(image bytes, mime type) of the front cover, else the first picture; None without any."""
+    flac_blocks = getattr(mfile, "pictures", None) or ()
+    candidates: list[EmbeddedPicture] = [(pic.type, pic.data, pic.mime) for pic in flac_blocks]
+    if tags is not None:
+        candidates.extend(tags.pictures())
+    candidates = [c for c in candidates if c[1]]
+    if not candidates:
+        return None
+    _kind, data, mime = next((c for c in candidates if c[0] == FRONT_COVER), candidates[0])
+    return bytes(data), sniff_image_mime(data, mime)
 
 
 def sniff_image_mime(data: bytes, declared: str | None = None) -> str:
@@ -584,68 +535,3 @@ def sniff_image_mime(data: bytes, declared: str | None = None) -> str:
     if declared and declared.startswith("image/"):
         return declared
     return "application/octet-stream"
-
-
-def _pick(candidates: list[tuple[int, bytes, str | None]]) -> tuple[bytes, str] | None:
-    """Front cover if any, else the first picture; (data, mime)."""
-    candidates = [c for c in candidates if c[1]]
-    if not candidates:
-        return None
-    kind, data, mime = next((c for c in candidates if c[0] == FRONT_COVER), candidates[0])
-    return bytes(data), sniff_image_mime(data, mime)
-
-
-def _unpack_asf_picture(value: bytes) -> tuple[int, bytes, str]:
-    kind, size = struct.unpack_from("<bi", value)
-    pos = 5
-    strings = []
-    for _ in range(2):  # mime, description: UTF-16-LE, NUL-terminated
-        end = pos
-        while value[end : end + 2] != b"\x00\x00":
-            end += 2
-            if end > len(value):
-                raise ValueError("unterminated WM/Picture string")
-        strings.append(value[pos:end].decode("utf-16-le", "replace"))
-        pos = end + 2
-    return kind, value[pos : pos + size], strings[0]
-
-
-def pictures(family: str | None, mfile) -> tuple[bytes, str] | None:
-    """(image bytes, mime type) of the front cover, else the first picture."""
-    candidates: list[tuple[int, bytes, str | None]] = []
-    for pic in getattr(mfile, "pictures", None) or ():
-        candidates.append((pic.type, pic.data, pic.mime))
-    tags = mfile.tags
-    if tags is not None and family is not None:
-        if family == ID3:
-            for frame in tags.getall("APIC"):
-                candidates.append((int(frame.type), frame.data, frame.mime))
-        elif family == MP4:
-            for cover in tags.get("covr") or ():
-                mime = "image/png" if getattr(cover, "imageformat", None) == 14 else "image/jpeg"
-                candidates.append((FRONT_COVER, bytes(cover), mime))
-        elif family == VORBIS:
-            legacy_mime = None
-            for key, value in tags:
-                lowered = key.lower()
-                if lowered == "metadata_block_picture":
-                    pic = Picture(base64.b64decode(value))
-                    candidates.append((pic.type, pic.data, pic.mime))
-                elif lowered == "coverart":
-                    candidates.append((0, base64.b64decode(value), None))
-                elif lowered == "coverartmime":
-                    legacy_mime = value
-            if legacy_mime:
-                candidates = [(k, d, m or legacy_mime) for k, d, m in candidates]
-        elif family == APE:
-            for key in tags:
-                if key.lower().startswith("cover art"):
-                    blob = tags[key].value
-                    data = blob.split(b"\x00", 1)[1] if b"\x00" in blob else blob
-                    kind = FRONT_COVER if key.lower() == _APE_FRONT else 0
-                    candidates.append((kind, data, None))
-        elif family == ASF:
-            for key, attr in tags:
-                if key == _ASF_PICTURE:
-                    candidates.append(_unpack_asf_picture(attr.value))
-    return _pick(candidates)

@@ -7,22 +7,21 @@ import uuid
 import pytest
 
 from backend_worker import ledger
-from backend_worker.stages import insert
+from backend_worker.stages import fields, insert
 
 pytestmark = pytest.mark.integration
 
 
 def record(path, **tags):
-    base = {
-        "path": path, "size": 1000, "mtime": 1.5, "mtime_ns": 1_500_000_000,
-        "title": "T", "artist": "Artist", "album": "Album", "albumartist": None, "composer": None,
-        "initial_key": None, "genres": [], "year": 2001, "track": 1, "tracktotal": 10, "disc": 1,
-        "disctotal": 1, "comp": False, "bpm": None, "length": 6.0, "bitrate": 128000,
-        "samplerate": 44100, "bitdepth": None, "channels": 2, "format": "MP3",
-        "mb_trackid": None, "mb_albumid": None, "mb_artistid": None, "mb_albumartistid": None,
-        "mb_releasegroupid": None, "rg_track_gain": None, "rg_track_peak": None,
-        "rg_album_gain": None, "rg_album_peak": None, "has_cover": False,
-    }  # fmt: skip
+    base = dict.fromkeys(fields.RECORD_KEYS)  # unknown, but for these
+    base.update(
+        {
+            "path": path, "size": 1000, "mtime": 1.5, "mtime_ns": 1_500_000_000,
+            "title": "T", "artist": "Artist", "album": "Album", "genres": [], "year": 2001, "track": 1,
+            "tracktotal": 10, "disc": 1, "disctotal": 1, "comp": False, "length": 6.0,
+            "bitrate": 128000, "samplerate": 44100, "channels": 2, "format": "MP3", "has_cover": False,
+        }
+    )  # fmt: skip
     base.update(tags)
     return base
 

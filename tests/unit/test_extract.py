@@ -26,7 +26,7 @@ from mutagen.mp3 import MP3
 from mutagen.mp4 import MP4, MP4FreeForm
 from mutagen.oggvorbis import OggVorbis
 
-from backend_worker.stages import tags as tagtable
+from backend_worker.stages import fields
 from backend_worker.stages.extract import (
     RECORD_KEYS,
     ExtractError,
@@ -37,7 +37,7 @@ from backend_worker.stages.extract import (
 from tests import audio_fixtures as af
 
 TAGGABLE = [fmt for fmt in af.FORMATS if fmt not in af.UNTAGGABLE]
-TAG_FIELDS = tagtable.TAG_FIELDS
+TAG_FIELDS = fields.TAG_NAMES
 DEFAULTS = {name: ([] if name == "genres" else False if name == "comp" else None) for name in TAG_FIELDS}
 
 

@@ -12,6 +12,7 @@ import pytest
 from mutagen.apev2 import APEv2
 from mutagen.mp3 import MP3
 
+from backend_worker.stages import fields
 from backend_worker.stages.extract import read_record
 from tests import audio_fixtures as af
 
@@ -19,36 +20,8 @@ from tests import audio_fixtures as af
 MEDIAFILE_FORMATS = [fmt for fmt in af.FORMATS if fmt != "aac"]
 APE_FAMILY = {"wv", "mpc", "ape"}
 
-SHARED_FIELDS = (
-    "title",
-    "artist",
-    "album",
-    "albumartist",
-    "composer",
-    "initial_key",
-    "genres",
-    "year",
-    "track",
-    "tracktotal",
-    "disc",
-    "disctotal",
-    "comp",
-    "bpm",
-    "mb_trackid",
-    "mb_albumid",
-    "mb_artistid",
-    "mb_albumartistid",
-    "mb_releasegroupid",
-    "rg_track_gain",
-    "rg_track_peak",
-    "rg_album_gain",
-    "rg_album_peak",
-    "bitrate",
-    "samplerate",
-    "bitdepth",
-    "channels",
-    "format",
-)
+# Every tag and stream field has mediafile's name; the length is compared apart (within 1e-6).
+SHARED_FIELDS = (*fields.TAG_NAMES, *(name for name in fields.STREAM_NAMES if name != "length"))
 
 
 def mediafile_view(path: Path, fmt: str, ours: dict) -> dict:

@@ -1,0 +1,301 @@
+"""The record's fields, declared once: what extract reads, what insert stores, what the tests expect.
+
+``FIELDS`` has one row per field of the record, in the record's order (the order ``soniquebay
+extract`` prints):
+
+- ``Stat``: what ``os.stat`` says of the file (and its path);
+- ``Tag``: a tag (beets' field name), its type, and the keys each tag family stores it under,
+  tried in order (see tags.py for the key syntax and how values are converted);
+- ``Stream``: what mutagen says of the audio stream, as beets' mediafile reports it;
+- ``Picture``: whether the file embeds a picture.
+
+A row's ``column`` is the SQL type of its ``tracks`` column (None: not a column of ``tracks``;
+genres are rows of ``track_genres``). Everything else derives from this table: extract's
+RECORD_KEYS and read_record, insert's column list, temp table and range checks, the test
+fixtures' expectations; tests/unit/test_record_schema.py and the integration test of the same
+name fail when a layer (or the migrations) disagrees with it. Adding a tag field: a ``Tag`` row
+and a migration adding its column (README, "Adding a tag field").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from backend_worker.stages.tags import (
+    INT4_MAX,
+    Converter,
+    conv_bool,
+    conv_float,
+    conv_int,
+    conv_list,
+    conv_number,
+    conv_soundcheck_gain,
+    conv_soundcheck_peak,
+    conv_text,
+    conv_total,
+    conv_uuid,
+    conv_year,
+)
+
+
+class ValueType(NamedTuple):
+    """A tag's type: how raw values convert, its SQL column type, its value when absent."""
+
+    convert: Converter
+    column: str | None
+    default: Any = None
+
+
+TEXT = ValueType(conv_text, "text")
+TEXT_LIST = ValueType(conv_list, None, default=[])  # stored as rows of track_genres
+INTEGER = ValueType(conv_int, "integer")
+NUMBER = ValueType(conv_number, "integer")  # "3" of "3/12"
+YEAR = ValueType(conv_year, "integer")
+FLAG = ValueType(conv_bool, "boolean", default=False)
+MUSICBRAINZ_ID = ValueType(conv_uuid, "uuid")
+DECIMAL = ValueType(conv_float, "double precision")
+
+Keys = tuple  # of str, or (str, Converter) where the key holds the value in another shape
+
+
+def total_in(key: str) -> tuple[str, Converter]:
+    """The total stored in a "n/total" value under ``key`` (ID3 TRCK "3/12" gives 12)."""
+    return key, conv_total
+
+
+class Tag(NamedTuple):
+    """A tag: its type, and per tag family the keys it is stored under (tried in order)."""
+
+    name: str
+    type: ValueType
+    id3: Keys
+    mp4: Keys
+    vorbis_ape: Keys  # Vorbis comment and APEv2 field names (case-insensitive)
+    asf: Keys
+
+    @property
+    def column(self) -> str | None:
+        return self.type.column
+
+
+class FileField(NamedTuple):
+    """A field read from the opened file (extract.AudioFile) rather than from its tags."""
+
+    name: str
+    column: str | None
+    read: Callable[[Any], Any]  # the opened file -> value
+
+
+class Stat(FileField):
+    """What os.stat says of the file (and its path)."""
+
+    __slots__ = ()
+
+
+class Stream(FileField):
+    """What mutagen says of the audio stream."""
+
+    __slots__ = ()
+
+
+class Picture(FileField):
+    """Whether the file embeds a picture."""
+
+    __slots__ = ()
+
+
+# --------------------------------------------------------------------------------------------
+# Stream fields, read from mutagen's stream info as beets' mediafile reads them.
+
+
+def _count(value: Any) -> int:
+    """A stream property as the integer column holds it (0: unknown or out of range)."""
+    if isinstance(value, float):
+        value = int(value) if math.isfinite(value) else 0
+    return value if isinstance(value, int) and 0 <= value <= INT4_MAX else 0
+
+
+def _length(audio) -> float:
+    length = float(getattr(audio.info, "length", 0.0) or 0.0)
+    return length if 0.0 <= length < 1e9 else 0.0  # NaN, infinities, nonsense from a crafted header
+
+
+def _bitrate(audio) -> int:
+    bitrate = getattr(audio.info, "bitrate", 0)
+    if not bitrate:  # mediafile's estimate for lossless formats
+        length = _length(audio)
+        bitrate = audio.stat.st_size * 8 / length if length else 0
+    return _count(bitrate)
+
+
+def _samplerate(audio) -> int:
+    rate = getattr(audio.info, "sample_rate", None)
+    if rate is None:  # mutagen gives none for Opus, which always decodes at 48 kHz
+        rate = 48000 if audio.format_name() == "Opus" else 0
+    return _count(rate)
+
+
+# --------------------------------------------------------------------------------------------
+# The table.
+
+_ITUNES = "----:com.apple.iTunes:"  # MP4 freeform atoms
+_MUSICBRAINZ = "http://musicbrainz.org"  # owner of ID3 UFID frames
+
+FIELDS: tuple[Tag | FileField, ...] = (
+    Stat("path", "text", lambda audio: audio.path),
+    Stat("size", "bigint", lambda audio: audio.stat.st_size),
+    Stat("mtime", None, lambda audio: audio.stat.st_mtime),
+    Stat("mtime_ns", "bigint", lambda audio: audio.stat.st_mtime_ns),
+    Tag("title", TEXT, id3=("TIT2",), mp4=("\xa9nam",), vorbis_ape=("title",), asf=("Title",)),
+    Tag("artist", TEXT, id3=("TPE1",), mp4=("\xa9ART",), vorbis_ape=("artist",), asf=("Author",)),
+    Tag("album", TEXT, id3=("TALB",), mp4=("\xa9alb",), vorbis_ape=("album",), asf=("WM/AlbumTitle",)),
+    Tag(
+        "albumartist",
+        TEXT,
+        id3=("TPE2",),
+        mp4=("aART",),
+        vorbis_ape=("album artist", "album_artist", "albumartist"),
+        asf=("WM/AlbumArtist",),
+    ),
+    Tag("composer", TEXT, id3=("TCOM",), mp4=("\xa9wrt",), vorbis_ape=("composer",), asf=("WM/Composer",)),
+    Tag(
+        "initial_key",
+        TEXT,
+        id3=("TKEY",),
+        mp4=(_ITUNES + "initialkey",),
+        vorbis_ape=("initialkey",),
+        asf=("INITIALKEY",),
+    ),
+    Tag("genres", TEXT_LIST, id3=("TCON",), mp4=("\xa9gen",), vorbis_ape=("genre",), asf=("WM/Genre",)),
+    Tag("year", YEAR, id3=("TDRC",), mp4=("\xa9day",), vorbis_ape=("date", "year"), asf=("WM/Year",)),
+    Tag(
+        "track",
+        NUMBER,
+        id3=("TRCK",),
+        mp4=("trkn",),
+        vorbis_ape=("track", "tracknumber"),
+        asf=("WM/TrackNumber",),
+    ),
+    Tag(
+        "tracktotal",
+        INTEGER,
+        id3=(total_in("TRCK"),),
+        mp4=(total_in("trkn"),),
+        vorbis_ape=("tracktotal", "trackc", "totaltracks", total_in("track"), total_in("tracknumber")),
+        asf=("TotalTracks", total_in("WM/TrackNumber")),
+    ),
+    Tag(
+        "disc",
+        NUMBER,
+        id3=("TPOS",),
+        mp4=("disk",),
+        vorbis_ape=("disc", "discnumber"),
+        asf=("WM/PartOfSet",),
+    ),
+    Tag(
+        "disctotal",
+        INTEGER,
+        id3=(total_in("TPOS"),),
+        mp4=(total_in("disk"),),
+        vorbis_ape=("disctotal", "discc", "totaldiscs", total_in("disc"), total_in("discnumber")),
+        asf=("TotalDiscs", total_in("WM/PartOfSet")),
+    ),
+    Tag("comp", FLAG, id3=("TCMP",), mp4=("cpil",), vorbis_ape=("compilation",), asf=("WM/IsCompilation",)),
+    Tag("bpm", INTEGER, id3=("TBPM",), mp4=("tmpo",), vorbis_ape=("bpm",), asf=("WM/BeatsPerMinute",)),
+    Stream("length", "double precision", _length),
+    Stream("bitrate", "integer", _bitrate),
+    Stream("samplerate", "integer", _samplerate),
+    Stream("bitdepth", "integer", lambda audio: _count(getattr(audio.info, "bits_per_sample", 0))),
+    Stream("channels", "integer", lambda audio: _count(getattr(audio.info, "channels", 0))),
+    Stream("format", "text", lambda audio: audio.format_name()),
+    Tag(
+        "mb_trackid",
+        MUSICBRAINZ_ID,
+        id3=("UFID:" + _MUSICBRAINZ,),
+        mp4=(_ITUNES + "MusicBrainz Track Id",),
+        vorbis_ape=("musicbrainz_trackid",),
+        asf=("MusicBrainz/Track Id",),
+    ),
+    Tag(
+        "mb_albumid",
+        MUSICBRAINZ_ID,
+        id3=("TXXX:MusicBrainz Album Id",),
+        mp4=(_ITUNES + "MusicBrainz Album Id",),
+        vorbis_ape=("musicbrainz_albumid",),
+        asf=("MusicBrainz/Album Id",),
+    ),
+    Tag(
+        "mb_artistid",
+        MUSICBRAINZ_ID,
+        id3=("TXXX:MusicBrainz Artist Id",),
+        mp4=(_ITUNES + "MusicBrainz Artist Id",),
+        vorbis_ape=("musicbrainz_artistid",),
+        asf=("MusicBrainz/Artist Id",),
+    ),
+    Tag(
+        "mb_albumartistid",
+        MUSICBRAINZ_ID,
+        id3=("TXXX:MusicBrainz Album Artist Id",),
+        mp4=(_ITUNES + "MusicBrainz Album Artist Id",),
+        vorbis_ape=("musicbrainz_albumartistid",),
+        asf=("MusicBrainz/Album Artist Id",),
+    ),
+    Tag(
+        "mb_releasegroupid",
+        MUSICBRAINZ_ID,
+        id3=("TXXX:MusicBrainz Release Group Id",),
+        mp4=(_ITUNES + "MusicBrainz Release Group Id",),
+        vorbis_ape=("musicbrainz_releasegroupid",),
+        asf=("MusicBrainz/Release Group Id",),
+    ),
+    Tag(
+        "rg_track_gain",
+        DECIMAL,
+        id3=("TXXX:replaygain_track_gain", ("COMM:iTunNORM", conv_soundcheck_gain)),
+        mp4=(_ITUNES + "replaygain_track_gain", (_ITUNES + "iTunNORM", conv_soundcheck_gain)),
+        vorbis_ape=("replaygain_track_gain",),
+        asf=("replaygain_track_gain",),
+    ),
+    Tag(
+        "rg_track_peak",
+        DECIMAL,
+        id3=("TXXX:replaygain_track_peak", ("COMM:iTunNORM", conv_soundcheck_peak)),
+        mp4=(_ITUNES + "replaygain_track_peak", (_ITUNES + "iTunNORM", conv_soundcheck_peak)),
+        vorbis_ape=("replaygain_track_peak",),
+        asf=("replaygain_track_peak",),
+    ),
+    Tag(
+        "rg_album_gain",
+        DECIMAL,
+        id3=("TXXX:replaygain_album_gain",),
+        mp4=(_ITUNES + "replaygain_album_gain",),
+        vorbis_ape=("replaygain_album_gain",),
+        asf=("replaygain_album_gain",),
+    ),
+    Tag(
+        "rg_album_peak",
+        DECIMAL,
+        id3=("TXXX:replaygain_album_peak",),
+        mp4=(_ITUNES + "replaygain_album_peak",),
+        vorbis_ape=("replaygain_album_peak",),
+        asf=("replaygain_album_peak",),
+    ),
+    Picture("has_cover", "boolean", lambda audio: audio.has_picture()),
+)
+
+# --------------------------------------------------------------------------------------------
+# Derived: what the stages and the tests read instead of lists of their own.
+
+RECORD_KEYS: tuple[str, ...] = tuple(field.name for field in FIELDS)
+TAG_FIELDS: tuple[Tag, ...] = tuple(field for field in FIELDS if isinstance(field, Tag))
+TAG_NAMES: tuple[str, ...] = tuple(field.name for field in TAG_FIELDS)
+STREAM_NAMES: tuple[str, ...] = tuple(field.name for field in FIELDS if isinstance(field, Stream))
+# Fields read from the file rather than its tags, with their readers.
+FILE_READERS: tuple[tuple[str, Callable[[Any], Any]], ...] = tuple(
+    (field.name, field.read) for field in FIELDS if not isinstance(field, Tag)
+)
+# The record's fields that are columns of `tracks`, with their SQL types, in record order.
+COLUMNS: tuple[tuple[str, str], ...] = tuple((field.name, field.column) for field in FIELDS if field.column)
+INTEGER_COLUMNS: tuple[str, ...] = tuple(name for name, sql_type in COLUMNS if sql_type == "integer")
