@@ -156,7 +156,7 @@ def test_numbers_no_column_can_hold_are_stored_as_unknown(db_conn):
 
 def test_one_bad_record_does_not_sink_its_batch(db_conn):
     """A record the database refuses is recorded as an error; the rest of its batch is stored."""
-    from backend_worker import tasks
+    from backend_worker.steps.insert import insert_one_by_one
 
     with db_conn.transaction():
         session = ledger.create_session(db_conn, ["/m"])
@@ -164,7 +164,7 @@ def test_one_bad_record_does_not_sink_its_batch(db_conn):
         poisoned = record("/m/a/bad.mp3", mb_trackid="not-a-uuid")
         ledger.buffer_records(db_conn, session, "x0", [*good[:2], poisoned, *good[2:]])
         (batch_id,) = [b.id for b in ledger.cut_batches(db_conn, session, 100, flush=True)]
-    assert tasks._insert_one_by_one(session, batch_id) == 5
+    assert insert_one_by_one(session, batch_id) == 5
     assert [p for (p,) in db_conn.execute("SELECT path FROM tracks ORDER BY path")] == sorted(
         r["path"] for r in good
     )
@@ -172,4 +172,4 @@ def test_one_bad_record_does_not_sink_its_batch(db_conn):
     assert reason.startswith("cannot store: InvalidTextRepresentation")
     assert ledger.progress(db_conn, session)["inserted"] == 5
     assert ledger.progress(db_conn, session)["errors"] == 1
-    assert tasks._insert_one_by_one(session, batch_id) == 0, "a second run finds the batch done"
+    assert insert_one_by_one(session, batch_id) == 0, "a second run finds the batch done"
