@@ -6,13 +6,44 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from backend_worker.config import settings
+from backend_worker.pipeline import QUEUES
 
-QUEUES = ("scan", "extract", "batch", "insert", "deferred")
+# The app's settings that depend on nothing, grouped by why they are set.
+
+# Pipeline state lives in PostgreSQL; results would only pile up in Redis.
+NO_RESULTS = {"task_ignore_result": True, "result_backend": None}
+# A task is acknowledged only once it finished, and re-queued if its worker dies mid-task: every
+# stage is idempotent, so a second run changes nothing.
+AT_LEAST_ONCE = {"task_acks_late": True, "task_reject_on_worker_lost": True, "worker_prefetch_multiplier": 4}
+# A worker whose broker is down or refuses its password keeps retrying (one log line per attempt,
+# at most 30 s apart) instead of exiting after 100 attempts into a restart loop.
+RETRY_THE_BROKER_FOREVER = {
+    "broker_connection_retry_on_startup": True,
+    "broker_connection_retry": True,
+    "broker_connection_max_retries": None,
+}
+# What Flower shows (tasks from these events) and lets an operator do (restart a pool).
+FLOWER = {
+    "worker_send_task_events": True,
+    "task_send_sent_event": True,
+    "task_track_started": True,
+    "worker_pool_restarts": True,
+}
+# The worker keeps the logging the units configure; a prefork child is replaced every 2,000 tasks;
+# a task keeps running through a broker outage (acks_late redelivers it at worst).
+WORKER = {
+    "worker_hijack_root_logger": False,
+    "worker_max_tasks_per_child": 2000,
+    "worker_cancel_long_running_tasks_on_connection_loss": False,
+}
 
 
 def build_app() -> Celery:
     conf = settings()
-    app = Celery("backend_worker", broker=conf.broker_url, include=["backend_worker.tasks"])
+    # The tasks, and the worker's own hooks and threads: a worker imports both before it starts.
+    app = Celery(
+        "backend_worker", broker=conf.broker_url, include=["backend_worker.tasks", "backend_worker.worker"]
+    )
     exchange = Exchange("soniquebay", type="direct")
     app.conf.update(
         task_queues=[Queue(name, exchange, routing_key=name) for name in QUEUES],
@@ -23,32 +54,13 @@ def build_app() -> Celery:
         task_routes=[{f"{name}.*": {"queue": name, "routing_key": name} for name in QUEUES}],
         task_serializer="json",
         accept_content=["json"],
-        # Pipeline state lives in PostgreSQL; results would only pile up in Redis.
-        task_ignore_result=True,
-        result_backend=None,
-        # A task is acknowledged only once it finished, and re-queued if its worker dies mid-task:
-        # every stage is idempotent, so a second run changes nothing.
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=4,
-        # A worker whose broker is down or refuses its password keeps retrying (one log line per
-        # attempt, at most 30 s apart) instead of exiting after 100 attempts into a restart loop.
-        broker_connection_retry_on_startup=True,
-        broker_connection_retry=True,
-        broker_connection_max_retries=None,
-        broker_transport_options={
-            "visibility_timeout": conf.visibility_timeout,
-        },
-        # Flower shows tasks from these events.
-        worker_send_task_events=True,
-        task_send_sent_event=True,
-        task_track_started=True,
-        worker_hijack_root_logger=False,
-        worker_max_tasks_per_child=2000,
-        # Lets an operator restart a pool from Flower (pool_restart remote control).
-        worker_pool_restarts=True,
-        worker_cancel_long_running_tasks_on_connection_loss=False,
+        broker_transport_options={"visibility_timeout": conf.visibility_timeout},
         timezone="UTC",
+        **NO_RESULTS,
+        **AT_LEAST_ONCE,
+        **RETRY_THE_BROKER_FOREVER,
+        **FLOWER,
+        **WORKER,
     )
     return app
 

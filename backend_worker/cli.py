@@ -9,9 +9,9 @@ import time
 
 import click
 
-from backend_worker.config import ConfigError, settings
-from backend_worker.config import where as _where
-from backend_worker.scans import ORIGINS, normalise_roots, one_line
+from backend_worker.config import ConfigError, settings, url_without_credentials
+from backend_worker.errors import one_line
+from backend_worker.scans import ORIGINS, normalise_roots
 
 EXIT_FAILED = 1  # the scan session failed
 EXIT_UNAVAILABLE = 2  # a service is unreachable or a setting is wrong
@@ -35,9 +35,11 @@ class Cli(click.Group):
         except ConfigError as exc:
             fail(f"configuration error: {exc}")
         except psycopg.OperationalError as exc:
-            fail(f"cannot use PostgreSQL at {_where(settings().database_url)}: {one_line(exc)}")
+            database = url_without_credentials(settings().database_url)
+            fail(f"cannot use PostgreSQL at {database}: {one_line(exc)}")
         except (kombu.exceptions.OperationalError, redis.exceptions.RedisError, ConnectionError) as exc:
-            fail(f"cannot use the broker at {_where(settings().broker_url)}: {one_line(exc)}")
+            broker = url_without_credentials(settings().broker_url)
+            fail(f"cannot use the broker at {broker}: {one_line(exc)}")
 
 
 @click.group(cls=Cli)
@@ -105,13 +107,12 @@ def retry_failed(wait, as_json):
     """Read again the files that failed (after fixing permissions, or upgrading): forgets their
     error records and rescans the library folders that hold them (unchanged files are skipped)."""
     from backend_worker import db as database
+    from backend_worker import ledger, library
 
     with database.connect() as conn:
         _require_schema(conn)
-        failed = [p for (p,) in conn.execute("SELECT path FROM file_errors WHERE stage <> 'scan'")]
-        known_roots = [
-            r for (r,) in conn.execute("SELECT DISTINCT unnest(roots) FROM scan_sessions ORDER BY 1")
-        ] + list(settings().library_roots)
+        failed = library.unreadable_files(conn)
+        known_roots = ledger.scanned_roots(conn) + list(settings().library_roots)
     roots = normalise_roots(
         tuple(
             {
@@ -124,7 +125,7 @@ def retry_failed(wait, as_json):
         click.echo("no failed files to retry")
         return
     with database.connect() as conn:
-        conn.execute("DELETE FROM file_errors WHERE path = ANY(%s)", (failed,))
+        library.forget_file_errors(conn, failed)
     click.echo(f"retrying {len(failed)} files under {', '.join(roots)}", err=True)
     _run_session(roots, wait, as_json)
 
@@ -274,13 +275,7 @@ def _wait_for_close(conn, session_id: str, timeout: float) -> None:
 def _session(conn, session_id: str) -> dict:
     from backend_worker import ledger
 
-    row = conn.execute(
-        "SELECT id, roots, origin, status, phase, message, started_at, ended_at, "
-        + ", ".join(ledger.COUNT_NAMES)
-        + " FROM scan_sessions WHERE id = %s",
-        (session_id,),
-    ).fetchone()
-    return _session_dict(conn, row)
+    return _session_dict(conn, ledger.session_row(conn, session_id))
 
 
 def _session_dict(conn, row) -> dict:
@@ -312,27 +307,12 @@ def status(as_json, limit):
     """Recent scan sessions and what the library holds."""
     from backend_worker import db as database
     from backend_worker import ledger
+    from backend_worker.library import totals
 
     with database.connect(autocommit=True) as conn:
         _require_schema(conn)
-        rows = conn.execute(
-            "SELECT id, roots, origin, status, phase, message, started_at, ended_at, "
-            + ", ".join(ledger.COUNT_NAMES)
-            + " FROM scan_sessions ORDER BY started_at DESC LIMIT %s",
-            (limit,),
-        ).fetchall()
-        sessions = [_session_dict(conn, row) for row in rows]
-        library = dict(
-            zip(
-                ("tracks", "albums", "artists", "genres", "errors"),
-                conn.execute(
-                    "SELECT (SELECT count(*) FROM tracks), (SELECT count(*) FROM albums), "
-                    "(SELECT count(*) FROM artists), (SELECT count(*) FROM genres), "
-                    "(SELECT count(*) FROM file_errors)"
-                ).fetchone(),
-                strict=True,
-            )
-        )
+        sessions = [_session_dict(conn, row) for row in ledger.recent_session_rows(conn, limit)]
+        library = totals(conn)
     if as_json:
         click.echo(json.dumps({"sessions": sessions, "library": library}))
         return
@@ -354,12 +334,11 @@ def status(as_json, limit):
 def errors(as_json):
     """Files (and folders) that could not be read, and why."""
     from backend_worker import db as database
+    from backend_worker import library
 
     with database.connect(autocommit=True) as conn:
         _require_schema(conn)
-        rows = conn.execute(
-            "SELECT path, stage, reason, at, session_id FROM file_errors ORDER BY path"
-        ).fetchall()
+        rows = library.file_errors(conn)
     for path, stage, reason, at, session_id in rows:
         if as_json:
             click.echo(

@@ -13,7 +13,7 @@ class ConfigError(Exception):
     """A setting has a value we cannot use; the message names it."""
 
 
-def where(url: str) -> str:
+def url_without_credentials(url: str) -> str:
     """scheme://host:port/db of a URL, without credentials: what logs and errors may show."""
     parts = urlsplit(url)
     try:

@@ -1,21 +1,15 @@
-"""PostgreSQL access: connections and schema migrations."""
+"""PostgreSQL access: connections (the task threads' own among them) and schema migrations."""
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from importlib import resources
 
 import psycopg
 
 from backend_worker.config import settings
-
-# Errors worth retrying: the server went away, restarted, or two transactions collided.
-TRANSIENT_DB_ERRORS: tuple[type[Exception], ...] = (
-    psycopg.OperationalError,
-    psycopg.errors.SerializationFailure,
-    psycopg.errors.DeadlockDetected,
-)
 
 _MIGRATION_LOCK = 0x50_4E_49_51  # advisory lock id: one migrator at a time
 
@@ -24,11 +18,55 @@ def connect(url: str | None = None, **kwargs) -> psycopg.Connection:
     return psycopg.connect(url or settings().database_url, connect_timeout=10, **kwargs)
 
 
+# One connection per thread that runs tasks (a prefork child has one; a thread pool one per
+# thread: a psycopg connection must not run two transactions at once), reused across tasks and
+# replaced when it breaks. Keyed by thread id so the time-limit watchdog can cancel a thread's query.
+_connections: dict[int, psycopg.Connection] = {}
+
+
+def thread_connection() -> psycopg.Connection:
+    """This thread's connection, in autocommit mode (a statement alone needs no transaction)."""
+    me = threading.get_ident()
+    conn = _connections.get(me)
+    if conn is None or conn.closed or conn.broken:
+        conn = _connections[me] = connect(autocommit=True)
+    return conn
+
+
 @contextlib.contextmanager
-def transaction(url: str | None = None) -> Iterator[psycopg.Connection]:
-    """One connection, one transaction: committed on success, rolled back on error."""
-    with connect(url) as conn:
+def transaction() -> Iterator[psycopg.Connection]:
+    """`with transaction() as conn:` one transaction on this thread's connection."""
+    conn = thread_connection()
+    with conn.transaction():
         yield conn
+
+
+def discard_busy_connection() -> None:
+    """A task stopped mid-query (its soft time limit interrupts whatever runs, even a wait for a
+    lock) leaves the connection busy or in a failed transaction: the next one starts afresh."""
+    conn = _connections.get(threading.get_ident())
+    idle = psycopg.pq.TransactionStatus.IDLE
+    if conn is not None and not conn.closed and conn.info.transaction_status != idle:
+        conn.close()  # the server ends the query and frees the session's locks
+        _connections.pop(threading.get_ident(), None)
+
+
+def cancel_query(thread_id: int) -> None:
+    """Cancel what that thread's connection runs (from another thread: the time-limit watchdog)."""
+    conn = _connections.get(thread_id)
+    if conn is not None and not conn.closed:
+        with contextlib.suppress(psycopg.Error):
+            conn.cancel_safe(timeout=10)
+
+
+def end_session(thread_id: int) -> None:
+    """Terminate that thread's server session, from this thread's own connection: its transaction
+    ends and its locks are freed, as when a prefork child is killed. (Closing the connection here
+    would race the stuck thread inside libpq.)"""
+    conn = _connections.get(thread_id)
+    if conn is not None and not conn.closed:
+        with contextlib.suppress(psycopg.Error):
+            thread_connection().execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
 
 
 def migrations() -> list[tuple[int, str, str]]:

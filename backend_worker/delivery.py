@@ -35,6 +35,7 @@ import psycopg
 import redis
 
 from backend_worker import db, ledger
+from backend_worker.pipeline import FINALIZE_TASK, FLUSH_TASK, STAGE_QUEUES, SendTask
 
 log = logging.getLogger("backend_worker.delivery")
 
@@ -49,8 +50,6 @@ NUDGE_SECONDS = 30
 MAX_RESENDS = 5
 
 _RECONCILE_LOCK = 0x53_42_52_43  # advisory lock: one reconciliation pass at a time
-
-SendTask = Callable[[str, dict, str], None]  # (task name, kwargs, task id)
 
 
 def beat(conn: psycopg.Connection, instance: str, worker: str, held: Iterable[str]) -> None:
@@ -152,7 +151,7 @@ WHERE u.done_at IS NULL AND u.task_id IS NOT NULL AND u.message IS NOT NULL
 
 def _resend_lost_units(conn, broker, send: SendTask, report: PassReport, *, grace, confirm, live) -> None:
     unheld = conn.execute(_UNHELD, {"grace": grace, "confirm": confirm, "live": live}).fetchall()
-    queues = {ledger.STAGE_QUEUES.get(stage, "deferred") for _, _, stage, *_ in unheld}
+    queues = {STAGE_QUEUES.get(stage, "deferred") for _, _, stage, *_ in unheld}
     queued = queued_task_ids(broker, sorted(queues)) if unheld else set()
     lost = [row for row in unheld if row[3] not in queued]
     report.suspects = len(lost)
@@ -216,7 +215,7 @@ def _nudge_idle_sessions(conn, send: SendTask, report: PassReport, *, nudge) -> 
     """A session with nothing pending that did not close: the message of its next step (a flush
     or the final step, which are not units) was lost. Both are idempotent: send it again."""
     for session_id, phase, unbatched in conn.execute(_IDLE_SESSIONS, (nudge,)).fetchall():
-        task = "batch.flush" if unbatched and phase == "scanning" else "deferred.finalize"
+        task = FLUSH_TASK if unbatched and phase == "scanning" else FINALIZE_TASK
         conn.execute(
             "UPDATE scan_sessions SET nudged_at = now(), nudges = nudges + 1 WHERE id = %s", (session_id,)
         )

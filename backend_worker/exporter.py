@@ -12,9 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import psycopg
 import redis
 
-from backend_worker import delivery, ledger
-from backend_worker.app import QUEUES
+from backend_worker import delivery, library
 from backend_worker.config import settings
+from backend_worker.pipeline import QUEUES, STAGE_QUEUES
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def collect(
         "WHERE u.done_at IS NULL GROUP BY u.stage"
     ).fetchall()
     for stage, age in rows:
-        queue = ledger.STAGE_QUEUES.get(stage)
+        queue = STAGE_QUEUES.get(stage)
         if queue:
             oldest[queue] = max(oldest[queue], float(age))
     for queue, age in oldest.items():
@@ -72,7 +72,7 @@ def collect(
     samples.append(("soniquebay_scan_sessions_running", {}, running))
     samples.append(("soniquebay_scan_session_stalled_seconds", {}, float(stalled)))
     resent = delivery.resent_counts(conn)
-    for stage in [*ledger.STAGE_QUEUES, delivery.NEXT_STEP]:
+    for stage in [*STAGE_QUEUES, delivery.NEXT_STEP]:
         samples.append(("soniquebay_units_resent_total", {"stage": stage}, resent.get(stage, 0)))
     # A session over the root or a folder holding it; sessions over folders below it do not count.
     ages = conn.execute(
@@ -86,11 +86,9 @@ def collect(
     for root, age in ages:
         age = math.inf if age is None else float(age)
         samples.append(("soniquebay_last_completed_scan_age_seconds", {"root": root}, age))
-    tracks, albums, artists, genres, errors = conn.execute(
-        "SELECT (SELECT count(*) FROM tracks), (SELECT count(*) FROM albums), "
-        "(SELECT count(*) FROM artists), (SELECT count(*) FROM genres), (SELECT count(*) FROM file_errors)"
-    ).fetchone()
-    for kind, value in (("tracks", tracks), ("albums", albums), ("artists", artists), ("genres", genres)):
+    counts = library.totals(conn)
+    errors = counts.pop("errors")
+    for kind, value in counts.items():
         samples.append(("soniquebay_library_items", {"kind": kind}, value))
     samples.append(("soniquebay_file_errors", {}, errors))
     return samples

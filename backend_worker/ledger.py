@@ -10,20 +10,17 @@ from __future__ import annotations
 import json
 import uuid
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psycopg
 from psycopg.types.json import Jsonb
 
+from backend_worker import pipeline
+from backend_worker.pipeline import UPSTREAM_STAGES, Unit
+
 COUNT_NAMES = ("discovered", "unchanged", "extracted", "inserted", "errors", "removed")
 # NOTIFY channel: a session's id is announced here when it closes (`soniquebay scan --wait` listens).
 CLOSED_CHANNEL = "soniquebay_session_closed"
-UPSTREAM_STAGES = ("walk", "extract", "collect")
-# Stage of a unit -> the queue its task runs on.
-STAGE_QUEUES = {
-    "walk": "scan", "extract": "extract", "collect": "batch", "insert": "insert",
-    "finalize": "deferred", "cover": "deferred",
-}  # fmt: skip
 
 
 def create_session(conn: psycopg.Connection, roots: list[str], origin: str = "manual") -> str:
@@ -39,21 +36,45 @@ def session_state(conn: psycopg.Connection, session_id: str) -> tuple[str, str] 
     return conn.execute("SELECT status, phase FROM scan_sessions WHERE id = %s", (session_id,)).fetchone()
 
 
+# A session as `soniquebay status` shows it (its counts are final once it is closed).
+_SESSION_SELECT = (
+    "SELECT id, roots, origin, status, phase, message, started_at, ended_at, "
+    + ", ".join(COUNT_NAMES)
+    + " FROM scan_sessions"
+)
+
+
+def session_row(conn: psycopg.Connection, session_id: str) -> tuple | None:
+    """(id, roots, origin, status, phase, message, started_at, ended_at, *COUNT_NAMES)."""
+    return conn.execute(_SESSION_SELECT + " WHERE id = %s", (session_id,)).fetchone()
+
+
+def recent_session_rows(conn: psycopg.Connection, limit: int) -> list[tuple]:
+    """The rows of session_row, latest session first."""
+    return conn.execute(_SESSION_SELECT + " ORDER BY started_at DESC LIMIT %s", (limit,)).fetchall()
+
+
+def scanned_roots(conn: psycopg.Connection) -> list[str]:
+    """Every folder a session was started over, sorted."""
+    return [root for (root,) in conn.execute("SELECT DISTINCT unnest(roots) FROM scan_sessions ORDER BY 1")]
+
+
+def lock_session(conn: psycopg.Connection, session_id: str) -> tuple[str, str, list[str]] | None:
+    """(status, phase, roots), the session's row locked until the transaction ends; None for an
+    unknown session."""
+    row = conn.execute(
+        "SELECT status, phase, roots FROM scan_sessions WHERE id = %s FOR UPDATE", (session_id,)
+    ).fetchone()
+    return None if row is None else (row[0], row[1], list(row[2]))
+
+
+def set_phase(conn: psycopg.Connection, session_id: str, phase: str) -> None:
+    conn.execute("UPDATE scan_sessions SET phase = %s WHERE id = %s", (phase, session_id))
+
+
 def is_running(conn: psycopg.Connection, session_id: str) -> bool:
     state = session_state(conn, session_id)
     return state is not None and state[0] == "running"
-
-
-@dataclass(frozen=True)
-class Unit:
-    """A unit of work and the message that runs it: a task name and its keyword arguments (ids
-    and paths, never records). Kept in the ledger, so a lost message can be sent again."""
-
-    id: str
-    stage: str
-    task: str | None = None  # None: done where it is created, no message
-    kwargs: dict | None = None
-    task_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
 def register_units(conn: psycopg.Connection, session_id: str, units: list[Unit]) -> list[Unit]:
@@ -93,22 +114,32 @@ def unit_from_row(unit_id: str, stage: str, task_id: str, message: dict) -> Unit
     return Unit(unit_id, stage, message["task"], message["kwargs"], task_id)
 
 
-def mark_sent(conn: psycopg.Connection, session_id: str, unit_ids: list[str]) -> None:
+def claim_unsent(
+    conn: psycopg.Connection, session_id: str, stage: str, unit_ids: list[str] | None = None
+) -> list[Unit]:
+    """Units of `stage` (of these ids, or all) registered and not sent yet, marked sent in the same
+    statement: of two tasks that would send one (the task that cut an insert batch, another
+    task's `advance`), one sends it. One that dies before sending leaves it to the reconciler
+    (backend_worker.delivery)."""
+    sql = (
+        "UPDATE scan_units SET sent = true "
+        "WHERE session_id = %s AND stage = %s AND NOT sent AND done_at IS NULL AND message IS NOT NULL "
+    )
+    parameters: tuple = (session_id, stage)
+    if unit_ids is not None:
+        sql += "AND unit_id = ANY(%s) "
+        parameters += (unit_ids,)
+    rows = conn.execute(sql + "RETURNING unit_id, stage, task_id, message", parameters).fetchall()
+    return [unit_from_row(*row) for row in rows]
+
+
+def release_claim(conn: psycopg.Connection, session_id: str, unit_ids: list[str]) -> None:
+    """Units claimed by claim_unsent whose messages could not be sent: someone else may send them."""
     if unit_ids:
         conn.execute(
-            "UPDATE scan_units SET sent = true WHERE session_id = %s AND unit_id = ANY(%s)",
+            "UPDATE scan_units SET sent = false WHERE session_id = %s AND unit_id = ANY(%s)",
             (session_id, unit_ids),
         )
-
-
-def unsent_units(conn: psycopg.Connection, session_id: str, stage: str) -> list[Unit]:
-    """Units of `stage` registered but never sent (their sender died in between)."""
-    rows = conn.execute(
-        "SELECT unit_id, stage, task_id, message FROM scan_units "
-        "WHERE session_id = %s AND stage = %s AND NOT sent AND done_at IS NULL AND message IS NOT NULL",
-        (session_id, stage),
-    ).fetchall()
-    return [unit_from_row(*row) for row in rows]
 
 
 def finish_unit(conn: psycopg.Connection, session_id: str, unit_id: str, counts: dict[str, int]) -> bool:
@@ -137,38 +168,39 @@ class Pending:
     covers: int
 
 
+# The four counts of Pending, for the session whose id is {session} in the enclosing statement.
+_PENDING_COUNTS = """
+  (SELECT count(*) FROM scan_units WHERE session_id = {session} AND done_at IS NULL AND stage = ANY(%(up)s)),
+  (SELECT count(*) FROM record_buffer WHERE session_id = {session} AND batch_id IS NULL),
+  (SELECT count(*) FROM scan_units WHERE session_id = {session} AND done_at IS NULL AND stage = %(insert)s),
+  (SELECT count(*) FROM scan_units WHERE session_id = {session} AND done_at IS NULL AND stage = %(cover)s)
+"""
+
+
+def _pending_parameters(session_id: str) -> dict:
+    return {
+        "s": session_id,
+        "up": list(UPSTREAM_STAGES),
+        "insert": pipeline.INSERT.name,
+        "cover": pipeline.COVER.name,
+    }
+
+
 def pending(conn: psycopg.Connection, session_id: str) -> Pending:
-    row = conn.execute(
-        """
-        SELECT
-          (SELECT count(*) FROM scan_units WHERE session_id = %(s)s AND done_at IS NULL
-             AND stage = ANY(%(up)s)),
-          (SELECT count(*) FROM record_buffer WHERE session_id = %(s)s AND batch_id IS NULL),
-          (SELECT count(*) FROM scan_units WHERE session_id = %(s)s AND done_at IS NULL AND stage = 'insert'),
-          (SELECT count(*) FROM scan_units WHERE session_id = %(s)s AND done_at IS NULL AND stage = 'cover')
-        """,
-        {"s": session_id, "up": list(UPSTREAM_STAGES)},
-    ).fetchone()
-    return Pending(*row)
+    sql = "SELECT " + _PENDING_COUNTS.format(session="%(s)s")
+    return Pending(*conn.execute(sql, _pending_parameters(session_id)).fetchone())
 
 
 def next_steps(conn: psycopg.Connection, session_id: str) -> tuple[str, str, Pending, bool] | None:
-    """(status, phase, what is pending, whether insert units were cut but never sent) in one round trip; None
-    for an unknown session. Every task asks this when it is done (see tasks.advance)."""
-    row = conn.execute(
-        """
-        SELECT s.status, s.phase,
-          (SELECT count(*) FROM scan_units WHERE session_id = s.id AND done_at IS NULL
-             AND stage = ANY(%(up)s)),
-          (SELECT count(*) FROM record_buffer WHERE session_id = s.id AND batch_id IS NULL),
-          (SELECT count(*) FROM scan_units WHERE session_id = s.id AND done_at IS NULL AND stage = 'insert'),
-          (SELECT count(*) FROM scan_units WHERE session_id = s.id AND done_at IS NULL AND stage = 'cover'),
-          EXISTS(SELECT 1 FROM scan_units WHERE session_id = s.id AND stage = 'insert'
-                  AND NOT sent AND done_at IS NULL)
-        FROM scan_sessions s WHERE s.id = %(s)s
-        """,
-        {"s": session_id, "up": list(UPSTREAM_STAGES)},
-    ).fetchone()
+    """(status, phase, what is pending, whether insert units were cut but never sent) in one round
+    trip; None for an unknown session. Every task asks this when it is done (see steps.advance)."""
+    sql = (
+        "SELECT s.status, s.phase, "
+        + _PENDING_COUNTS.format(session="s.id")
+        + ", EXISTS(SELECT 1 FROM scan_units WHERE session_id = s.id AND stage = %(insert)s "
+        "AND NOT sent AND done_at IS NULL) FROM scan_sessions s WHERE s.id = %(s)s"
+    )
+    row = conn.execute(sql, _pending_parameters(session_id)).fetchone()
     if row is None:
         return None
     return row[0], row[1], Pending(*row[2:6]), row[6]
@@ -322,19 +354,15 @@ def cut_batches(conn: psycopg.Connection, session_id: str, target_rows: int, flu
             current, size = [], 0
     if current and flush:
         batches.append(current)
-    batch_ids = []
+    units = []
     for members in batches:
-        batch_id = f"insert:{uuid.uuid4()}"
+        unit = pipeline.insert_batch(session_id)
         conn.execute(
             "UPDATE record_buffer SET batch_id = %s WHERE session_id = %s AND unit_id = ANY(%s)",
-            (batch_id, session_id, members),
+            (unit.id, session_id, members),
         )
-        batch_ids.append(batch_id)
-    return register_units(
-        conn,
-        session_id,
-        [Unit(b, "insert", "insert.records", {"session_id": session_id, "batch_id": b}) for b in batch_ids],
-    )
+        units.append(unit)
+    return register_units(conn, session_id, units)
 
 
 def take_batch(conn: psycopg.Connection, session_id: str, batch_id: str) -> list[dict]:

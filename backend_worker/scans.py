@@ -6,7 +6,8 @@ import os
 
 import psycopg
 
-from backend_worker import ledger
+from backend_worker import ledger, pipeline
+from backend_worker.errors import one_line
 
 # What started a session (scan_sessions.origin): someone, soniquebay-scan.timer, soniquebay watch.
 ORIGINS = ("manual", "timer", "watch")
@@ -43,15 +44,7 @@ def start_session(conn: psycopg.Connection, roots: list[str], origin: str) -> tu
     """Create a session over roots and register one walk unit per root. Returns the session id and
     the walks to send once this transaction is committed (see send_walks)."""
     session_id = ledger.create_session(conn, roots, origin)
-    walks = [
-        ledger.Unit(
-            f"walk:{i}",
-            "walk",
-            "scan.walk",
-            {"session_id": session_id, "unit_id": f"walk:{i}", "dirs": [root], "root": True},
-        )  # fmt: skip
-        for i, root in enumerate(roots)
-    ]
+    walks = [pipeline.root_walk(session_id, i, root) for i, root in enumerate(roots)]
     return session_id, ledger.register_units(conn, session_id, walks)
 
 
@@ -68,9 +61,3 @@ def send_walks(session_id: str, walks: list[ledger.Unit]) -> None:
         with db.connect() as conn:
             ledger.fail_session(conn, session_id, f"could not queue the scan: {one_line(exc)}")
         raise
-
-
-def one_line(exc: BaseException) -> str:
-    """The error's lines joined into one ("Connection refused" and the hint that follows it)."""
-    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-    return text[:500] or type(exc).__name__

@@ -35,7 +35,8 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from backend_worker.scans import is_within, normalise_roots, one_line
+from backend_worker.errors import one_line
+from backend_worker.scans import is_within, normalise_roots
 
 log = logging.getLogger("backend_worker.watch")
 

@@ -85,7 +85,7 @@ def _stage(conn: psycopg.Connection, records: list[dict], batch_rows: int) -> tu
     conn.execute("CHECKPOINT")
     written = 0
     with _Clock(conn) as clock:
-        for batch_id in batch_ids:  # the body of tasks.records
+        for batch_id in batch_ids:  # the body of steps.insert.insert_batch
             with conn.transaction():
                 if ledger.unit_done(conn, session_id, batch_id) or not ledger.is_running(conn, session_id):
                     continue

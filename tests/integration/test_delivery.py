@@ -193,7 +193,7 @@ def test_a_worker_killed_with_messages_in_hand_gets_them_back_from_the_ledger(pi
     production visibility timeout (Redis would hand them back after 30 min): the other workers'
     reconcilers re-send the units and the session completes within two minutes. The chunks are
     held by their CPU slots (PostgreSQL advisory locks, taken here), so the kill surely hits them."""
-    from backend_worker.tasks import _SLOT_LOCK_CLASS
+    from backend_worker.steps.extract import CPU_SLOT_LOCK_CLASS as SLOT_LOCK_CLASS
 
     assert settings().visibility_timeout >= 1800
     expected = audio_fixtures.build_library(library, artists=4, albums_per_artist=5, tracks_per_album=12)
@@ -201,14 +201,14 @@ def test_a_worker_killed_with_messages_in_hand_gets_them_back_from_the_ledger(pi
     holder = psycopg.connect(postgres.url, autocommit=True)
     try:
         for slot in range(settings().extract_slots):
-            holder.execute("SELECT pg_advisory_lock(%s, %s)", (_SLOT_LOCK_CLASS, slot))
+            holder.execute("SELECT pg_advisory_lock(%s, %s)", (SLOT_LOCK_CLASS, slot))
         session_id = pipeline.cli("scan", str(library)).stdout.strip()
         waiting = (
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s::oid AND NOT granted"
         )
         deadline = time.monotonic() + 60
         # Both pool processes wait for a slot; the worker's heartbeat names what it holds.
-        while pipeline.rows(waiting, _SLOT_LOCK_CLASS & 0xFFFFFFFF)[0][0] < workers.concurrency or not held(
+        while pipeline.rows(waiting, SLOT_LOCK_CLASS & 0xFFFFFFFF)[0][0] < workers.concurrency or not held(
             "extract"
         ):
             assert time.monotonic() < deadline, "the extract worker never took the chunks"

@@ -159,7 +159,7 @@ def test_a_task_stopped_by_its_soft_time_limit_mid_query_is_recorded_and_the_ses
     """The extract tasks wait for a CPU slot (a PostgreSQL advisory lock, held here) past their soft
     time limit: interrupted in the middle of a query, each task's failure is still recorded (on a new
     connection), the session closes, and once the slots are free `retry-failed` reads the files."""
-    from backend_worker.tasks import _SLOT_LOCK_CLASS
+    from backend_worker.steps.extract import CPU_SLOT_LOCK_CLASS
 
     workers = pipeline.workers
     # Scan too: a task's time limits travel in its message, set by the sender (the scan worker).
@@ -167,7 +167,7 @@ def test_a_task_stopped_by_its_soft_time_limit_mid_query_is_recorded_and_the_ses
     workers.restart(["scan", "extract"], one_slot)
     holder = psycopg.connect(postgres.url, autocommit=True)
     try:
-        holder.execute("SELECT pg_advisory_lock(%s, 0)", (_SLOT_LOCK_CLASS,))
+        holder.execute("SELECT pg_advisory_lock(%s, 0)", (CPU_SLOT_LOCK_CLASS,))
         expected = audio_fixtures.build_library(library, artists=2, albums_per_artist=3, tracks_per_album=10)
         # A session that never closes times out here; the pipeline fixture then prints the logs.
         scan = pipeline.cli("scan", str(library), "--wait", "--json", timeout=180)

@@ -155,7 +155,7 @@ def test_numbers_no_column_can_hold_are_stored_as_unknown(db_conn):
 
 def test_one_bad_record_does_not_sink_its_batch(db_conn):
     """A record the database refuses is recorded as an error; the rest of its batch is stored."""
-    from backend_worker import tasks
+    from backend_worker.steps.insert import insert_one_by_one
 
     with db_conn.transaction():
         session = ledger.create_session(db_conn, ["/m"])
@@ -163,7 +163,7 @@ def test_one_bad_record_does_not_sink_its_batch(db_conn):
         poisoned = record("/m/a/bad.mp3", mb_trackid="not-a-uuid")
         ledger.buffer_records(db_conn, session, "x0", [*good[:2], poisoned, *good[2:]])
         (batch_id,) = [b.id for b in ledger.cut_batches(db_conn, session, 100, flush=True)]
-    assert tasks._insert_one_by_one(session, batch_id) == 5
+    assert insert_one_by_one(session, batch_id) == 5
     assert [p for (p,) in db_conn.execute("SELECT path FROM tracks ORDER BY path")] == sorted(
         r["path"] for r in good
     )
@@ -171,4 +171,42 @@ def test_one_bad_record_does_not_sink_its_batch(db_conn):
     assert reason.startswith("cannot store: InvalidTextRepresentation")
     assert ledger.progress(db_conn, session)["inserted"] == 5
     assert ledger.progress(db_conn, session)["errors"] == 1
-    assert tasks._insert_one_by_one(session, batch_id) == 0, "a second run finds the batch done"
+    assert insert_one_by_one(session, batch_id) == 0, "a second run finds the batch done"
+
+
+def cut_one_batch(conn, session_id: str, chunk: str) -> ledger.Unit:
+    with conn.transaction():
+        ledger.register_units(conn, session_id, [ledger.Unit(chunk, "collect")])
+        ledger.buffer_records(conn, session_id, chunk, [{"path": f"/m/{chunk}.mp3"}])
+        ledger.finish_unit(conn, session_id, chunk, {})
+        (batch,) = ledger.cut_batches(conn, session_id, 100, flush=True)
+    return batch
+
+
+def test_an_insert_batch_is_sent_once_whichever_task_sends_it(db_conn):
+    """The task that cut a batch and another task's `advance` both find it unsent: the one that
+    claims it sends it, the other sends nothing (both used to send it, under one task id). A send
+    the broker refuses leaves the batch for the next task to send."""
+    from backend_worker.steps import handoff
+
+    session = ledger.create_session(db_conn, ["/m"])
+    batch = cut_one_batch(db_conn, session, "x0/c")
+    sent: list[tuple] = []
+
+    def send(task: str, kwargs: dict, task_id: str) -> None:
+        sent.append((task, kwargs, task_id))
+
+    handoff.advance(send, session)  # another task finished first and found the batch unsent
+    assert handoff.send_unsent(send, session, "insert", [batch.id]) == 0, "the cutter finds it claimed"
+    assert sent == [("insert.records", batch.kwargs, batch.task_id)]
+
+    def refused(task: str, kwargs: dict, task_id: str) -> None:
+        raise ConnectionError("the broker is down")
+
+    second = cut_one_batch(db_conn, session, "x1/c")
+    with pytest.raises(ConnectionError):
+        handoff.send_unsent(refused, session, "insert", [second.id])
+    handoff.advance(send, session)
+    assert sent[1:] == [("insert.records", second.kwargs, second.task_id)]
+    handoff.advance(send, session)
+    assert len(sent) == 2, "sent once each"

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from celery.app.defaults import NAMESPACES, flatten
 
-from backend_worker.config import ConfigError, Settings, queue_time_limits, where
+from backend_worker.config import ConfigError, Settings, queue_time_limits, url_without_credentials
 from tests import services
 
 LONGEST_TIME_LIMIT = max(queue_time_limits().values())
@@ -120,9 +120,9 @@ def test_time_limits_are_configurable_per_queue(monkeypatch):
 
 
 def test_urls_are_shown_without_credentials():
-    assert where("postgresql://soniquebay:s3cret@db.example:5432/soniquebay") == (
+    assert url_without_credentials("postgresql://soniquebay:s3cret@db.example:5432/soniquebay") == (
         "postgresql://db.example:5432/soniquebay"
     )
-    assert where("redis://:s3cret@127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
-    assert where("postgresql:///soniquebay") == "postgresql://localhost/soniquebay"
-    assert where("redis://:s3cret@host:notaport/0") == "redis://host/0"
+    assert url_without_credentials("redis://:s3cret@127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    assert url_without_credentials("postgresql:///soniquebay") == "postgresql://localhost/soniquebay"
+    assert url_without_credentials("redis://:s3cret@host:notaport/0") == "redis://host/0"

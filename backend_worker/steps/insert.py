@@ -1,0 +1,60 @@
+"""The insert stage: write an insert batch's records into the library in one transaction; when
+the database refuses the batch because of its records, insert them one by one."""
+
+from __future__ import annotations
+
+from celery.utils.log import get_task_logger
+
+from backend_worker import db, ledger, library
+from backend_worker.errors import short_error
+from backend_worker.pipeline import SendTask
+from backend_worker.policy import ONE_RECORD_ERRORS, may_come_from_one_record
+from backend_worker.stages import insert
+from backend_worker.steps.handoff import advance, skipped
+
+log = get_task_logger(__name__)
+
+
+def insert_batch(send: SendTask, session_id: str, batch_id: str) -> dict:
+    try:
+        with db.transaction() as conn:
+            if ledger.unit_done(conn, session_id, batch_id) or not ledger.is_running(conn, session_id):
+                return skipped(session_id, "already inserted")
+            rows = ledger.take_batch(conn, session_id, batch_id)
+            if ledger.unit_done(conn, session_id, batch_id):  # a twin finished while we waited for the lock
+                return skipped(session_id, "already inserted")
+            written = insert.upsert_records(conn, rows, session_id)
+            ledger.finish_unit(conn, session_id, batch_id, {"inserted": written})
+    except Exception as exc:
+        if not may_come_from_one_record(exc):
+            raise  # transient (retried with backoff) or a bug (fails the session)
+        # One bad record must not sink its batch: insert one by one, record the ones that fail.
+        log.warning("batch %s failed as a whole (%s); inserting record by record", batch_id, short_error(exc))
+        written = insert_one_by_one(session_id, batch_id)
+    advance(send, session_id)
+    return {"session": session_id, "batch": batch_id, "inserted": written}
+
+
+def insert_one_by_one(session_id: str, batch_id: str) -> int:
+    """Insert a batch's records each in a subtransaction of its own; the refused ones become file
+    error records. Returns how many were written (0 when the batch is done already)."""
+    written, failed = 0, []
+    with db.transaction() as conn:
+        if ledger.unit_done(conn, session_id, batch_id):
+            return 0
+        for record in ledger.take_batch(conn, session_id, batch_id):
+            try:
+                with conn.transaction():
+                    written += insert.upsert_records(conn, [record], session_id)
+            except ONE_RECORD_ERRORS as exc:
+                failed.append(
+                    {
+                        "path": record["path"],
+                        "error": f"cannot store: {short_error(exc)}",
+                        "size": record.get("size"),
+                        "mtime_ns": record.get("mtime_ns"),
+                    }
+                )
+        library.save_file_errors(conn, session_id, "insert", failed)
+        ledger.finish_unit(conn, session_id, batch_id, {"inserted": written, "errors": len(failed)})
+    return written

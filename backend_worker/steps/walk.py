@@ -1,0 +1,70 @@
+"""The walk stage: list folders, compare with what the library holds, hand the changed files to
+extract units and the folders left over to more walks."""
+
+from __future__ import annotations
+
+import os
+
+from backend_worker import db, ledger, library, pipeline, session_work
+from backend_worker.config import settings
+from backend_worker.pipeline import SendTask
+from backend_worker.scans import is_within
+from backend_worker.stages import scan
+from backend_worker.steps.handoff import advance, send_units, skipped
+
+# Extra walk tasks a walk hands its remaining folders to once it has seen enough entries.
+WALK_FANOUT = 4
+
+
+def walk_unit(send: SendTask, session_id: str, unit_id: str, dirs: list[str], root: bool = False) -> dict:
+    conf = settings()
+    with db.transaction() as conn:
+        if not ledger.is_running(conn, session_id) or ledger.unit_done(conn, session_id, unit_id):
+            return skipped(session_id, "session ended or unit done")
+        problem = root_problem(conn, dirs[0]) if root else None
+        if problem:
+            ledger.fail_session(conn, session_id, problem)
+            return {"session": session_id, "failed": problem}
+    found = scan.walk(dirs, conf.walk_unit_entries)
+    with db.transaction() as conn:
+        known, known_dirs = library.known_files(conn, found.listed_dirs)
+    plan = scan.compare(found.files, found.listed_dirs, known, known_dirs)
+    extract_chunks = scan.chunks([f.path for f in plan.changed], conf.extract_chunk_files)
+    walk_groups = scan.split_dirs(found.pending_dirs, WALK_FANOUT)
+    children = [
+        pipeline.extract_chunk(session_id, unit_id, i, paths) for i, paths in enumerate(extract_chunks)
+    ]
+    children += [pipeline.sub_walk(session_id, unit_id, i, group) for i, group in enumerate(walk_groups)]
+    problems = [{"path": path, "dir": folder, "error": reason} for path, folder, reason in found.problems]
+    problems += [{"path": d, "dir": os.path.dirname(d), "error": reason} for d, reason in found.failed_dirs]
+    with db.transaction() as conn:
+        to_send = ledger.register_units(conn, session_id, children)
+        session_work.add_dirs(conn, session_id, found.listed_dirs, [d for d, _ in found.failed_dirs])
+        session_work.add_vanished(conn, session_id, plan.vanished)
+        library.forget_listing_errors(conn, found.listed_dirs)
+        library.save_file_errors(conn, session_id, "scan", problems)
+    # Sent before the walk is marked done: a walk that dies here runs again and sends them again.
+    send_units(send, to_send)
+    counts = {"discovered": len(found.files), "unchanged": plan.unchanged, "errors": len(problems)}
+    with db.transaction() as conn:
+        ledger.finish_unit(conn, session_id, unit_id, counts)
+    advance(send, session_id)
+    return {"session": session_id, **counts, "to_extract": len(plan.changed), "subtrees": len(walk_groups)}
+
+
+def root_problem(conn, root: str) -> str | None:
+    """Why a library root cannot be scanned (missing, unreadable, or empty while the library holds
+    tracks there: unmounted, most likely); None when it can."""
+    if not os.path.isdir(root):
+        return f"library root {root} does not exist or is not a folder"
+    # An empty folder below a library root was emptied; an empty library root may be unmounted.
+    root = next((r for r in settings().library_roots if is_within(root, r)), root)
+    try:
+        empty = not any(True for _ in os.scandir(root))
+    except OSError as exc:
+        return f"library root {root} cannot be listed: {exc.strerror or exc}"
+    if empty:
+        held = library.tracks_below(conn, root)
+        if held:
+            return f"library root {root} is empty but the library holds {held} tracks there: is it mounted?"
+    return None

@@ -1,0 +1,103 @@
+"""The worker process's own hooks and threads, apart from any task: warming up the extract code
+before the pool forks, checking the database, the heartbeat and recovery of lost units
+(backend_worker.delivery), time limits in a thread pool (backend_worker.hangs), and recording
+tasks an operator revoked. The app includes this module, so every worker connects them."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+
+from celery.concurrency import get_implementation
+from celery.concurrency.thread import TaskPool as ThreadPool
+from celery.exceptions import TaskRevokedError
+from celery.signals import task_revoked, worker_init, worker_ready
+
+from backend_worker import db, delivery, hangs
+from backend_worker.config import settings, url_without_credentials
+from backend_worker.errors import one_line
+from backend_worker.stages import warmup
+from backend_worker.tasks import PipelineTask, send
+
+# The worker's own messages (not about one task): go to the worker's log like Celery's.
+log = logging.getLogger("backend_worker.worker")
+DB_CHECK_FIRST_WAIT = 2  # seconds before the second attempt; doubled each time
+DB_CHECK_MAX_WAIT = 300
+
+
+@worker_init.connect
+def _warm_up(sender=None, **kwargs) -> None:
+    """Parse a few samples in the main process, before the prefork pool forks its children, so
+    they start with warm, specialised extract code (see backend_worker.stages.warmup). A thread
+    pool (the queues that wait on I/O) parses nothing: it skips this and never loads mutagen."""
+    if issubclass(get_implementation(sender.pool_cls), ThreadPool):  # a name until the worker resolves it
+        return
+    warmup.warm_up()
+    # What the main process holds now is shared with the prefork children: keep the collector's
+    # bookkeeping off those pages so they stay shared (copy-on-write) instead of being copied into
+    # every child by its first collection.
+    gc.freeze()
+
+
+@worker_ready.connect
+def _watch_database(sender=None, **kwargs) -> None:
+    """Once the worker is up (its pool forked), check the database in the background, and start
+    the heartbeat and the recovery of lost units (backend_worker.delivery)."""
+    threading.Thread(target=check_database, name="soniquebay-db-check", daemon=True).start()
+    delivery.start_watch(sender.hostname, held_task_ids, send)
+    if isinstance(sender.pool, ThreadPool):  # prefork enforces the time limits itself
+        hangs.Watchdog(db.cancel_query, db.end_session).start()
+
+
+@task_revoked.connect
+def _record_revoked(sender=None, request=None, terminated=False, expired=False, **_) -> None:
+    """A task revoked by an operator (Flower, `celery control revoke`), with or without terminate,
+    never runs its own failure hook: record it like a permanent failure, so its files become error
+    records (`soniquebay retry-failed` re-queues them) and its session can still close."""
+    if not isinstance(sender, PipelineTask) or request is None:
+        return
+    how = "expired" if expired else "revoked and terminated" if terminated else "revoked"
+    try:
+        sender.on_permanent_failure(TaskRevokedError(f"{how} by an operator"), **(request.kwargs or {}))
+    except Exception:
+        log.exception("could not record the revoked task %s[%s]", sender.name, request.id)
+
+
+def check_database(first_wait: float = DB_CHECK_FIRST_WAIT, max_wait: float = DB_CHECK_MAX_WAIT) -> None:
+    """Try the database until it answers, one log line per failed attempt (where, and why; never
+    the password). The worker itself keeps running whatever happens here: with a wrong URL or
+    password the tasks it takes retry with backoff, and the log says why in one line."""
+    wait = first_wait
+    while True:
+        url = None
+        try:
+            url = settings().database_url
+            with db.connect(url) as conn:
+                conn.execute("SELECT 1")
+        except Exception as exc:  # any failure here is logged, never raised into the worker
+            shown = url_without_credentials(url) if url else "(unknown URL)"
+            log.error("cannot use PostgreSQL at %s: %s; trying again in %d s", shown, one_line(exc), wait)
+            threading.Event().wait(wait)
+            wait = min(wait * 2, max_wait)
+            continue
+        if wait != first_wait:
+            log.warning("PostgreSQL at %s answers again", url_without_credentials(url))
+        return
+
+
+def held_task_ids() -> tuple[str, ...]:
+    """Ids of the tasks this worker holds: waiting for a pool process, running, or waiting for a
+    retry's countdown. Celery's `requests` is keyed by task id, and a retry keeps the id: the old
+    request's end removes the retry's entry there, so the request sets are read too."""
+    from celery.worker import state
+
+    for _ in range(10):
+        try:
+            held = set(state.requests)
+            for requests in (state.reserved_requests, state.active_requests, state.scheduled_requests):
+                held.update(request.id for request in tuple(requests))
+            return tuple(held)
+        except RuntimeError:  # changed by the consumer while being read: read again
+            continue
+    return tuple(state.requests)
