@@ -299,3 +299,40 @@ FILE_READERS: tuple[tuple[str, Callable[[Any], Any]], ...] = tuple(
 # The record's fields that are columns of `tracks`, with their SQL types, in record order.
 COLUMNS: tuple[tuple[str, str], ...] = tuple((field.name, field.column) for field in FIELDS if field.column)
 INTEGER_COLUMNS: tuple[str, ...] = tuple(name for name, sql_type in COLUMNS if sql_type == "integer")
+
+
+# --------------------------------------------------------------------------------------------
+# What a record says about the rows it links to: its artists, its album, its genres.
+
+# The album's columns taken from its tracks' records, in the albums table's order.
+ALBUM_FACTS = ("mb_albumid", "mb_releasegroupid", "year", "comp")
+
+
+def artist_keys(record: dict) -> tuple[tuple[str, str], tuple[str, str]]:
+    """(name, MusicBrainz id or '') of the track artist and of the album artist."""
+    artist = record.get("artist") or record.get("albumartist") or ""
+    albumartist = record.get("albumartist") or artist
+    artist_mb = record.get("mb_artistid") or ""
+    albumartist_mb = record.get("mb_albumartistid") or (artist_mb if albumartist == artist else "")
+    return (artist, artist_mb), (albumartist, albumartist_mb)
+
+
+def album_title_and_key(record: dict) -> tuple[str, str]:
+    """The album's title and MusicBrainz id ('' when untagged): with the album artist, its key."""
+    return record.get("album") or "", record.get("mb_albumid") or ""
+
+
+def merge_album_facts(facts: tuple | None, record: dict) -> tuple:
+    """The album's ALBUM_FACTS after one more of its tracks: a value a track has replaces the one
+    before it; a compilation flag on any track makes the album one."""
+    mb_albumid, mb_releasegroupid, year, comp = facts or (None, None, None, False)
+    return (
+        record.get("mb_albumid") or mb_albumid,
+        record.get("mb_releasegroupid") or mb_releasegroupid,
+        record.get("year") or year,
+        comp or bool(record.get("comp")),
+    )
+
+
+def genres(record: dict) -> list[str]:
+    return record.get("genres") or []

@@ -39,18 +39,18 @@ _UPSERT_TRACKS = (
 )
 
 
-def artist_keys(record: dict) -> tuple[tuple[str, str], tuple[str, str]]:
-    """(name, MusicBrainz id or '') of the track artist and of the album artist."""
-    artist = record.get("artist") or record.get("albumartist") or ""
-    albumartist = record.get("albumartist") or artist
-    artist_mb = record.get("mb_artistid") or ""
-    albumartist_mb = record.get("mb_albumartistid") or (artist_mb if albumartist == artist else "")
-    return (artist, artist_mb), (albumartist, albumartist_mb)
-
-
-def album_key(record: dict, albumartist_id: int) -> tuple[int, str, str]:
-    return (albumartist_id, record.get("album") or "", record.get("mb_albumid") or "")
-
+# Albums: keyed by (album artist, title, MusicBrainz id or ''); the facts come from the records.
+_ALBUM_KEY = (("albumartist_id", "bigint"), ("title", "text"), ("mb_key", "text"))
+_ALBUM_COLUMNS = (*_ALBUM_KEY, *((name, dict(fields.COLUMNS)[name]) for name in fields.ALBUM_FACTS))
+_UPSERT_ALBUMS = (
+    f"INSERT INTO albums ({', '.join(name for name, _ in _ALBUM_COLUMNS)}) "
+    f"SELECT * FROM unnest({', '.join(f'%s::{sql_type}[]' for _, sql_type in _ALBUM_COLUMNS)}) "
+    "ORDER BY 1, 2, 3 "
+    f"ON CONFLICT ({', '.join(name for name, _ in _ALBUM_KEY)}) DO UPDATE SET "
+    + ", ".join(f"{name} = EXCLUDED.{name}" for name in fields.ALBUM_FACTS)
+    + f" WHERE ({', '.join(f'albums.{name}' for name in fields.ALBUM_FACTS)}) "
+    f"IS DISTINCT FROM ({', '.join(f'EXCLUDED.{name}' for name in fields.ALBUM_FACTS)})"
+)
 
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 _INTEGER_COLUMNS = fields.INTEGER_COLUMNS
@@ -78,7 +78,7 @@ def upsert_records(conn: psycopg.Connection, records: list[dict], session_id: st
     cur = conn.cursor()
 
     # Artists.
-    keys_of = [artist_keys(r) for r in records]
+    keys_of = [fields.artist_keys(r) for r in records]
     wanted_artists = sorted({key for keys in keys_of for key in keys})
     names, mbs = [k[0] for k in wanted_artists], [k[1] for k in wanted_artists]
     cur.execute(
@@ -96,33 +96,13 @@ def upsert_records(conn: psycopg.Connection, records: list[dict], session_id: st
     # Albums: one row per key; attributes from the last record of the batch that has them.
     albums: dict[tuple[int, str, str], dict] = {}
     for r, (_, albumartist_key) in zip(records, keys_of, strict=True):
-        key = album_key(r, artist_ids[albumartist_key])
-        album = albums.setdefault(key, {"year": None, "comp": False, "rg": None, "mb": None})
-        album["year"] = r.get("year") or album["year"]
-        album["comp"] = album["comp"] or bool(r.get("comp"))
-        album["mb"] = r.get("mb_albumid") or album["mb"]
-        album["rg"] = r.get("mb_releasegroupid") or album["rg"]
+        title, mb_key = fields.album_title_and_key(r)
+        key = (artist_ids[albumartist_key], title, mb_key)
+        albums[key] = fields.merge_album_facts(albums.get(key), r)
     keys = sorted(albums)
-    columns = (
-        [k[0] for k in keys],
-        [k[1] for k in keys],
-        [k[2] for k in keys],
-        [albums[k]["mb"] for k in keys],
-        [albums[k]["rg"] for k in keys],
-        [albums[k]["year"] for k in keys],
-        [albums[k]["comp"] for k in keys],
-    )
-    cur.execute(
-        "INSERT INTO albums (albumartist_id, title, mb_key, mb_albumid, mb_releasegroupid, year, comp) "
-        "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::uuid[], %s::uuid[], "
-        "%s::integer[], %s::boolean[]) ORDER BY 1, 2, 3 "
-        "ON CONFLICT (albumartist_id, title, mb_key) DO UPDATE SET "
-        "mb_albumid = EXCLUDED.mb_albumid, mb_releasegroupid = EXCLUDED.mb_releasegroupid, "
-        "year = EXCLUDED.year, comp = EXCLUDED.comp "
-        "WHERE (albums.mb_albumid, albums.mb_releasegroupid, albums.year, albums.comp) "
-        "IS DISTINCT FROM (EXCLUDED.mb_albumid, EXCLUDED.mb_releasegroupid, EXCLUDED.year, EXCLUDED.comp)",
-        columns,
-    )
+    # (albumartist_id, title, mb_key) then the facts, in the order of fields.ALBUM_FACTS.
+    columns = tuple(list(column) for column in zip(*(key + albums[key] for key in keys), strict=True))
+    cur.execute(_UPSERT_ALBUMS, columns)
     cur.execute(
         "SELECT a.id, a.albumartist_id, a.title, a.mb_key FROM albums a "
         "JOIN unnest(%s::bigint[], %s::text[], %s::text[]) AS w(albumartist_id, title, mb_key) "
@@ -132,7 +112,7 @@ def upsert_records(conn: psycopg.Connection, records: list[dict], session_id: st
     album_ids = {(aa, title, mb): id_ for id_, aa, title, mb in cur.fetchall()}
 
     # Genres.
-    genre_names = sorted({g for r in records for g in r.get("genres") or ()})
+    genre_names = sorted({g for r in records for g in fields.genres(r)})
     genre_ids = {}
     if genre_names:
         cur.execute(
@@ -165,7 +145,7 @@ def upsert_records(conn: psycopg.Connection, records: list[dict], session_id: st
                 *values,
                 dirname(r["path"]),
                 artist_ids[artist_key],
-                album_ids[album_key(r, artist_ids[albumartist_key])],
+                album_ids[(artist_ids[albumartist_key], *fields.album_title_and_key(r))],
                 session_id,
             )
 
@@ -189,7 +169,7 @@ def upsert_records(conn: psycopg.Connection, records: list[dict], session_id: st
     if genre_ids:
         with cur.copy("COPY track_genres (track_id, genre_id, position) FROM STDIN") as copy:
             for r in records:
-                genres = r.get("genres")
+                genres = fields.genres(r)
                 if genres:
                     track_id = track_ids[r["path"]]
                     for pos, g in enumerate(dict.fromkeys(genres)):
