@@ -74,7 +74,16 @@ def db_conn(services_up):
     import psycopg
 
     with psycopg.connect(_POSTGRES.url, autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {LIBRARY_TABLES} RESTART IDENTITY CASCADE")
+        # The previous test's last tasks may still be writing (a watch's session, a retry): the
+        # TRUNCATE can then deadlock with one of them, and PostgreSQL may pick it as the victim.
+        for attempt in range(5):
+            try:
+                conn.execute(f"TRUNCATE {LIBRARY_TABLES} RESTART IDENTITY CASCADE")
+                break
+            except psycopg.errors.DeadlockDetected:
+                if attempt == 4:
+                    raise
+                time.sleep(1)
         yield conn
 
 
