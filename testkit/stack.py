@@ -1,6 +1,6 @@
 """Checks of a deployed stack from outside, as an operator makes them: Flower through nginx, psql and
 the `soniquebay` command over SSH. For any machine with an `ssh()` method: the single test host
-(tests/testhost.py) or a machine of a test network (tests/testnet.py)."""
+(testkit/testhost.py) or a machine of a test network (testkit/testnet.py)."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def soniquebay_json(host, *args: str, timeout: float = 600) -> dict:
 
 
 def expected_rows(expected: list[dict], staging: Path, prefix: str) -> list[list[str]]:
-    """(path, title, artist) of generated files (tests.audio_fixtures) as the machine sees them under
+    """(path, title, artist) of generated files (testkit.audio_fixtures) as the machine sees them under
     `prefix`, sorted like `SELECT path, coalesce(title, ''), coalesce(artist, '') ... ORDER BY path`."""
     return sorted(
         [f"{prefix}/{Path(e['path']).relative_to(staging)}", e["title"] or "", e["artist"] or ""]

@@ -12,9 +12,9 @@ suite, mirror and package list); each run unpacks a fresh copy under /var/tmp an
     host.destroy()                    # poweroff, unmount, delete (also for leftovers of a killed run)
 
 For development, keep one machine up between pytest runs:
-    python -m tests.testhost up       # boot + converge, prints its name; SONIQUEBAY_TESTHOST=<name>
+    python -m testkit.testhost up       # boot + converge, prints its name; SONIQUEBAY_TESTHOST=<name>
     SONIQUEBAY_TESTHOST=<name> pytest tests/deploy -k ...   # attaches to it, leaves it running
-    python -m tests.testhost down <name>
+    python -m testkit.testhost down <name>
 
 Used by tests/deploy/conftest.py (one machine per pytest session); reusable by browser or fault tests.
 """
@@ -244,7 +244,7 @@ class TestHost:
 
     @classmethod
     def attach(cls, name: str) -> TestHost:
-        """A machine kept running by `python -m tests.testhost up` (not destroyed by the tests)."""
+        """A machine kept running by `python -m testkit.testhost up` (not destroyed by the tests)."""
         workdir = MACHINES_DIR / name
         try:
             ssh_port = int((workdir / "ssh.port").read_text())
@@ -662,7 +662,7 @@ def cleanup_leftovers() -> None:
         try:
             owner_text = (workdir / "owner.pid").read_text().strip()
             if owner_text == "kept" and _is_nspawn(int((workdir / "nspawn.pid").read_text())):
-                continue  # kept up for development (python -m tests.testhost up)
+                continue  # kept up for development (python -m testkit.testhost up)
             owner = int(owner_text)
             os.kill(owner, 0)
             continue  # still owned by a live process
@@ -672,7 +672,7 @@ def cleanup_leftovers() -> None:
 
 
 def main(argv: list[str]) -> int:
-    """python -m tests.testhost up | down NAME: a converged machine kept up for development."""
+    """python -m testkit.testhost up | down NAME: a converged machine kept up for development."""
     if argv[:1] == ["up"]:
         host = TestHost.create(name="sbdev")
         (host.workdir / "owner.pid").write_text("kept")
@@ -683,7 +683,7 @@ def main(argv: list[str]) -> int:
     if len(argv) == 2 and argv[0] == "down":
         destroy_workdir(MACHINES_DIR / argv[1])
         return 0
-    print("usage: python -m tests.testhost up | down NAME", file=sys.stderr)
+    print("usage: python -m testkit.testhost up | down NAME", file=sys.stderr)
     return 2
 
 

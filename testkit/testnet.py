@@ -1,6 +1,6 @@
 """Booted Debian machines (12 by default, or 13) on a private network: systemd-nspawn in network namespaces.
 
-Unlike tests/testhost.py (one machine sharing this host's network), every machine here lives in its
+Unlike testkit/testhost.py (one machine sharing this host's network), every machine here lives in its
 own network namespace, so its sshd, Redis, PostgreSQL, nginx and Flower never bind a port of this
 machine. The layout, for a network named NAME with subnet 10.77.N.0/24:
 
@@ -10,7 +10,7 @@ machine. The layout, for a network named NAME with subnet 10.77.N.0/24:
     nftables table inet soniquebay_testnet_NAME: masquerade of 10.77.N.0/24 (the machines reach the
     Debian mirrors); net.ipv4.ip_forward=1 while a network is up. No other table is touched.
 
-Each machine is a fresh copy of the cached debootstrap tarball (tests.testhost.rootfs_tarball()),
+Each machine is a fresh copy of the cached debootstrap tarball (testkit.testhost.rootfs_tarball()),
 booted with `systemd-nspawn --boot --network-namespace-path=/run/netns/NAME-<host>`, driven over SSH
 (sshd on its private address, port 22, a throwaway key) like a remote host. State lives under
 /var/tmp/soniquebay-testnet/NAME/ (state.json names everything created), so a later run, `down`
@@ -22,8 +22,8 @@ or a killed run's successor removes it all:
     net.converge(inventory_dir)          # ansible-playbook playbooks/site.yml over SSH
     net.destroy()                        # machines, namespaces, veths, bridge, nft table, files
 
-    python -m tests.testnet down NAME    # remove a network left up (SONIQUEBAY_MULTIHOST_KEEP=1)
-    python -m tests.testnet list
+    python -m testkit.testnet down NAME    # remove a network left up (SONIQUEBAY_MULTIHOST_KEEP=1)
+    python -m testkit.testnet list
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.testhost import (
+from testkit.testhost import (
     REPO,
     SOURCE_FILES,
     SUITE,
@@ -655,7 +655,7 @@ def main(argv: list[str]) -> int:
     if len(argv) == 2 and argv[0] == "down":
         destroy_net(argv[1])
         return 0
-    print("usage: python -m tests.testnet list | down NAME", file=sys.stderr)
+    print("usage: python -m testkit.testnet list | down NAME", file=sys.stderr)
     return 2
 
 

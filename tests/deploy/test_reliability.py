@@ -21,9 +21,10 @@ import time
 import pytest
 
 from backend_worker.config import DEFAULT_TIME_LIMITS
-from tests.deploy import chaos
-from tests.deploy.layout import LAYOUT, WORKER_UNITS
-from tests.deploy.ops import (
+from testkit.deploy import chaos
+from testkit.deploy.checks import FLOWER, LIBRARY, wait_all_active
+from testkit.deploy.layout import LAYOUT, WORKER_UNITS
+from testkit.deploy.ops import (
     RECOVERY_LIMIT,
     BackgroundScan,
     assert_library_is_exactly,
@@ -36,8 +37,8 @@ from tests.deploy.ops import (
     units_of,
     wait_for,
 )
-from tests.deploy.test_host import FLOWER, LIBRARY, http, psql, soniquebay_json, wait_all_active
-from tests.testhost import REPO
+from testkit.stack import http, psql, soniquebay_json
+from testkit.testhost import REPO
 
 pytestmark = pytest.mark.deploy
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests import services
+from testkit import services
 
 pytestmark = pytest.mark.integration
 
@@ -45,22 +45,20 @@ def password_redis():
 
 
 @pytest.fixture(scope="module")
-def password_role(services_up):
+def password_role(postgres):
     """A role that must log in with a password (scram), on the suite's cluster (trust for others)."""
-    from tests.conftest import _POSTGRES
-
-    hba = _POSTGRES.datadir / "pg_hba.conf"
+    hba = postgres.datadir / "pg_hba.conf"
     original = hba.read_text()
-    with psycopg.connect(_POSTGRES.url, autocommit=True) as conn:
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
         conn.execute(f"DROP ROLE IF EXISTS {PW_ROLE}")
         conn.execute(f"CREATE ROLE {PW_ROLE} LOGIN PASSWORD '{RIGHT_PASSWORD}'")
         hba.write_text(HBA_LINE + original)  # first match wins: ahead of the trust lines
         conn.execute("SELECT pg_reload_conf()")
     try:
-        yield _POSTGRES.port
+        yield postgres.port
     finally:
         hba.write_text(original)
-        with psycopg.connect(_POSTGRES.url, autocommit=True) as conn:
+        with psycopg.connect(postgres.url, autocommit=True) as conn:
             conn.execute("SELECT pg_reload_conf()")
             conn.execute(f"DROP ROLE IF EXISTS {PW_ROLE}")
 

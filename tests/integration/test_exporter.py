@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 import redis
 
-from tests import audio_fixtures, services
+from testkit import audio_fixtures, services
 
 pytestmark = pytest.mark.integration
 

@@ -3,7 +3,7 @@ copied in from a `git archive` of HEAD, `make` installed, then `make deploy` pro
 it runs on (its own venv, wheelhouse and inventory/local). The Debian 12 deployment is covered in
 depth by tests/deploy; this proves the second supported release and the README's own command.
 
-The machine lives in a network namespace of its own (tests/testnet.py), so it can run while the
+The machine lives in a network namespace of its own (testkit/testnet.py), so it can run while the
 Debian 12 test host holds this machine's ports. It reaches the package registries through this
 machine's NAT with this machine's own trust settings (CA bundle, pip's configuration) copied in.
 """
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tests import audio_fixtures
-from tests.deploy.layout import ALL_UNITS, expected_layout
-from tests.stack import (
+from testkit import audio_fixtures
+from testkit.deploy.layout import ALL_UNITS, expected_layout
+from testkit.stack import (
     expected_rows,
     http,
     psql,
@@ -30,7 +30,7 @@ from tests.stack import (
     wait_flower_workers,
     write_slowly,
 )
-from tests.testnet import NetHost, TestNet
+from testkit.testnet import NetHost, TestNet
 
 pytestmark = [pytest.mark.readme, pytest.mark.timeout(3600)]
 
