@@ -1,6 +1,8 @@
 """The test kit: what the tests, the benchmarks (bench/) and `make sandbox` (scripts/sandbox.py) run
 on. Not part of the deployment (pyproject's package list is backend_worker only).
 
+    machine         what every test machine shares: the cached Debian root file system, systemd-nspawn,
+                    SSH, ansible-playbook, the cleanup of what a killed run left
     testhost        one booted Debian 12 sharing this machine's network (tests/deploy)
     testnet         machines in network namespaces of their own on a private bridge (tests/multihost,
                     tests/readme, make sandbox)
