@@ -88,6 +88,16 @@ def soniquebay_json(host, *args: str, timeout: float = 600) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def tracks_under(host, folder: str) -> int:
+    """How many tracks the machine's library holds under `folder`."""
+    return int(psql(host, f"SELECT count(*) FROM tracks WHERE starts_with(path, '{folder}/')")[0][0])
+
+
+def wait_tracks_under(host, folder: str, count: int, timeout: float = 30) -> float:
+    """Seconds until the library holds `count` tracks under folder; fails at the deadline."""
+    return wait_count(lambda: tracks_under(host, folder), count, timeout, f"tracks under {folder}")
+
+
 def expected_rows(expected: list[dict], staging: Path, prefix: str) -> list[list[str]]:
     """(path, title, artist) of generated files (testkit.audio_fixtures) as the machine sees them under
     `prefix`, sorted like `SELECT path, coalesce(title, ''), coalesce(artist, '') ... ORDER BY path`."""

@@ -13,7 +13,8 @@ import pytest
 
 from testkit import stack
 from testkit.deploy.layout import ALL_UNITS
-from testkit.testhost import Converge, TestHost
+from testkit.machine import Converge
+from testkit.testhost import TestHost
 
 # What creating the machine may take on top of a test's own time: debootstrap on a new controller
 # (about 2 min), boot, and the first converge (5-10 min on 2 cores; its own limit is 1800 s).

@@ -25,8 +25,9 @@ from testkit.deploy.checks import (
     wait_all_active,
 )
 from testkit.deploy.layout import SONIQUEBAY_UNITS, WORKER_UNITS, expected_layout
+from testkit.machine import REPO
 from testkit.stack import http, psql, soniquebay_json
-from testkit.testhost import REPO, TestHost
+from testkit.testhost import TestHost
 
 pytestmark = pytest.mark.deploy
 

@@ -30,17 +30,12 @@ def password_redis():
     """A private redis-server that requires a password (the suite's has none)."""
     workdir = services.shared_tempdir("soniquebay-pwredis-")
     port = services.free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir), "--save", "",
-         "--appendonly", "no", "--requirepass", RIGHT_PASSWORD],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir), "--save", "",
+            "--appendonly", "no", "--requirepass", RIGHT_PASSWORD]  # fmt: skip
     try:
-        services.wait_for_port(port)
-        yield port
+        with services.process_listening(argv, port, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT):
+            yield port
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
         subprocess.run(["rm", "-rf", str(workdir)], check=False)
 
 

@@ -175,18 +175,12 @@ def test_the_library_watch_on_worker1_imports_an_album_copied_in(net, deployed, 
     # scan the whole library before the exact-rows test below does).
     target = Path(music) / "watched" / "album"
     shutil.copytree(tmp_path / "album", target)
-    in_folder = f"SELECT count(*) FROM tracks WHERE starts_with(path, '{multihost.LIBRARY}/watched/')"
-
-    def tracks() -> int:
-        return int(psql(net, in_folder)[0][0])
-
-    stack.wait_count(tracks, 3, 30, "tracks 30 s after the copy")
+    folder = f"{multihost.LIBRARY}/watched"
+    stack.wait_tracks_under(net.hosts[DB], folder, 3)
     shutil.rmtree(target)
-    stack.wait_count(tracks, 0, 30, "tracks 30 s after the deletion")
+    stack.wait_tracks_under(net.hosts[DB], folder, 0)
     origins = psql(
-        net,
-        "SELECT DISTINCT origin, status FROM scan_sessions "
-        f"WHERE starts_with(roots[1], '{multihost.LIBRARY}/watched')",
+        net, f"SELECT DISTINCT origin, status FROM scan_sessions WHERE starts_with(roots[1], '{folder}')"
     )
     assert origins == [["watch", "completed"]], origins
 

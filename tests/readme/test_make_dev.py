@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from testkit import audio_fixtures
+from testkit.machine import port_in_use
 from testkit.services import QUEUES, free_port, shared_tempdir
 from testkit.stack import http, wait_flower_workers
-from testkit.testhost import port_in_use
 
 pytestmark = [pytest.mark.readme, pytest.mark.timeout(900)]
 
