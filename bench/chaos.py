@@ -22,10 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests import audio_fixtures
-from tests.deploy import chaos
-from tests.deploy.test_host import LIBRARY
-from tests.testhost import TestHost
+from testkit import audio_fixtures
+from testkit.deploy import chaos
+from testkit.deploy.checks import LIBRARY
+from testkit.testhost import TestHost
 
 
 def put_copies(host: TestHost, copies: int) -> list[dict]:

@@ -1,4 +1,4 @@
-"""The synthetic library: built once with tests/audio_fixtures.build_library and cached.
+"""The synthetic library: built once with testkit/audio_fixtures.build_library and cached.
 
 ``/var/cache/soniquebay/bench-library-N`` holds N real encoded files (mp3, flac, ogg, opus, m4a,
 6 s each) as ``<Artist>/<Album>/<NN - Title>.<ext>`` with a cover.jpg per album, embedded art in
@@ -16,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests import audio_fixtures
+from testkit import audio_fixtures
 
 CACHE_ROOT = Path(os.environ.get("SONIQUEBAY_BENCH_CACHE", "/var/cache/soniquebay"))
 LIBRARY_VERSION = 1  # bump when the layout below changes: cached libraries are rebuilt

@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--testhost",
         action="store_true",
-        help="also deploy to the systemd test host (tests/testhost.py) and time the scans there",
+        help="also deploy to the systemd test host (testkit/testhost.py) and time the scans there",
     )
     parser.add_argument("--results", type=Path, default=None, help="also write the raw results as JSON here")
     parser.add_argument("--workdir", type=Path, default=Path("/var/tmp/soniquebay-bench"))
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     pool_run()
 
     # --- the pipeline ---------------------------------------------------------------------------
-    from tests import services
+    from testkit import services
 
     redis = services.Redis(workdir / "redis", services.free_port())
     postgres = services.Postgres(workdir / "postgres", services.free_port(), durable=True)

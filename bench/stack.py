@@ -1,6 +1,6 @@
 """Redis, PostgreSQL and the deployment's worker layout as plain processes on this machine.
 
-Redis and PostgreSQL are started like the test suite's (tests/services.py, free loopback ports)
+Redis and PostgreSQL are started like the test suite's (testkit/services.py, free loopback ports)
 but PostgreSQL keeps the settings of a Debian install (fsync, synchronous_commit and
 full_page_writes on), as the deployment runs it. The workers are the deployment's default
 8-unit layout (roles/backend_worker/defaults/main.yml), each unit one
@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests import services
+from testkit import services
 
 REPO = services.REPO
 VENV_BIN = services.VENV_BIN

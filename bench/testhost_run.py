@@ -1,4 +1,4 @@
-"""The same scans on the deployed test host (tests/testhost.py): a fresh booted Debian 12 machine
+"""The same scans on the deployed test host (testkit/testhost.py): a fresh booted Debian 12 machine
 converged with playbooks/site.yml, so Redis, PostgreSQL and the worker units run exactly as
 deployed (systemd units, sandboxing, the deployment's PostgreSQL and Redis settings).
 
@@ -100,9 +100,9 @@ def _empty_library(host) -> None:
 
 def run(source: Path, additions: Path, args) -> dict:
     try:
-        from tests.testhost import TestHost, TestHostError
+        from testkit.testhost import TestHost, TestHostError
     except ImportError as exc:
-        return {"error": f"the test host harness (tests/testhost.py) cannot be used: {exc}"}
+        return {"error": f"the test host harness (testkit/testhost.py) cannot be used: {exc}"}
     try:
         host = TestHost.create(name="sbbench")
     except Exception as exc:  # ports taken by another test host, no debootstrap, ...

@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.testnet import TestNet, TestNetError, destroy_net  # noqa: E402
+from testkit.testnet import TestNet, TestNetError, destroy_net  # noqa: E402
 
 STATE_DIR = Path("/var/lib/soniquebay-sandbox")
 NAME = "sbox"
@@ -31,8 +31,7 @@ LIBRARY = "/srv/music"
 
 
 def up(hosts: int) -> int:
-    from tests import audio_fixtures
-    from tests.multihost import layout
+    from testkit import audio_fixtures, multihost
 
     workdir = STATE_DIR / NAME
     if (workdir / "state.json").exists():
@@ -44,9 +43,9 @@ def up(hosts: int) -> int:
         machines, workers, db = ["sandbox"], ["sandbox"], "sandbox"
     else:
         machines, workers, db = (
-            [layout.DB_HOST, *layout.WORKER_HOSTS],
-            list(layout.WORKER_HOSTS),
-            layout.DB_HOST,
+            [multihost.DB_HOST, *multihost.WORKER_HOSTS],
+            list(multihost.WORKER_HOSTS),
+            multihost.DB_HOST,
         )
     print(f"Booting {len(machines)} Debian 12 machine(s) on 10.77.{SUBNET}.0/24 ...", flush=True)
     STATE_DIR.mkdir(mode=0o755, exist_ok=True)
@@ -66,9 +65,9 @@ def up(hosts: int) -> int:
             path.chmod(0o755 if path.is_dir() else 0o644)
         inventory = workdir / "inventory"
         if hosts == 1:
-            layout.write_single_inventory(net, inventory, db)
+            multihost.write_single_inventory(net, inventory, db)
         else:
-            layout.write_multihost_inventory(net, inventory)
+            multihost.write_multihost_inventory(net, inventory)
         print(
             f"Deploying with playbooks/site.yml (a few minutes; log in {workdir}/converge-*.log) ...",
             flush=True,

@@ -1,4 +1,4 @@
-"""Suite-wide fixtures: real Redis, PostgreSQL and Celery workers (see tests/services.py).
+"""Suite-wide fixtures: real Redis, PostgreSQL and Celery workers (see testkit/services.py).
 
 Ports are chosen when this file is imported, before anything builds the Celery app, so every
 process of the suite (this one, the workers, the `soniquebay` CLI) sees the same settings.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import services
+from testkit import services
 
 _RUN_DIR = services.shared_tempdir("soniquebay-suite-")
 # Also when no test starts the services (deploy-only or multihost sessions).
@@ -62,7 +62,7 @@ def services_up():
         shutil.rmtree(_RUN_DIR, ignore_errors=True)
 
 
-@pytest.fixture()
+@pytest.fixture(scope="session")
 def postgres(services_up) -> services.Postgres:
     """The suite's PostgreSQL server, for tests that stop and start it."""
     return _POSTGRES
@@ -129,6 +129,8 @@ def library(request):
 
 
 class Pipeline:
+    covers_dir = COVERS_DIR  # where the workers write cover files
+
     def __init__(self, conn, workers: services.Workers):
         self.conn = conn
         self.workers = workers

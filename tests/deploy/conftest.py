@@ -1,6 +1,6 @@
 """Deployment tests: one booted Debian 12 machine per pytest session, converged once with site.yml.
 
-The machine (tests/testhost.py) shares this host's network, so nginx, Flower, Redis and PostgreSQL
+The machine (testkit/testhost.py) shares this host's network, so nginx, Flower, Redis and PostgreSQL
 of the deployment answer on this machine's loopback ports while it runs. It is destroyed at the end
 of the session, also when a test fails or the run is interrupted.
 """
@@ -11,9 +11,10 @@ import os
 
 import pytest
 
-from tests import stack
-from tests.deploy.layout import ALL_UNITS
-from tests.testhost import Converge, TestHost
+from testkit import stack
+from testkit.deploy.layout import ALL_UNITS
+from testkit.machine import Converge
+from testkit.testhost import TestHost
 
 # What creating the machine may take on top of a test's own time: debootstrap on a new controller
 # (about 2 min), boot, and the first converge (5-10 min on 2 cores; its own limit is 1800 s).

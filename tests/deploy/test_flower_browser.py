@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests import audio_fixtures
-from tests.deploy.layout import LAYOUT
-from tests.deploy.test_host import FLOWER, LIBRARY, flower_auth, flower_workers, http, soniquebay_json
+from testkit import audio_fixtures
+from testkit.deploy.checks import FLOWER, LIBRARY, flower_auth, flower_workers
+from testkit.deploy.layout import LAYOUT
+from testkit.stack import http, soniquebay_json
 
 pytestmark = pytest.mark.deploy
 

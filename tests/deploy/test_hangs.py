@@ -20,8 +20,9 @@ import time
 
 import pytest
 
-from tests.deploy import chaos
-from tests.deploy.ops import (
+from testkit.deploy import chaos
+from testkit.deploy.checks import LIBRARY, wait_all_active
+from testkit.deploy.ops import (
     HOLDS,
     BackgroundScan,
     assert_library_is_exactly,
@@ -33,7 +34,7 @@ from tests.deploy.ops import (
     short_extract_time_limit,
     wait_for,
 )
-from tests.deploy.test_host import LIBRARY, psql, soniquebay_json, wait_all_active
+from testkit.stack import psql, soniquebay_json
 
 pytestmark = pytest.mark.deploy
 

@@ -13,8 +13,9 @@ from http.client import HTTPSConnection
 
 import pytest
 
-from tests.deploy.test_host import FLOWER, flower_auth, http, viewer_auth
-from tests.testhost import TestHost
+from testkit.deploy.checks import FLOWER, flower_auth, viewer_auth
+from testkit.stack import http
+from testkit.testhost import TestHost
 
 pytestmark = pytest.mark.deploy
 

@@ -8,10 +8,11 @@ import time
 
 import pytest
 
-from tests.deploy import chaos
-from tests.deploy.layout import WORKER_UNITS
-from tests.deploy.ops import memory_by_unit, memory_total, put_library, reset_library_db
-from tests.deploy.test_host import LIBRARY, soniquebay_json
+from testkit.deploy import chaos
+from testkit.deploy.checks import LIBRARY
+from testkit.deploy.layout import WORKER_UNITS
+from testkit.deploy.ops import memory_by_unit, memory_total, put_library, reset_library_db
+from testkit.stack import soniquebay_json
 
 pytestmark = pytest.mark.deploy
 

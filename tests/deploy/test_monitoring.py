@@ -8,8 +8,17 @@ import time
 
 import pytest
 
-from tests.deploy.layout import WORKER_UNITS
-from tests.deploy.ops import (
+from testkit.deploy.checks import (
+    FLOWER,
+    celery_inspect,
+    flower_auth,
+    flower_workers,
+    reachable_from_another_address,
+    viewer_auth,
+    wait_all_active,
+)
+from testkit.deploy.layout import WORKER_UNITS
+from testkit.deploy.ops import (
     BackgroundScan,
     flower_api,
     freeze_a_task,
@@ -24,17 +33,7 @@ from tests.deploy.ops import (
     units_of,
     wait_for,
 )
-from tests.deploy.test_host import (
-    FLOWER,
-    celery_inspect,
-    flower_auth,
-    flower_workers,
-    http,
-    psql,
-    reachable_from_another_address,
-    viewer_auth,
-    wait_all_active,
-)
+from testkit.stack import http, psql
 
 pytestmark = pytest.mark.deploy
 

@@ -21,9 +21,10 @@ import time
 import pytest
 
 from backend_worker.config import DEFAULT_TIME_LIMITS
-from tests.deploy import chaos
-from tests.deploy.layout import LAYOUT, WORKER_UNITS
-from tests.deploy.ops import (
+from testkit.deploy import chaos
+from testkit.deploy.checks import FLOWER, LIBRARY, wait_all_active
+from testkit.deploy.layout import LAYOUT, WORKER_UNITS
+from testkit.deploy.ops import (
     RECOVERY_LIMIT,
     BackgroundScan,
     assert_library_is_exactly,
@@ -36,8 +37,8 @@ from tests.deploy.ops import (
     units_of,
     wait_for,
 )
-from tests.deploy.test_host import FLOWER, LIBRARY, http, psql, soniquebay_json, wait_all_active
-from tests.testhost import REPO
+from testkit.machine import REPO
+from testkit.stack import http, psql, soniquebay_json
 
 pytestmark = pytest.mark.deploy
 
@@ -111,26 +112,33 @@ def test_kill_9_of_an_extract_pool_process_loses_and_duplicates_nothing(deployed
     wait_all_active(deployed)
 
 
-def test_restarting_the_workers_mid_scan_requeues_or_finishes_their_tasks(deployed, library):
-    scan = hold_stage(deployed, "extract")
-    resume(deployed, release_one_holding_messages(deployed, "extract"))
-    # Warm shutdown of every worker: running tasks finish, prefetched ones go back to the queue.
+def assert_fault_while_held_loses_nothing(host, library: list[dict], queue: str, fault) -> None:
+    """A scan held at `queue` (hold_stage), one of its units let go with the messages it took; then
+    fault() strikes: the scan lands every file, once, within RECOVERY_LIMIT of the fault."""
+    scan = hold_stage(host, queue)
+    resume(host, release_one_holding_messages(host, queue))
     fault_at = time.time()
-    deployed.ssh("systemctl restart soniquebay-workers.target", timeout=600)
-    session = assert_scan_landed_everything(deployed, scan, library)
+    fault()
+    session = assert_scan_landed_everything(host, scan, library)
     assert_recovered_in_time(session, fault_at)
+
+
+def test_restarting_the_workers_mid_scan_requeues_or_finishes_their_tasks(deployed, library):
+    def restart_every_worker():
+        # Warm shutdown: running tasks finish, prefetched ones go back to the queue.
+        deployed.ssh("systemctl restart soniquebay-workers.target", timeout=600)
+
+    assert_fault_while_held_loses_nothing(deployed, library, "extract", restart_every_worker)
     wait_all_active(deployed)
 
 
 def test_stopping_and_starting_a_stage_mid_scan_loses_nothing(deployed, library):
-    scan = hold_stage(deployed, "insert")
-    resume(deployed, release_one_holding_messages(deployed, "insert"))
-    # Stopped while it holds batches: it finishes the running ones, hands the others back.
-    fault_at = time.time()
-    deployed.ssh(f"systemctl stop {units_of('insert')[0]}", timeout=300)
-    deployed.ssh("systemctl start " + " ".join(units_of("insert")))
-    session = assert_scan_landed_everything(deployed, scan, library)
-    assert_recovered_in_time(session, fault_at)
+    def stop_and_start_the_holding_unit():
+        # Stopped while it holds batches: it finishes the running ones, hands the others back.
+        deployed.ssh(f"systemctl stop {units_of('insert')[0]}", timeout=300)
+        deployed.ssh("systemctl start " + " ".join(units_of("insert")))
+
+    assert_fault_while_held_loses_nothing(deployed, library, "insert", stop_and_start_the_holding_unit)
 
 
 def test_redis_restarted_while_workers_hold_messages_loses_and_duplicates_nothing(deployed, library):

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests import services
+from testkit import services
 
 pytestmark = pytest.mark.integration
 
@@ -30,37 +30,30 @@ def password_redis():
     """A private redis-server that requires a password (the suite's has none)."""
     workdir = services.shared_tempdir("soniquebay-pwredis-")
     port = services.free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir), "--save", "",
-         "--appendonly", "no", "--requirepass", RIGHT_PASSWORD],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir), "--save", "",
+            "--appendonly", "no", "--requirepass", RIGHT_PASSWORD]  # fmt: skip
     try:
-        services.wait_for_port(port)
-        yield port
+        with services.process_listening(argv, port, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT):
+            yield port
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
         subprocess.run(["rm", "-rf", str(workdir)], check=False)
 
 
 @pytest.fixture(scope="module")
-def password_role(services_up):
+def password_role(postgres):
     """A role that must log in with a password (scram), on the suite's cluster (trust for others)."""
-    from tests.conftest import _POSTGRES
-
-    hba = _POSTGRES.datadir / "pg_hba.conf"
+    hba = postgres.datadir / "pg_hba.conf"
     original = hba.read_text()
-    with psycopg.connect(_POSTGRES.url, autocommit=True) as conn:
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
         conn.execute(f"DROP ROLE IF EXISTS {PW_ROLE}")
         conn.execute(f"CREATE ROLE {PW_ROLE} LOGIN PASSWORD '{RIGHT_PASSWORD}'")
         hba.write_text(HBA_LINE + original)  # first match wins: ahead of the trust lines
         conn.execute("SELECT pg_reload_conf()")
     try:
-        yield _POSTGRES.port
+        yield postgres.port
     finally:
         hba.write_text(original)
-        with psycopg.connect(_POSTGRES.url, autocommit=True) as conn:
+        with psycopg.connect(postgres.url, autocommit=True) as conn:
             conn.execute("SELECT pg_reload_conf()")
             conn.execute(f"DROP ROLE IF EXISTS {PW_ROLE}")
 

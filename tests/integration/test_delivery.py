@@ -15,7 +15,7 @@ import redis
 
 from backend_worker import delivery, exporter, ledger
 from backend_worker.config import settings
-from tests import audio_fixtures, services
+from testkit import audio_fixtures, services
 
 pytestmark = pytest.mark.integration
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import math
 import os
 import re
-import subprocess
 import urllib.request
 
 import pytest
 import redis
 
-from tests import audio_fixtures, services
+from testkit import audio_fixtures, services
 
 pytestmark = pytest.mark.integration
 
@@ -30,13 +29,10 @@ def scrape(port: int) -> dict[str, float]:
 @pytest.fixture()
 def exporter_port(services_up):
     port = services.free_port()
-    proc = subprocess.Popen([str(services.VENV_BIN / "soniquebay"), "exporter", "--port", str(port)])
-    try:
-        services.wait_for_port(port)
+    with services.process_listening(
+        [str(services.VENV_BIN / "soniquebay"), "exporter", "--port", str(port)], port
+    ):
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_metrics_follow_the_library_queues_and_stalled_sessions(pipeline, library, exporter_port):

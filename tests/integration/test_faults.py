@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
-from tests import audio_fixtures, services
+from testkit import audio_fixtures, services
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from backend_worker import db, ledger
-from tests import audio_fixtures
+from testkit import audio_fixtures
 
 pytestmark = pytest.mark.integration
 

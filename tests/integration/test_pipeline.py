@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests import audio_fixtures
-from tests.conftest import COVERS_DIR
+from testkit import audio_fixtures
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +72,7 @@ def test_scan_lands_exact_rows_then_rescans_only_what_changed(pipeline, library)
     assert len(albums) == len(album_keys)
     for title, cover_hash in albums:
         assert cover_hash, f"album {title} has no cover"
-        assert (COVERS_DIR / cover_hash[:2] / cover_hash).is_file()
+        assert (pipeline.covers_dir / cover_hash[:2] / cover_hash).is_file()
     assert pipeline.rows("SELECT count(*) FROM record_buffer WHERE payload IS NOT NULL") == [(0,)]
     updated_before = dict(pipeline.rows("SELECT path, updated_at FROM tracks"))
 
@@ -226,7 +225,7 @@ def test_broken_and_odd_files_become_error_records_and_the_session_closes(pipeli
     huge_title = next(p for p, kind in bad.items() if kind == "huge_title")
     assert len(titles[huge_title]) == 100_000
     [(cover,)] = pipeline.rows("SELECT cover_hash FROM albums WHERE title = 'Bad Files'")
-    assert (COVERS_DIR / cover[:2] / cover).stat().st_size > 5_000_000
+    assert (pipeline.covers_dir / cover[:2] / cover).stat().st_size > 5_000_000
     print(
         f"\nbad input corpus: {len(bad)} inputs ({len(set(bad.values()))} kinds), {len(expected)} good "
         f"files: {len(stored)} tracks, {len(errors)} error records, 1 session completed; "

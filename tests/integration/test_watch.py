@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from backend_worker import ledger
-from tests import audio_fixtures, services
-from tests.stack import wait_count, write_slowly
+from testkit import audio_fixtures, services
+from testkit.stack import wait_count, write_slowly
 
 pytestmark = pytest.mark.integration
 

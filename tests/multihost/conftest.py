@@ -1,5 +1,5 @@
 """Multi-host deployment tests: db1 (broker, database, Flower) and two worker hosts, each a booted
-Debian 12 in its own network namespace (tests/testnet.py), plus an "outsider" namespace on the same
+Debian 12 in its own network namespace (testkit/testnet.py), plus an "outsider" namespace on the same
 network that no inventory names.
 
 They never share a session with the deploy tests (whose test host uses this machine's network and
@@ -9,7 +9,7 @@ session that selected both, the multi-host tests are skipped with that hint.
 For development, keep the machines between runs:
     SONIQUEBAY_MULTIHOST_KEEP=1 pytest -m multihost    # leaves network "sbt" up (owner "kept")
     SONIQUEBAY_MULTIHOST_KEEP=1 pytest -m multihost -k scan   # attaches to it again
-    python -m tests.testnet down sbt                   # removes it
+    python -m testkit.testnet down sbt                   # removes it
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import os
 
 import pytest
 
-from tests.multihost import layout
-from tests.testnet import NET_ROOT, TestNet, TestNetError
+from testkit import multihost
+from testkit.testnet import NET_ROOT, TestNet, TestNetError
 
 NET_NAME = "sbt"
 SUBNET = 0  # 10.77.0.0/24; make sandbox uses 10.77.1.0/24
@@ -57,9 +57,9 @@ def net():
     network = TestNet.create(
         NET_NAME,
         subnet=SUBNET,
-        machines=[layout.DB_HOST, *layout.WORKER_HOSTS],
+        machines=[multihost.DB_HOST, *multihost.WORKER_HOSTS],
         outsiders=["outsider"],
-        binds={host: {layout.LIBRARY: str(music)} for host in layout.WORKER_HOSTS},
+        binds={host: {multihost.LIBRARY: str(music)} for host in multihost.WORKER_HOSTS},
         owner="kept" if KEEP else None,
     )
     try:
@@ -72,17 +72,17 @@ def net():
 @pytest.fixture(scope="session")
 def music(net):
     """The library directory every worker host sees at /srv/music."""
-    return net.hosts[layout.WORKER_HOSTS[0]].binds[layout.LIBRARY]
+    return net.hosts[multihost.WORKER_HOSTS[0]].binds[multihost.LIBRARY]
 
 
 @pytest.fixture(scope="session")
 def inventories(net):
     """Inventory without worker2 (phase a: the stack before the host is added) and with it."""
     return {
-        "without_worker2": layout.write_multihost_inventory(
-            net, net.workdir / "inventory-a", workers=("worker1",), settings=layout.RUN_SETTINGS
+        "without_worker2": multihost.write_multihost_inventory(
+            net, net.workdir / "inventory-a", workers=("worker1",), settings=multihost.RUN_SETTINGS
         ),
-        "full": layout.write_multihost_inventory(
-            net, net.workdir / "inventory", settings=layout.RUN_SETTINGS
+        "full": multihost.write_multihost_inventory(
+            net, net.workdir / "inventory", settings=multihost.RUN_SETTINGS
         ),
     }

@@ -18,15 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from tests import audio_fixtures, stack
-from tests.multihost import layout
-from tests.stack import expected_rows, soniquebay_json
-from tests.testnet import NetHost, TestNet
+from testkit import audio_fixtures, multihost, stack
+from testkit.stack import expected_rows, soniquebay_json
+from testkit.testnet import NetHost, TestNet
 
 pytestmark = [pytest.mark.multihost, pytest.mark.timeout(1800)]
 
-DB = layout.DB_HOST
-W1, W2 = layout.WORKER_HOSTS
+DB = multihost.DB_HOST
+W1, W2 = multihost.WORKER_HOSTS
 ENV = "set -a; . /etc/soniquebay/soniquebay.env; set +a; "
 VENV_PY = "/opt/soniquebay/venv/bin/python"
 # The broker and database servers of db1 (Debian 12's PostgreSQL cluster unit).
@@ -34,7 +33,7 @@ DB_SERVICES = ["redis-server.service", "postgresql@15-main.service"]
 
 
 def worker_units(host: str) -> set[str]:
-    return {f"soniquebay-worker-{name}.service" for name in layout.PLACEMENT[host]}
+    return {f"soniquebay-worker-{name}.service" for name in multihost.PLACEMENT[host]}
 
 
 def flower_url(net: TestNet) -> str:
@@ -121,7 +120,7 @@ def test_a_library_missing_on_a_worker_host_fails_early_naming_host_and_path(net
         inventories["without_worker2"],
         "playbooks/workers.yml",
         "-e",
-        json.dumps({"backend_worker_library_roots": [layout.LIBRARY, "/srv/elsewhere"]}),
+        json.dumps({"backend_worker_library_roots": [multihost.LIBRARY, "/srv/elsewhere"]}),
     )
     output = " ".join(result.output.split())
     assert not result.ok
@@ -149,25 +148,25 @@ def test_adding_a_worker_host_starts_its_units_without_restarting_the_others(net
 
 
 def test_the_units_are_spread_as_the_inventory_says(net, deployed):
-    for host in layout.WORKER_HOSTS:
+    for host in multihost.WORKER_HOSTS:
         units = net.hosts[host].units()
         assert units == dict.fromkeys(sorted(worker_units(host)), "active"), (host, units)
-        for name in layout.PLACEMENT[host]:
+        for name in multihost.PLACEMENT[host]:
             queue = name.split("-")[0]
             exec_start = (
                 net.hosts[host].ssh(f"systemctl show -P ExecStart soniquebay-worker-{name}.service").stdout
             )
-            assert f"-Q {queue} -c {layout.CONCURRENCY[queue]} " in exec_start, exec_start
+            assert f"-Q {queue} -c {multihost.CONCURRENCY[queue]} " in exec_start, exec_start
             assert f"-n {name}@%h" in exec_start, exec_start
     assert net.hosts[DB].units() == {}, "db1 runs no workers"
-    assert sum(len(names) for names in layout.PLACEMENT.values()) == 8
+    assert sum(len(names) for names in multihost.PLACEMENT.values()) == 8
 
 
 def test_the_library_watch_on_worker1_imports_an_album_copied_in(net, deployed, music, tmp_path):
     """The watch and the timer run on the host the inventory names (backend_worker_watch_host), and
     nowhere else; a change in the shared library reaches the database by itself."""
     units = "soniquebay-watch.service soniquebay-scan.timer"
-    for host in layout.WORKER_HOSTS:
+    for host in multihost.WORKER_HOSTS:
         states = net.hosts[host].ssh(f"systemctl is-active {units}", check=False).stdout.split()
         assert states == (["active", "active"] if host == W1 else ["inactive", "inactive"]), (host, states)
     audio_fixtures.build_library(tmp_path / "album", artists=1, albums_per_artist=1, tracks_per_album=3)
@@ -176,18 +175,12 @@ def test_the_library_watch_on_worker1_imports_an_album_copied_in(net, deployed, 
     # scan the whole library before the exact-rows test below does).
     target = Path(music) / "watched" / "album"
     shutil.copytree(tmp_path / "album", target)
-    in_folder = f"SELECT count(*) FROM tracks WHERE starts_with(path, '{layout.LIBRARY}/watched/')"
-
-    def tracks() -> int:
-        return int(psql(net, in_folder)[0][0])
-
-    stack.wait_count(tracks, 3, 30, "tracks 30 s after the copy")
+    folder = f"{multihost.LIBRARY}/watched"
+    stack.wait_tracks_under(net.hosts[DB], folder, 3)
     shutil.rmtree(target)
-    stack.wait_count(tracks, 0, 30, "tracks 30 s after the deletion")
+    stack.wait_tracks_under(net.hosts[DB], folder, 0)
     origins = psql(
-        net,
-        "SELECT DISTINCT origin, status FROM scan_sessions "
-        f"WHERE starts_with(roots[1], '{layout.LIBRARY}/watched')",
+        net, f"SELECT DISTINCT origin, status FROM scan_sessions WHERE starts_with(roots[1], '{folder}')"
     )
     assert origins == [["watch", "completed"]], origins
 
@@ -195,13 +188,13 @@ def test_the_library_watch_on_worker1_imports_an_album_copied_in(net, deployed, 
 def test_flower_on_db1_lists_the_eight_workers_of_both_hosts(net, deployed):
     status, _ = flower(net, "api/workers", auth=False)
     assert status == 401
-    expect = {f"{name}@{host}" for host, names in layout.PLACEMENT.items() for name in names}
+    expect = {f"{name}@{host}" for host, names in multihost.PLACEMENT.items() for name in names}
     workers = flower_workers(net, expect)
     online = {name for name, info in workers.items() if info.get("stats")}
     assert online == expect, sorted(workers)
     for name in expect:
         queue = name.split("-")[0]
-        assert workers[name]["stats"]["pool"]["max-concurrency"] == layout.CONCURRENCY[queue], name
+        assert workers[name]["stats"]["pool"]["max-concurrency"] == multihost.CONCURRENCY[queue], name
         assert [q["name"] for q in workers[name]["active_queues"]] == [queue], name
 
 
@@ -213,7 +206,7 @@ def test_redis_and_postgresql_listen_on_loopback_and_the_private_address_only(ne
     hba = net.hosts[DB].ssh(f"sed -n '{block}' /etc/postgresql/*/main/pg_hba.conf").stdout.splitlines()[1:-1]
     assert [line.split() for line in hba] == [
         ["host", "soniquebay", "soniquebay", f"{net.hosts[h].address}/32", "scram-sha-256"]
-        for h in layout.WORKER_HOSTS
+        for h in multihost.WORKER_HOSTS
     ]
 
 
@@ -221,10 +214,10 @@ def test_redis_and_postgresql_refuse_a_machine_outside_the_inventory(net, deploy
     assert tcp_refused(net, 6379) == "refused"
     assert tcp_refused(net, 5432) == "refused"
     # The worker hosts get in, with the passwords.
-    for host in layout.WORKER_HOSTS:
+    for host in multihost.WORKER_HOSTS:
         assert client_check(net.hosts[host]) == ["True", "1"], host
     rules = net.hosts[DB].ssh("nft list table inet soniquebay_redis").stdout
-    assert all(net.hosts[h].address in rules for h in layout.WORKER_HOSTS)
+    assert all(net.hosts[h].address in rules for h in multihost.WORKER_HOSTS)
 
 
 def test_a_scan_fans_out_across_both_worker_hosts_and_lands_the_exact_rows(net, deployed, music):
@@ -235,13 +228,13 @@ def test_a_scan_fans_out_across_both_worker_hosts_and_lands_the_exact_rows(net, 
         staging, artists=4, albums_per_artist=5, tracks_per_album=12, seconds=0.5, seed=1
     )
     subprocess.run(["chmod", "-R", "a+rX", music], check=True)
-    session = soniquebay_json(net.hosts[W1], "scan", layout.LIBRARY, "--wait", "--json")
+    session = soniquebay_json(net.hosts[W1], "scan", multihost.LIBRARY, "--wait", "--json")
     assert session["status"] == "completed", session
     n = len(expected)
     assert session["counts"]["discovered"] == n and session["counts"]["inserted"] == n, session
     assert session["counts"]["errors"] == 0, session
     rows = psql(net, "SELECT path, coalesce(title, ''), coalesce(artist, '') FROM tracks ORDER BY path")
-    assert rows == expected_rows(expected, staging, f"{layout.LIBRARY}/first")
+    assert rows == expected_rows(expected, staging, f"{multihost.LIBRARY}/first")
     # Both worker hosts read files: extract tasks ran on extract-1@worker1 and extract-1@worker2.
     extract_workers = {t["worker"] for t in flower_tasks(net, "extract.files") if t.get("state") == "SUCCESS"}
     assert extract_workers == {f"extract-1@{W1}", f"extract-1@{W2}"}, extract_workers
@@ -278,7 +271,7 @@ def test_a_worker_host_dying_mid_scan_loses_no_track(net, deployed, music):
     worker2 = net.hosts[W2]
     worker2.ssh("bash -s", input=FREEZE_POOL.format(unit="soniquebay-worker-extract-1.service"))
     scan = subprocess.Popen(
-        [*net.hosts[W1].ssh_argv(), f"soniquebay scan {layout.LIBRARY} --wait --json"],
+        [*net.hosts[W1].ssh_argv(), f"soniquebay scan {multihost.LIBRARY} --wait --json"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -339,7 +332,7 @@ def test_a_worker_host_dying_mid_scan_loses_no_track(net, deployed, music):
         "SELECT path, coalesce(title, ''), coalesce(artist, '') FROM tracks "
         "WHERE path LIKE '/srv/music/second/%' ORDER BY path",
     )
-    assert rows == expected_rows(expected, staging, f"{layout.LIBRARY}/second")
+    assert rows == expected_rows(expected, staging, f"{multihost.LIBRARY}/second")
     total, distinct = psql(net, "SELECT count(*), count(DISTINCT path) FROM tracks")[0]
     assert int(total) == int(distinct) == first + n
     # PostgreSQL holds no connection of the dead host any more, so no lock of theirs can hold the

@@ -3,7 +3,7 @@ copied in from a `git archive` of HEAD, `make` installed, then `make deploy` pro
 it runs on (its own venv, wheelhouse and inventory/local). The Debian 12 deployment is covered in
 depth by tests/deploy; this proves the second supported release and the README's own command.
 
-The machine lives in a network namespace of its own (tests/testnet.py), so it can run while the
+The machine lives in a network namespace of its own (testkit/testnet.py), so it can run while the
 Debian 12 test host holds this machine's ports. It reaches the package registries through this
 machine's NAT with this machine's own trust settings (CA bundle, pip's configuration) copied in.
 """
@@ -18,19 +18,20 @@ from pathlib import Path
 
 import pytest
 
-from tests import audio_fixtures
-from tests.deploy.layout import ALL_UNITS, expected_layout
-from tests.stack import (
+from testkit import audio_fixtures
+from testkit.deploy.layout import ALL_UNITS, expected_layout
+from testkit.stack import (
     expected_rows,
     http,
     psql,
     soniquebay_json,
+    tracks_under,
     trust,
-    wait_count,
     wait_flower_workers,
+    wait_tracks_under,
     write_slowly,
 )
-from tests.testnet import NetHost, TestNet
+from testkit.testnet import NetHost, TestNet
 
 pytestmark = [pytest.mark.readme, pytest.mark.timeout(3600)]
 
@@ -146,15 +147,6 @@ def test_a_scan_lands_the_exact_rows(machine, first_deploy, library):
     assert rows == expected_rows(library, staging, f"{LIBRARY}/albums")
 
 
-def library_tracks(machine: NetHost, folder: str) -> int:
-    return int(psql(machine, f"SELECT count(*) FROM tracks WHERE starts_with(path, '{folder}/')")[0][0])
-
-
-def wait_library_tracks(machine: NetHost, folder: str, count: int, timeout: float = 30) -> float:
-    """Seconds until the library holds `count` tracks under folder; fails at the deadline."""
-    return wait_count(lambda: library_tracks(machine, folder), count, timeout, f"tracks under {folder}")
-
-
 def test_the_watch_and_the_daily_timer_are_on(machine, first_deploy):
     units = machine.ssh("systemctl is-active soniquebay-watch.service soniquebay-scan.timer").stdout.split()
     assert units == ["active", "active"]
@@ -179,13 +171,13 @@ def test_new_music_shows_up_by_itself_and_leaves_when_deleted(machine, first_dep
     subprocess.run(["chmod", "-R", "a+rX", str(staging)], check=True)
     folder = f"{LIBRARY}/incoming"
     shutil.copytree(staging, machine.root / folder.lstrip("/"))
-    seconds = wait_library_tracks(machine, folder, 10)
+    seconds = wait_tracks_under(machine, folder, 10)
     print(f"10 files copied in: tracks after {seconds:.1f} s")
     shutil.rmtree(machine.root / folder.lstrip("/"))
-    seconds = wait_library_tracks(machine, folder, 0)
+    seconds = wait_tracks_under(machine, folder, 0)
     print(f"their folder deleted: gone after {seconds:.1f} s")
     # The rest of the library is untouched, and the sessions say who started them.
-    assert library_tracks(machine, f"{LIBRARY}/albums") == 54
+    assert tracks_under(machine, f"{LIBRARY}/albums") == 54
     status = machine.ssh("soniquebay status --limit 5").stdout.splitlines()
     ours = [line for line in status if line.endswith((f" {folder}", f" {LIBRARY}"))]
     assert len(ours) >= 2 and all(" completed watch " in line for line in ours[:2]), status
@@ -203,7 +195,7 @@ def test_a_file_written_slowly_is_imported_once_complete(machine, first_deploy, 
     write_slowly(target, Path(expected["path"]).read_bytes(), seconds=20)
     target.chmod(0o644)
     final = target.stat()
-    wait_library_tracks(machine, folder, 1)
+    wait_tracks_under(machine, folder, 1)
     time.sleep(12)  # a second session (the file read early, then again) would have started by now
     rows = psql(
         machine, f"SELECT size, mtime_ns, title, length FROM tracks WHERE starts_with(path, '{folder}/')"

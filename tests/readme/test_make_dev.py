@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests import audio_fixtures
-from tests.services import QUEUES, free_port, shared_tempdir
-from tests.stack import http, wait_flower_workers
-from tests.testhost import port_in_use
+from testkit import audio_fixtures
+from testkit.machine import port_in_use
+from testkit.services import QUEUES, free_port, shared_tempdir
+from testkit.stack import http, wait_flower_workers
 
 pytestmark = [pytest.mark.readme, pytest.mark.timeout(900)]
 

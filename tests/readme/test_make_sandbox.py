@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.stack import http, trust
-from tests.testnet import TABLE_PREFIX
+from testkit.stack import http, trust
+from testkit.testnet import TABLE_PREFIX
 
 pytestmark = [pytest.mark.readme, pytest.mark.timeout(2400)]
 

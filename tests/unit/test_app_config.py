@@ -9,7 +9,7 @@ import pytest
 from celery.app.defaults import NAMESPACES, flatten
 
 from backend_worker.config import ConfigError, Settings, queue_time_limits, url_without_credentials
-from tests import services
+from testkit import services
 
 LONGEST_TIME_LIMIT = max(queue_time_limits().values())
 

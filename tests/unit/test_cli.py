@@ -10,8 +10,8 @@ import subprocess
 import pytest
 
 from backend_worker.stages.extract import read_record
-from tests import audio_fixtures as af
-from tests import services
+from testkit import audio_fixtures as af
+from testkit import services
 
 
 def closed_port() -> int:

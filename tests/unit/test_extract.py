@@ -34,7 +34,7 @@ from backend_worker.stages.extract import (
     extract_paths,
     read_record,
 )
-from tests import audio_fixtures as af
+from testkit import audio_fixtures as af
 
 TAGGABLE = [fmt for fmt in af.FORMATS if fmt not in af.UNTAGGABLE]
 TAG_FIELDS = fields.TAG_NAMES

@@ -14,7 +14,7 @@ from mutagen.mp3 import MP3
 
 from backend_worker.stages import fields
 from backend_worker.stages.extract import read_record
-from tests import audio_fixtures as af
+from testkit import audio_fixtures as af
 
 # Every format mediafile reads (ADTS .aac is the one it refuses: FileTypeError).
 MEDIAFILE_FORMATS = [fmt for fmt in af.FORMATS if fmt != "aac"]

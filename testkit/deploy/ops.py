@@ -9,10 +9,11 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests import audio_fixtures
-from tests.deploy.layout import LAYOUT, POOLS, WORKER_UNITS
-from tests.deploy.test_host import FLOWER, LIBRARY, celery_inspect, flower_auth, http, psql
-from tests.testhost import TestHost
+from testkit import audio_fixtures
+from testkit.deploy.checks import FLOWER, LIBRARY, celery_inspect, flower_auth
+from testkit.deploy.layout import LAYOUT, POOLS, WORKER_UNITS
+from testkit.stack import http, psql
+from testkit.testhost import TestHost
 
 PROMETHEUS = "http://127.0.0.1:9090/"
 CLI = "/opt/soniquebay/venv/bin/soniquebay"

@@ -1,6 +1,6 @@
 """Checks of a deployed stack from outside, as an operator makes them: Flower through nginx, psql and
 the `soniquebay` command over SSH. For any machine with an `ssh()` method: the single test host
-(tests/testhost.py) or a machine of a test network (tests/testnet.py)."""
+(testkit/testhost.py) or a machine of a test network (testkit/testnet.py)."""
 
 from __future__ import annotations
 
@@ -88,8 +88,18 @@ def soniquebay_json(host, *args: str, timeout: float = 600) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def tracks_under(host, folder: str) -> int:
+    """How many tracks the machine's library holds under `folder`."""
+    return int(psql(host, f"SELECT count(*) FROM tracks WHERE starts_with(path, '{folder}/')")[0][0])
+
+
+def wait_tracks_under(host, folder: str, count: int, timeout: float = 30) -> float:
+    """Seconds until the library holds `count` tracks under folder; fails at the deadline."""
+    return wait_count(lambda: tracks_under(host, folder), count, timeout, f"tracks under {folder}")
+
+
 def expected_rows(expected: list[dict], staging: Path, prefix: str) -> list[list[str]]:
-    """(path, title, artist) of generated files (tests.audio_fixtures) as the machine sees them under
+    """(path, title, artist) of generated files (testkit.audio_fixtures) as the machine sees them under
     `prefix`, sorted like `SELECT path, coalesce(title, ''), coalesce(artist, '') ... ORDER BY path`."""
     return sorted(
         [f"{prefix}/{Path(e['path']).relative_to(staging)}", e["title"] or "", e["artist"] or ""]

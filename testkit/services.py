@@ -53,6 +53,18 @@ def wait_for_port(port: int, timeout: float = 30) -> None:
     raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
 
 
+@contextlib.contextmanager
+def process_listening(argv: list[str], port: int, **popen):
+    """A process of argv, handed over once something listens on port; terminated at the end."""
+    proc = subprocess.Popen(argv, **popen)
+    try:
+        wait_for_port(port)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
 def stop_process_groups(procs) -> None:
     """SIGTERM each process group (a Celery worker and its pool), SIGKILL what is left after 30 s."""
     for proc in procs:

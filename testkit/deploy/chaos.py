@@ -19,9 +19,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tests.deploy.layout import WORKER_UNITS
-from tests.deploy.ops import BackgroundScan, reset_library_db, units_of
-from tests.deploy.test_host import psql, wait_all_active
+from testkit.deploy.checks import wait_all_active
+from testkit.deploy.layout import WORKER_UNITS
+from testkit.deploy.ops import BackgroundScan, reset_library_db, units_of
+from testkit.stack import psql
 
 # The fault tests' library (2,000 files); `make chaos` hard-links copies of it.
 LIBRARY_SHAPE = {"artists": 8, "albums_per_artist": 5, "tracks_per_album": 50, "seed": 11}

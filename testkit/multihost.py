@@ -1,4 +1,4 @@
-"""Inventories for machines of a tests.testnet network: the multi-host layout of inventory/example, and
+"""Inventories for machines of a testkit.testnet network: the multi-host layout of inventory/example, and
 a single host like inventory/local. Used by the multi-host tests and by `make sandbox`.
 
 The multi-host inventory is inventory/example with the machines' addresses: its group_vars are
@@ -12,9 +12,9 @@ import datetime
 import json
 from pathlib import Path
 
-from tests.testnet import TestNet
+from testkit.testnet import TestNet
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "inventory/example"
 LOCAL = REPO / "inventory/local"
 LIBRARY = "/srv/music"
