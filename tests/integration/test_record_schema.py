@@ -11,7 +11,7 @@ import pytest
 from backend_worker import ledger
 from backend_worker.stages import fields, insert
 from backend_worker.stages.extract import read_record
-from tests import audio_fixtures as af
+from testkit import audio_fixtures as af
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ import pytest
 
 from backend_worker.stages import fields, insert
 from backend_worker.stages.extract import read_record
-from tests import audio_fixtures as af
+from testkit import audio_fixtures as af
 
 # The Python type each column type holds in a record (genres, with no column, are a list).
 PYTHON_TYPES = {
