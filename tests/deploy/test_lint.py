@@ -144,3 +144,50 @@ def test_rendered_services_expose_at_most_2_0(rendered_units):
         match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", proc.stdout)
         assert match, proc.stdout + proc.stderr
         assert float(match.group(1)) <= EXPOSURE_LIMIT, f"{unit.name}: {match.group(1)}\n{proc.stdout}"
+
+
+ROLES = sorted(p for p in (REPO / "roles").iterdir() if p.is_dir())
+
+
+def role_yaml(role: Path, folder: str) -> str:
+    return "\n".join(p.read_text() for p in sorted((role / folder).glob("*.yml")))
+
+
+def test_every_role_input_is_in_its_defaults_and_its_argument_specs():
+    import yaml
+
+    for role in ROLES:
+        defaults = yaml.safe_load((role / "defaults/main.yml").read_text()) or {}
+        specs = yaml.safe_load((role / "meta/argument_specs.yml").read_text())["argument_specs"]["main"]
+        assert set(defaults) == set(specs["options"]), role.name
+        assert all(name.startswith(role.name + "_") for name in defaults), role.name
+
+
+def test_defaults_and_vars_hold_no_jinja_loops():
+    # Loops belong in filter_plugins/ (plain Python, tests/unit/test_filter_plugins.py).
+    for role in ROLES:
+        for folder in ("defaults", "vars"):
+            assert "{%" not in role_yaml(role, folder), f"{role.name}/{folder}"
+
+
+def test_services_restart_in_handlers_only_and_no_role_reads_what_another_registers():
+    registered: dict[str, set[str]] = {}
+    for role in ROLES:
+        tasks = role_yaml(role, "tasks")
+        assert "state: restarted" not in tasks, f"{role.name}: restart from a handler"
+        names = set(re.findall(r"^\s*register: (\w+)", tasks + role_yaml(role, "handlers"), re.MULTILINE))
+        facts = re.findall(r"set_fact:\n((?:\s{4,}\w+:.*\n)+)", tasks)
+        names |= {line.split(":")[0].strip() for block in facts for line in block.splitlines()}
+        registered[role.name] = names
+    for role in ROLES:
+        text = "\n".join(role_yaml(role, folder) for folder in ("defaults", "vars", "tasks", "handlers"))
+        for other, names in registered.items():
+            if other != role.name:
+                read = sorted(name for name in names if re.search(rf"\b{name}\b", text))
+                assert read == [], f"{role.name} reads {read}, set by the {other} role"
+
+
+def test_passwords_come_from_the_one_credential_lookup():
+    lookups = "\n".join(role_yaml(role, "defaults") for role in ROLES)
+    assert "ansible.builtin.password" not in lookups
+    assert lookups.count("lookup('soniquebay_credential'") == 8

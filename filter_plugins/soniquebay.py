@@ -1,0 +1,84 @@
+"""Filters of the SoniqueBay roles: the worker layout of a host, the addresses of the other worker
+hosts, the revision of the app a unit runs. Plain functions, tested in tests/unit/test_filter_plugins.py."""
+
+from __future__ import annotations
+
+import ipaddress
+import posixpath
+
+# What a unit of a pool runs unless the pool says otherwise.
+UNIT_DEFAULTS = {"pool": "prefork", "memory_max": "infinity"}
+
+
+def host_pools(pools: list[dict], overrides: dict, hostname: str, groups: dict) -> list[dict]:
+    """The pools this host runs: those placed on no group or on a group holding this host, each
+    changed by its queue's entry in `overrides` (host_vars); units 0 drops a pool here."""
+    found = []
+    for pool in pools:
+        group = pool.get("group")
+        if group is not None and hostname not in groups.get(group, []):
+            continue
+        merged = {**pool, **(overrides.get(pool["queue"]) or {})}
+        if int(merged["units"]) > 0:
+            found.append(merged)
+    return found
+
+
+def worker_units(pools: list[dict], time_limits: dict) -> list[dict]:
+    """One entry per systemd unit of `pools`: name scan-1, unit soniquebay-worker-scan-1.service,
+    and the queue's hard time limit (seconds)."""
+    return [
+        {
+            **UNIT_DEFAULTS,
+            **pool,
+            "name": f"{pool['queue']}-{index}",
+            "unit": f"soniquebay-worker-{pool['queue']}-{index}.service",
+            "time_limit": int(time_limits.get(pool["queue"], 0)),
+        }
+        for pool in pools
+        for index in range(1, int(pool["units"]) + 1)
+    ]
+
+
+def private_address(host: str, hostvars: dict) -> str:
+    """Where the other hosts reach `host`: soniquebay_private_address, else ansible_host, else its name."""
+    variables = hostvars.get(host, {})
+    return str(variables.get("soniquebay_private_address") or variables.get("ansible_host") or host)
+
+
+def peer_addresses(hosts: list[str], hostvars: dict, this_host: str) -> list[str]:
+    """The private addresses of `hosts` other than this one, once each and in order; host names
+    and loopback addresses are left out (nothing to let in from the network)."""
+    found: list[str] = []
+    for host in hosts:
+        if host == this_host:
+            continue
+        try:
+            address = ipaddress.ip_address(private_address(host, hostvars))
+        except ValueError:
+            continue
+        if not address.is_loopback and str(address) not in found:
+            found.append(str(address))
+    return found
+
+
+def host_network(address: str) -> str:
+    """An address as the network of that one host: 10.0.0.21/32, fd00::21/128."""
+    return str(ipaddress.ip_network(address))
+
+
+def app_revision(build: str, settings_checksum: str) -> str:
+    """What a unit runs: the app's build (its key, or the path of its venv) and its settings file's
+    checksum. A unit carrying it restarts when either changes."""
+    return f"{posixpath.basename(str(build).rstrip('/'))}-{str(settings_checksum)[:12]}"
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "host_pools": host_pools,
+            "worker_units": worker_units,
+            "peer_addresses": peer_addresses,
+            "host_network": host_network,
+            "app_revision": app_revision,
+        }
