@@ -22,8 +22,8 @@ unit: deps
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: deps
-	$(VENV)/bin/ruff check backend_worker tests testkit bench scripts
-	$(VENV)/bin/ruff format --check backend_worker tests testkit bench scripts
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # Redis, PostgreSQL, the five workers and Flower as plain processes, for development.
 dev: deps

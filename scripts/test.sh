@@ -31,7 +31,7 @@ scripts/install-deps.sh || exit 1
 lap "install (Debian packages, .venv)" "$t"
 
 t=$(date +%s)
-.venv/bin/ruff check backend_worker tests testkit bench scripts && .venv/bin/ruff format --check backend_worker tests testkit bench scripts
+.venv/bin/ruff check . && .venv/bin/ruff format --check .
 lint=$?
 lap "lint (ruff)" "$t"
 

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from tests.deploy.layout import WORKER_UNITS
+from testkit.deploy.layout import WORKER_UNITS
 
 pytestmark = pytest.mark.deploy
 

@@ -86,8 +86,16 @@ def target_args(python_version: str, arch: str) -> list[str]:
     """pip options that resolve and fetch for the target interpreter instead of this one."""
     abi = "cp" + "".join(python_version.split(".")[:2])
     platform_args = [arg for tag in platforms(arch) for arg in ("--platform", tag)]
-    return ["--only-binary=:all:", "--python-version", python_version, "--implementation", "cp", "--abi", abi,
-            *platform_args]
+    return [
+        "--only-binary=:all:",
+        "--python-version",
+        python_version,
+        "--implementation",
+        "cp",
+        "--abi",
+        abi,
+        *platform_args,
+    ]
 
 
 def generate_lock(source: Path, lock: Path, name: str, python_version: str, arch: str) -> None:
@@ -95,10 +103,24 @@ def generate_lock(source: Path, lock: Path, name: str, python_version: str, arch
     are evaluated for the target, not for the controller)."""
     with tempfile.TemporaryDirectory(prefix="soniquebay-lock-") as tmp:
         report = Path(tmp) / "report.json"
-        run([sys.executable, "-m", "pip", "install", "--quiet", "--dry-run", "--ignore-installed",
-             *target_args(python_version, arch), "--target", str(Path(tmp) / "t"), "--report", str(report),
-             str(source)],
-            what="resolving the app's dependencies for the lock file")
+        run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--dry-run",
+                "--ignore-installed",
+                *target_args(python_version, arch),
+                "--target",
+                str(Path(tmp) / "t"),
+                "--report",
+                str(report),
+                str(source),
+            ],
+            what="resolving the app's dependencies for the lock file",
+        )
         installs = json.loads(report.read_text())["install"]
     pins = sorted(
         (item["metadata"]["name"], item["metadata"]["version"])
@@ -110,42 +132,102 @@ def generate_lock(source: Path, lock: Path, name: str, python_version: str, arch
         f"# (from a wheelhouse) on every host; resolved for CPython {python_version} on {arch}.\n"
         "# Regenerate: delete this file and run make deploy.\n"
     )
-    lock.write_text(header + "".join(f"{pin}=={ver}\n" for pin, ver in sorted(pins, key=lambda p: p[0].lower())))
+    lock.write_text(
+        header + "".join(f"{pin}=={ver}\n" for pin, ver in sorted(pins, key=lambda p: p[0].lower()))
+    )
 
 
 def platforms(arch: str) -> list[str]:
     tags = [f"manylinux_2_{minor}_{arch}" for minor in (35, 34, 31, 28, 27, 24, 17)]
-    return tags + [f"manylinux2014_{arch}", f"manylinux2010_{arch}", f"manylinux1_{arch}", f"manylinux_2_5_{arch}"]
+    return tags + [
+        f"manylinux2014_{arch}",
+        f"manylinux2010_{arch}",
+        f"manylinux1_{arch}",
+        f"manylinux_2_5_{arch}",
+    ]
 
 
-def build(source: Path, lock: Path, python_version: str, arch: str, name: str, version: str, dest: Path) -> None:
+def build(
+    source: Path, lock: Path, python_version: str, arch: str, name: str, version: str, dest: Path
+) -> None:
     target = target_args(python_version, arch)
     with tempfile.TemporaryDirectory(prefix="soniquebay-wheelhouse-") as tmp:
         wheels = Path(tmp) / "wheelhouse"
         wheels.mkdir()
-        run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels), str(source)],
-            what="building the app wheel")
-        run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", *target,
-             "--dest", str(wheels), "--requirement", str(lock)],
-            what=f"downloading the pinned wheels of {lock} for Python {python_version} on {arch}")
+        run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--quiet",
+                "--no-deps",
+                "--wheel-dir",
+                str(wheels),
+                str(source),
+            ],
+            what="building the app wheel",
+        )
+        run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                *target,
+                "--dest",
+                str(wheels),
+                "--requirement",
+                str(lock),
+            ],
+            what=f"downloading the pinned wheels of {lock} for Python {python_version} on {arch}",
+        )
         # Resolve the app against the wheelhouse alone: a dependency missing from the lock fails here,
         # on the controller, rather than on every host.
         check = subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--no-index",
-             "--find-links", str(wheels), *target, "--target", str(Path(tmp) / "t"),
-             "--requirement", str(lock), f"{name}=={version}"],
-            capture_output=True, text=True, env=clean_pip_env(),
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--dry-run",
+                "--ignore-installed",
+                "--quiet",
+                "--no-index",
+                "--find-links",
+                str(wheels),
+                *target,
+                "--target",
+                str(Path(tmp) / "t"),
+                "--requirement",
+                str(lock),
+                f"{name}=={version}",
+            ],
+            capture_output=True,
+            text=True,
+            env=clean_pip_env(),
         )
         if check.returncode != 0:
             tail = "\n".join(check.stderr.strip().splitlines()[-10:])
-            fail(f"{lock} does not pin every dependency of {name} {version} (delete it to regenerate it, "
-                 f"or add the missing pin):\n{tail}")
+            fail(
+                f"{lock} does not pin every dependency of {name} {version} (delete it to regenerate it, "
+                f"or add the missing pin):\n{tail}"
+            )
         shutil.copyfile(lock, wheels / "requirements.lock")
         partial = dest.with_suffix(".tar.partial")
         with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
             for path in sorted(wheels.iterdir()):
                 info = tar.gettarinfo(str(path), arcname=path.name)
-                info.mtime, info.uid, info.gid, info.uname, info.gname, info.mode = 0, 0, 0, "root", "root", 0o644
+                info.mtime, info.uid, info.gid, info.uname, info.gname, info.mode = (
+                    0,
+                    0,
+                    0,
+                    "root",
+                    "root",
+                    0o644,
+                )
                 with path.open("rb") as handle:
                     tar.addfile(info, handle)
         partial.replace(dest)
@@ -177,10 +259,17 @@ def main() -> None:
             generate_lock(source, args.lock, name, args.python_version, args.arch)
             lock_created = True
         key_material = "\0".join(
-            [hashlib.sha256(args.lock.read_bytes()).hexdigest(), source_digest(source, package_dirs),
-             args.python_version, args.arch]
+            [
+                hashlib.sha256(args.lock.read_bytes()).hexdigest(),
+                source_digest(source, package_dirs),
+                args.python_version,
+                args.arch,
+            ]
         )
-        key = f"{version}-py{args.python_version}-{args.arch}-" + hashlib.sha256(key_material.encode()).hexdigest()[:16]
+        key = (
+            f"{version}-py{args.python_version}-{args.arch}-"
+            + hashlib.sha256(key_material.encode()).hexdigest()[:16]
+        )
         tarball = args.cache / key / "wheelhouse.tar"
         built = False
         if not tarball.exists():
@@ -188,8 +277,18 @@ def main() -> None:
             build(source, args.lock, args.python_version, args.arch, name, version, tarball)
             built = True
             prune(args.cache, keep=tarball.parent)
-    print(json.dumps({"key": key, "tarball": str(tarball), "built": built, "lock_created": lock_created,
-                      "name": name, "version": version}))
+    print(
+        json.dumps(
+            {
+                "key": key,
+                "tarball": str(tarball),
+                "built": built,
+                "lock_created": lock_created,
+                "name": name,
+                "version": version,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
