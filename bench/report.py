@@ -6,6 +6,7 @@ import re
 import statistics
 from pathlib import Path
 
+from backend_worker.pipeline import QUEUES
 from bench.stack import REPO
 
 LIBRARY_TABLES = (
@@ -266,9 +267,8 @@ def results_markdown(r: dict, title: str = "This machine") -> str:
 
 
 def _unit_order(name: str) -> tuple[int, str]:
-    queues = ["scan", "extract", "batch", "insert", "deferred"]
     queue = name.rsplit("-", 1)[0]
-    return (queues.index(queue) if queue in queues else len(queues), name)
+    return (QUEUES.index(queue) if queue in QUEUES else len(QUEUES), name)
 
 
 def memory_markdown(r: dict) -> str:

@@ -15,10 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from backend_worker.pipeline import QUEUES
+
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-QUEUES = ("scan", "extract", "batch", "insert", "deferred")
 # Workers run as an unprivileged user, as in production: that is also what makes a mode-000
 # folder unreadable to them (root reads everything).
 WORKER_USER = "nobody"
