@@ -86,6 +86,9 @@ def fail_extract_unit(send: SendTask, session_id: str, unit_id: str, paths: list
     """A chunk that failed as a whole (time limit, a crash in a reader): its files become error
     records and the session goes on."""
     with db.transaction() as conn:
-        library.save_file_errors(conn, session_id, "extract", [{"path": p, "error": reason} for p in paths])
-        ledger.finish_unit(conn, session_id, unit_id, {"errors": len(paths)})
+        # A task can die after its unit was done (killed while handing on): its files were read
+        # and stored, so they get no error record.
+        if ledger.finish_unit(conn, session_id, unit_id, {"errors": len(paths)}):
+            unread = [{"path": path, "error": reason} for path in paths]
+            library.save_file_errors(conn, session_id, "extract", unread)
     advance(send, session_id)

@@ -104,7 +104,13 @@ def test_a_stuck_task_is_killed_at_its_time_limit_recorded_and_the_queue_goes_on
     """Freeze (SIGSTOP) the pool process that is reading a chunk, as a hung disk read would: the
     worker kills it at the hard time limit, the chunk's files become error records, the other
     chunks go through and the session closes."""
-    slow = {"SONIQUEBAY_TIME_LIMIT_EXTRACT": "40", "SONIQUEBAY_EXTRACT_CHUNK_FILES": "400"}
+    # Chunks of 400 files from one walk (the suite's small walk units would make chunks of ~20 files,
+    # read before the freeze below can land: it would stop the process after its unit was done).
+    slow = {
+        "SONIQUEBAY_TIME_LIMIT_EXTRACT": "40",
+        "SONIQUEBAY_EXTRACT_CHUNK_FILES": "400",
+        "SONIQUEBAY_WALK_UNIT_ENTRIES": "5000",
+    }
     workers = pipeline.workers
     workers.restart(["scan", "extract"], slow)
     try:
