@@ -9,8 +9,9 @@ killing the child process. A thread cannot be killed, so a thread-pool worker ru
   The task then fails through its normal path (`PipelineTask.on_failure` records it); this is
   where a task stuck on the database ends.
 - at the hard limit, if the task still runs (stuck in C code no exception reaches, a hung network
-  file system say), it does what prefork does on a hard timeout: the thread's PostgreSQL session
-  is terminated (as the killed child's would end: its transaction's locks are freed), then, in a
+  file system say), it does what prefork does on a hard timeout: what the thread holds is given
+  back (its PostgreSQL session is terminated, as the killed child's would end: its transaction's
+  locks and its CPU slot are freed; its process's parsing turn goes to the next thread), then, in a
   thread of its own so that the watchdog never waits, `Request.on_timeout`: the task is failed
   with TimeLimitExceeded, its failure hook records it, Flower gets `task-failed`, the message is
   acknowledged. The thread is beyond rescue: once it has
@@ -56,11 +57,18 @@ class Watchdog:
     def __init__(
         self,
         cancel_query: Callable[[int], None],
-        end_session: Callable[[int], None],
+        abandon: Callable[[int], None],
         stuck_grace: float = 60.0,
+        not_counted: Callable[[int], float] = lambda thread_id: 0.0,
+        ended: Callable[[int], None] = lambda thread_id: None,
     ):
         self.cancel_query = cancel_query  # thread id -> cancel what its connection runs
-        self.end_session = end_session  # thread id -> terminate its connection's server session
+        # thread id -> give back what the stuck thread holds (its server session, its locks)
+        self.abandon = abandon
+        # thread id -> seconds of its task's run that do not count against the limits (waiting
+        # for what a prefork task would have waited for before it started)
+        self.not_counted = not_counted
+        self.task_ended = ended  # thread id -> called in that thread as its task ends
         self.stuck_grace = stuck_grace
         self.running: dict[str, _Running] = {}
         self.lock = threading.Lock()
@@ -74,6 +82,7 @@ class Watchdog:
     def ended(self, task_id=None, **_) -> None:
         with self.lock:
             self.running.pop(task_id, None)
+        self.task_ended(threading.get_ident())
 
     def start(self) -> None:
         task_prerun.connect(self.started, weak=False)
@@ -106,7 +115,7 @@ class Watchdog:
             hard, soft = request.time_limits
             hard = hard or request.task.time_limit
             soft = soft or request.task.soft_time_limit
-            elapsed = time.time() - request.time_start
+            elapsed = time.time() - request.time_start - self.not_counted(run.thread_id)
             if soft and elapsed >= soft and not run.soft_sent:
                 run.soft_sent = True
                 log.warning("Soft time limit (%ss) exceeded for %s[%s]", soft, request.name, task_id)
@@ -115,7 +124,7 @@ class Watchdog:
             if hard and elapsed >= hard:
                 run.failed_at = now
                 raise_in_thread(run.thread_id, TimeLimitExceeded)
-                self.end_session(run.thread_id)
+                self.abandon(run.thread_id)
                 # Recorded, acknowledged and shown in Flower as prefork does it; in a thread of its
                 # own: recording needs the database, which may be what hangs.
                 threading.Thread(

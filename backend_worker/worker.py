@@ -18,6 +18,7 @@ from backend_worker import db, delivery, hangs
 from backend_worker.config import settings, url_without_credentials
 from backend_worker.errors import one_line
 from backend_worker.stages import warmup
+from backend_worker.steps import extract
 from backend_worker.tasks import PipelineTask, send
 
 # The worker's own messages (not about one task): go to the worker's log like Celery's.
@@ -47,7 +48,19 @@ def _watch_database(sender=None, **kwargs) -> None:
     threading.Thread(target=check_database, name="soniquebay-db-check", daemon=True).start()
     delivery.start_watch(sender.hostname, held_task_ids, send)
     if isinstance(sender.pool, ThreadPool):  # prefork enforces the time limits itself
-        hangs.Watchdog(db.cancel_query, db.end_session).start()
+        hangs.Watchdog(
+            db.cancel_query,
+            _abandon_thread,
+            not_counted=extract.parsing_turn.waited,
+            ended=extract.parsing_turn.task_ended,
+        ).start()
+
+
+def _abandon_thread(thread_id: int) -> None:
+    """What a thread stuck past its hard time limit holds goes back, as a killed prefork child's
+    would: its PostgreSQL session (locks, CPU slot) and its process's parsing turn."""
+    db.end_session(thread_id)
+    extract.parsing_turn.give_up(thread_id)
 
 
 @task_revoked.connect

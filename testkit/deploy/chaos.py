@@ -2,9 +2,9 @@
 
 Each round empties the library, starts `soniquebay scan --wait`, and strikes the running scan
 with one or two faults picked at random: Redis restarted, the main process of any worker unit
-killed with SIGKILL, an extract pool process killed with SIGKILL, every worker restarted (warm),
-PostgreSQL stopped for 20 s. Then it checks what landed: every file one track, nothing else, no
-error record, and how long the session took to close after the fault.
+killed with SIGKILL, a pool process of a prefork unit (batch) killed with SIGKILL, every worker
+restarted (warm), PostgreSQL stopped for 20 s. Then it checks what landed: every file one track,
+nothing else, no error record, and how long the session took to close after the fault.
 
 Used by tests/deploy/test_reliability.py (a few faults, in `make test`) and by `make chaos`
 (bench/chaos.py: 30 faults or more, the figures in docs/reliability.md).
@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import datetime
 import random
+import shutil
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from testkit.deploy.checks import wait_all_active
-from testkit.deploy.layout import WORKER_UNITS
+from testkit.deploy.checks import LIBRARY, wait_all_active
+from testkit.deploy.layout import POOLS, WORKER_UNITS
 from testkit.deploy.ops import BackgroundScan, reset_library_db, units_of
 from testkit.stack import psql
 
@@ -30,7 +32,7 @@ LIBRARY_SHAPE = {"artists": 8, "albums_per_artist": 5, "tracks_per_album": 50, "
 FAULTS = (
     "redis-restart",
     "kill-9-worker",
-    "kill-9-extract-pool-process",
+    "kill-9-pool-process",
     "restart-workers",
     "postgresql-stopped-20s",
 )
@@ -45,8 +47,9 @@ def inject(host, kind: str, rng: random.Random) -> str:
         unit = rng.choice(WORKER_UNITS)
         host.ssh(f"kill -9 {host.unit_main_pid(unit)}")
         return unit
-    if kind == "kill-9-extract-pool-process":
-        unit = rng.choice(units_of("extract"))
+    if kind == "kill-9-pool-process":
+        # Only prefork units have pool processes; a thread pool's threads die with their worker.
+        unit = rng.choice([u for queue, pool in POOLS.items() if pool == "prefork" for u in units_of(queue)])
         children = host.ssh(f"pgrep -P {host.unit_main_pid(unit)} || true").stdout.split()
         if not children:
             return f"{unit} (no pool process)"
@@ -88,10 +91,37 @@ def _running(host, session_id: str) -> bool:
     return bool(rows) and rows[0][0] == "running"
 
 
+def add_copies(host, library: list[dict], copies: int) -> list[dict]:
+    """`copies` hard-linked copies of the library's folders under /srv/music/copy-<i> (every path
+    distinct, the data once on disk): a scan then lasts long enough for faults to strike it.
+    Returns the expected records, the library's own included; `remove_copies` undoes it."""
+    root = host.root / LIBRARY.lstrip("/")
+    tops = sorted(str(p) for p in root.iterdir() if not p.name.startswith("copy-"))
+    expected = list(library)
+    for i in range(copies):
+        (root / f"copy-{i}").mkdir()
+        subprocess.run(["cp", "-al", *tops, str(root / f"copy-{i}")], check=True)
+        expected += [{**r, "path": f"{LIBRARY}/copy-{i}/{r['path'][len(LIBRARY) + 1 :]}"} for r in library]
+    subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)
+    return expected
+
+
+def remove_copies(host) -> None:
+    for copy in (host.root / LIBRARY.lstrip("/")).glob("copy-*"):
+        shutil.rmtree(copy)
+
+
 def run(
-    host, expected: list[dict], faults: int, rng: random.Random, log: Callable[[str], None] = print
+    host,
+    expected: list[dict],
+    faults: int,
+    rng: random.Random,
+    log: Callable[[str], None] = print,
+    kinds: list[str] | None = None,
 ) -> list[Round]:
-    """Rounds of full scans until `faults` faults struck running sessions."""
+    """Rounds of full scans until `faults` faults struck running sessions; the faults' kinds are
+    `kinds` in that order if given, else drawn at random."""
+    plan = list(kinds or [])
     rounds: list[Round] = []
     struck = 0
     expected_paths = sorted(e["path"] for e in expected)
@@ -111,7 +141,7 @@ def run(
             time.sleep(rng.uniform(0.1, 0.5) * duration)
             if not _running(host, current.session_id):
                 break
-            kind = rng.choice(FAULTS)
+            kind = plan.pop(0) if plan else rng.choice(FAULTS)
             at = time.time()
             current.faults.append((kind, inject(host, kind, rng), at))
             struck += 1

@@ -12,7 +12,7 @@ LAYOUT = {
 # queue -> the Celery pool of its units: threads where the tasks wait on PostgreSQL or the disk.
 POOLS = {
     "scan": "threads",
-    "extract": "prefork",
+    "extract": "threads",
     "batch": "prefork",
     "insert": "threads",
     "deferred": "threads",

@@ -1,9 +1,11 @@
 """What the monitoring and fault tests do to the deployed test host: put a library in place, run a
-scan in the background, watch Flower and Prometheus, find a working pool process."""
+scan in the background, watch Flower and Prometheus, freeze a task mid-work (a prefork pool
+process, or one thread of a thread-pool worker)."""
 
 from __future__ import annotations
 
 import json
+import select
 import shutil
 import subprocess
 import time
@@ -12,11 +14,14 @@ from pathlib import Path
 from testkit import audio_fixtures
 from testkit.deploy.checks import FLOWER, LIBRARY, celery_inspect, flower_auth
 from testkit.deploy.layout import LAYOUT, POOLS, WORKER_UNITS
+from testkit.machine import REPO
 from testkit.stack import http, psql
 from testkit.testhost import TestHost
 
 PROMETHEUS = "http://127.0.0.1:9090/"
 CLI = "/opt/soniquebay/venv/bin/soniquebay"
+VENV_PYTHON = "/opt/soniquebay/venv/bin/python"
+FREEZE = REPO / "testkit" / "freeze.py"
 
 
 def put_library(host: TestHost, staging: Path, **shape) -> list[dict]:
@@ -163,10 +168,112 @@ exit 1
     return int(out.split()[-1])
 
 
-def freeze_a_task(host: TestHost, units: list[str], then=None, attempts: int = 5) -> tuple[int, dict]:
-    """Freeze a pool process of `units` in the middle of a task, as a hung disk read would; returns
-    its pid and the task (as `celery inspect active` reports it). A process caught using CPU between
-    two tasks holds none: it is resumed and another one is caught. `then` starts the work (once)."""
+class FrozenThread:
+    """One thread of a thread-pool worker held by testkit/freeze.py, which runs on the host (under
+    ssh, `proc`; `remote` is its pid there): stopped at the entry of a read of `path`, where the
+    GIL is released, while the worker's other threads run on. `release` lets it go on; it also
+    goes once the worker process exits (the freezer then ends by itself)."""
+
+    def __init__(self, host, pid: int, tid: int, path: str, proc: subprocess.Popen, remote: int):
+        self.host, self.pid, self.tid, self.path, self.proc, self.remote = host, pid, tid, path, proc, remote
+
+    def release(self) -> None:
+        if self.proc.poll() is None:
+            # The remote freezer ends (a tracer that exits lets its tracee go on), then its ssh.
+            self.host.ssh(f"kill {self.remote} 2>/dev/null; true")
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+
+    def __repr__(self) -> str:
+        return f"FrozenThread(pid={self.pid}, tid={self.tid}, path={self.path!r})"
+
+
+def _traced(host, pid: int) -> bool:
+    """Every thread of `pid` has a tracer (freeze.py seized them all)."""
+    out = host.ssh(f"cat /proc/{pid}/task/*/status 2>/dev/null | grep '^TracerPid:' || true").stdout
+    tracers = [line.split()[1] for line in out.splitlines()]
+    return bool(tracers) and all(t != "0" for t in tracers)
+
+
+def freeze_a_thread(host, units: list[str], then, prefix: str = LIBRARY, timeout: float = 60) -> FrozenThread:
+    """testkit/freeze.py on the main process of each of `units`: the first thread seen opening or
+    reading a file under `prefix` stays frozen there, as a hung disk or network file system
+    would hold it; the other freezers end. The caller has the work taken and waiting (at a lock,
+    HOLDS), so that no file is read before the freezers are in place: `then` lets it go on once
+    every freezer holds its process."""
+    freezers = []
+    script = FREEZE.read_text()
+    try:
+        for unit in units:
+            pid = host.unit_main_pid(unit)
+            proc = subprocess.Popen(
+                [*host.ssh_argv(), f"echo $$; exec python3 - {pid} {prefix} {int(timeout)}"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            proc.stdin.write(script)
+            proc.stdin.close()
+            freezers.append((pid, proc, int(proc.stdout.readline())))
+        for pid, _, _ in freezers:
+            wait_for(lambda pid=pid: _traced(host, pid), timeout=30, interval=0.2, what=f"{pid} traced")
+        then()
+        ready, _, _ = select.select([proc.stdout for _, proc, _ in freezers], [], [], timeout + 10)
+        for pid, proc, remote in freezers:
+            if proc.stdout in ready:
+                line = proc.stdout.readline().split(maxsplit=2)
+                if line and line[0] == "frozen":
+                    frozen = FrozenThread(host, pid, int(line[1]), line[2].strip(), proc, remote)
+                    freezers.remove((pid, proc, remote))
+                    return frozen
+        errors = [proc.stderr.read() if proc.poll() is not None else "" for _, proc, _ in freezers]
+        raise AssertionError(f"no thread of {units} read a file under {prefix}: {errors}")
+    finally:
+        for pid, proc, remote in freezers:
+            FrozenThread(host, pid, 0, "", proc, remote).release()
+
+
+def task_of(host, frozen: FrozenThread) -> dict:
+    """The task of a frozen thread, as `celery inspect active` reports it: in a thread pool
+    `worker_pid` is the worker's pid, and the frozen thread reads a file of the task's chunk."""
+    active = celery_inspect(host, "active")
+    tasks = [
+        t
+        for worker_tasks in active.values()
+        for t in worker_tasks
+        if t.get("worker_pid") == frozen.pid and frozen.path in (t.get("kwargs") or {}).get("paths", ())
+    ]
+    assert len(tasks) == 1, f"not one active task of {frozen} reads {frozen.path}: {active}"
+    return tasks[0]
+
+
+def freeze_a_task(host, units: list[str], then=None, attempts: int = 5) -> tuple[int | FrozenThread, dict]:
+    """Freeze a task of `units` in the middle of its work, as a hung disk read would; returns what
+    `resume` lets go on and the task (as `celery inspect active` reports it). `then` starts the work.
+
+    A prefork pool process is caught using CPU (SIGSTOP); one caught between two tasks holds none:
+    it is resumed and another one is caught. In a thread pool one thread is stopped inside a read
+    of a library file (freeze_a_thread): the queue's work is first held at its lock (HOLDS, for
+    extract every CPU slot of the host) until the freezers are in place."""
+    queue = units[0].removeprefix("soniquebay-worker-").rsplit("-", 1)[0]
+    if POOLS[queue] == "threads":
+        hold_lock(host, HOLDS[queue])
+        try:
+            if then is not None:
+                then()
+            wait_for(
+                lambda: psql(host, "SELECT 1 FROM pg_locks WHERE NOT granted"),
+                timeout=120, interval=0.2, what=f"a {queue} task waiting at the held lock",
+            )  # fmt: skip
+            frozen = freeze_a_thread(host, units, then=lambda: release_lock(host))
+        finally:
+            release_lock(host)
+        try:
+            return frozen, task_of(host, frozen)
+        except BaseException:
+            frozen.release()
+            raise
     for _ in range(attempts):
         pid = freeze_a_working_child(host, units, then=then)
         then = None
@@ -241,16 +348,33 @@ exit 1
 
 # A lock only one stage's tasks wait for, by queue of a thread pool (see test_hangs.py): what an
 # operator's forgotten transaction or a long VACUUM FULL does to them.
+def cpu_slot_lock_class(host) -> int:
+    """The advisory lock class of the host's extract CPU slots, as its workers compute it (from
+    the hostname they see): backend_worker.steps.extract.CPU_SLOT_LOCK_CLASS, run on the host."""
+    code = "from backend_worker.steps.extract import CPU_SLOT_LOCK_CLASS as c; print(c)"
+    return int(host.ssh(f"runuser -u soniquebay -- {VENV_PYTHON} -c '{code}'").stdout.split()[-1])
+
+
+def every_cpu_slot(host) -> str:
+    """Every extract CPU slot of the host (the workers use 0 .. SONIQUEBAY_EXTRACT_SLOTS - 1, by
+    default one per core): an extract task then waits for one in the server, before reading a file."""
+    return f"SELECT pg_advisory_lock({cpu_slot_lock_class(host)}, s) FROM generate_series(0, 63) AS s"
+
+
 HOLDS = {
     "scan": "LOCK TABLE session_dirs IN ACCESS EXCLUSIVE MODE",
+    "extract": every_cpu_slot,  # a statement that depends on the host: computed by hold_lock
     "insert": "LOCK TABLE tracks IN EXCLUSIVE MODE",
     "deferred": "LOCK TABLE cover_plans IN ACCESS EXCLUSIVE MODE",
 }
 LOCKER = "soniquebay-test-lock"  # application_name of the session holding it
 
 
-def hold_lock(host, statement: str) -> None:
-    """A psql session on the host holds `statement`'s lock until release_lock (or resume)."""
+def hold_lock(host, statement) -> None:
+    """A psql session on the host holds `statement`'s lock until release_lock (or resume); a
+    callable statement (HOLDS["extract"]) is given the host first."""
+    if callable(statement):
+        statement = statement(host)
     sql = f"BEGIN; {statement}; SELECT pg_sleep(3600);"
     host.ssh(
         f"PGAPPNAME={LOCKER} nohup runuser -u postgres -- psql -q soniquebay -c '{sql}' >/dev/null 2>&1 &"
@@ -283,12 +407,17 @@ def held_by(host, unit: str) -> list[str]:
     return rows[0][0].split() if rows and rows[0][0] else []
 
 
-def resume(host, pids: list[int]) -> None:
-    """Let held work go on: the frozen pool processes of a prefork unit continue; a thread pool's
-    work (no pids: release_one_holding_messages) has its lock released."""
+def resume(host, held: list) -> None:
+    """Let held work go on: the frozen pool processes of a prefork unit (pids) continue, a frozen
+    thread (FrozenThread, freeze_a_task) is released; a thread pool's work held at a lock (nothing
+    frozen: release_one_holding_messages) has its lock released."""
+    pids = [item for item in held if isinstance(item, int)]
     if pids:
         host.ssh("kill -CONT " + " ".join(map(str, pids)) + " 2>/dev/null; true")
-    else:
+    for item in held:
+        if isinstance(item, FrozenThread):
+            item.release()
+    if not held:
         release_lock(host)
 
 

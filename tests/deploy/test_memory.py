@@ -24,7 +24,7 @@ def test_the_default_layout_idle_after_a_scan_fits_its_memory_budget(deployed, t
     reset_library_db(deployed)
     session = soniquebay_json(deployed, "scan", LIBRARY, "--wait", "--json")
     assert session["status"] == "completed" and session["counts"]["inserted"] == 2000, session
-    time.sleep(10)  # the last tasks' pool processes replaced, the workers idle
+    time.sleep(10)  # the workers idle, their last tasks done
     units = memory_by_unit(deployed)
     total = memory_total(units)
     shown = {

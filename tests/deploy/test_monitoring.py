@@ -4,12 +4,15 @@ exporter, the worker-offline alert, Flower's operator actions through nginx, ret
 from __future__ import annotations
 
 import json
+import shlex
 import time
+from pathlib import PurePosixPath
 
 import pytest
 
 from testkit.deploy.checks import (
     FLOWER,
+    LIBRARY,
     celery_inspect,
     flower_auth,
     flower_workers,
@@ -20,8 +23,10 @@ from testkit.deploy.checks import (
 from testkit.deploy.layout import WORKER_UNITS
 from testkit.deploy.ops import (
     BackgroundScan,
+    assert_library_is_exactly,
     flower_api,
     freeze_a_task,
+    freeze_a_thread,
     hold_stage,
     pool_children,
     prometheus,
@@ -30,10 +35,11 @@ from testkit.deploy.ops import (
     reset_library_db,
     resume,
     short_extract_time_limit,
+    task_of,
     units_of,
     wait_for,
 )
-from testkit.stack import http, psql
+from testkit.stack import http, psql, soniquebay_json
 
 pytestmark = pytest.mark.deploy
 
@@ -169,47 +175,81 @@ def test_a_pool_restart_from_flower_replaces_pool_processes_and_keeps_the_worker
     assert worker in celery_inspect(deployed, "ping", expect={"batch-1"})
 
 
-def test_a_stuck_task_terminated_from_flower_becomes_error_records_and_the_scan_closes(deployed, tmp_path):
-    """Freeze an extract pool process mid-chunk; the operator finds the task in Flower and
-    terminates it: its files become error records, the rest lands, `retry-failed` reads them."""
+def test_a_stuck_extract_thread_is_shown_in_flower_and_a_queued_chunk_revoked_becomes_error_records(
+    deployed, tmp_path
+):
+    """What an operator can do about a stuck extract task in a thread pool. A thread cannot be
+    terminated (Flower's revoke with terminate works on prefork pools only), and a chunk a thread
+    pool has taken is already handed to its threads, so revoking it does not stop it: a revoke stops
+    a chunk still in the queue. Here one chunk is revoked from Flower while it waits in the queue:
+    the extract worker that then takes it discards it, its files become error records and the
+    session closes once the other chunk, whose thread hung mid-read and is seen STARTED in Flower,
+    goes on (the disk came back). `retry-failed` reads the revoked chunk."""
     expected = put_library(deployed, tmp_path / "music", artists=6, albums_per_artist=4, tracks_per_album=40)
-    reset_library_db(deployed)
-    scans = []
-    _, stuck = freeze_a_task(
-        deployed, units_of("extract"), then=lambda: scans.append(BackgroundScan(deployed))
+    scan = hold_stage(deployed, "extract")
+    session_id = scan.session_id()
+    queued = psql(
+        deployed,
+        f"SELECT task_id FROM scan_units WHERE session_id = '{session_id}' AND stage = 'extract' "
+        "AND done_at IS NULL ORDER BY unit_id",
     )
-    (scan,) = scans
-    assert stuck["name"] == "extract.files", stuck
-    task_id, chunk = stuck["id"], stuck["kwargs"]["paths"]
-    # Flower lists it as started, with readable arguments.
-    status, info = flower_api(deployed, f"api/task/info/{task_id}")
-    assert status == 200 and info["state"] == "STARTED", info
-    # ... and in its worker's active tasks (Workers -> the worker -> Tasks).
-    worker = stuck["hostname"]
-    status, workers = flower_api(deployed, f"api/workers?refresh=1&workername={worker}")
-    assert status == 200 and task_id in {t["id"] for w in workers.values() for t in w.get("active", [])}
-    revoke = f"api/task/revoke/{task_id}?terminate=true&signal=SIGKILL"
-    viewer = flower_api(deployed, revoke, method="POST", auth=viewer_auth(deployed))
+    assert len(queued) == 2, queued  # 960 files: two chunks, waiting in the queue
+    revoked_id = queued[0][0]
+    # Flower lists it (sent, not yet received); the read-only account cannot revoke it.
+    assert flower_api(deployed, f"api/task/info/{revoked_id}")[0] == 200
+    viewer = flower_api(deployed, f"api/task/revoke/{revoked_id}", method="POST", auth=viewer_auth(deployed))
     assert viewer[0] == 403, viewer
-    time.sleep(3)
-    assert flower_api(deployed, f"api/task/info/{task_id}")[1]["state"] == "STARTED"
-    status, body = flower_api(deployed, revoke, method="POST")
+    status, body = flower_api(deployed, f"api/task/revoke/{revoked_id}", method="POST")
     assert status == 200, body
+    # The extract worker starts (it learns the revoke from the running workers) with the CPU slots
+    # held, so that its thread exists when the freezer starts; then a thread hangs mid-read.
+    held = release_one_holding_messages(deployed, "extract")
+    frozen = None
+    try:
+        frozen = freeze_a_thread(deployed, units_of("extract")[:1], then=lambda: resume(deployed, held))
+        stuck = task_of(deployed, frozen)
+        assert stuck["name"] == "extract.files" and stuck["id"] != revoked_id, stuck
+        task_id, chunk = stuck["id"], stuck["kwargs"]["paths"]
+        # Flower lists it as started, with readable arguments ...
+        status, info = flower_api(deployed, f"api/task/info/{task_id}")
+        assert status == 200 and info["state"] == "STARTED", info
+        # ... and in its worker's active tasks (Workers -> the worker -> Tasks).
+        worker = stuck["hostname"]
+        status, workers = flower_api(deployed, f"api/workers?refresh=1&workername={worker}")
+        assert status == 200 and task_id in {t["id"] for w in workers.values() for t in w.get("active", [])}
+        viewer = flower_api(
+            deployed, f"api/task/revoke/{task_id}?terminate=true&signal=SIGKILL", method="POST",
+            auth=viewer_auth(deployed),
+        )  # fmt: skip
+        assert viewer[0] == 403, viewer
+        time.sleep(3)
+        assert flower_api(deployed, f"api/task/info/{task_id}")[1]["state"] == "STARTED"
+        # The revoked chunk was discarded when the worker took it: already its files' error records.
+        wait_for(
+            lambda: (
+                int(psql(deployed, "SELECT count(*) FROM file_errors")[0][0]) == len(expected) - len(chunk)
+            ),
+            timeout=60, interval=1, what="the revoked chunk's error records",
+        )  # fmt: skip
+        assert scan.proc.poll() is None, "the session waits for the stuck chunk"
+    finally:
+        # The operator fixed whatever hung: the thread reads on.
+        resume(deployed, [frozen] if frozen else [])
+        deployed.ssh("systemctl start " + " ".join(units_of("extract")[1:]))
     session = scan.result(timeout=300)
     assert session["status"] == "completed", session
     errors = psql(deployed, "SELECT path, reason FROM file_errors ORDER BY path")
-    assert [p for p, _ in errors] == sorted(chunk)
-    reason = "extract task failed: TaskRevokedError: revoked and terminated by an operator"
-    assert {r for _, r in errors} == {reason}
-    assert session["counts"]["inserted"] == len(expected) - len(chunk)
-    assert session["counts"]["errors"] == len(chunk)
-    # wait_for fails the test at its deadline.
+    revoked_paths = sorted(set(e["path"] for e in expected) - set(chunk))
+    assert [p for p, _ in errors] == revoked_paths
+    assert {r for _, r in errors} == {"extract task failed: TaskRevokedError: revoked by an operator"}
+    assert session["counts"]["inserted"] == len(chunk)
+    assert session["counts"]["errors"] == len(revoked_paths)
     wait_for(
-        lambda: (flower_api(deployed, f"api/task/info/{task_id}")[1] or {}).get("state") == "REVOKED",
+        lambda: (flower_api(deployed, f"api/task/info/{revoked_id}")[1] or {}).get("state") == "REVOKED",
         timeout=60,
-        what="the task shown as REVOKED in Flower",
+        what="the revoked task shown as REVOKED in Flower",
     )
-    # After the operator fixed whatever hung: the chunk is read again.
+    # The revoked chunk is read again on demand.
     proc = deployed.ssh("soniquebay retry-failed --wait --json", timeout=300)
     assert '"status": "completed"' in proc.stdout, proc.stdout
     assert psql(deployed, "SELECT count(*) FROM tracks") == [[str(len(expected))]]
@@ -220,13 +260,18 @@ LIMIT = 40  # the extract time limit while a task hangs (short_extract_time_limi
 
 
 def test_flower_lists_a_workers_reserved_tasks_and_a_task_failed_at_its_time_limit(deployed, tmp_path):
-    """An extract worker takes messages while its pool processes are frozen: Flower lists them as
-    its reserved tasks. Then a pool process hangs mid-chunk past the hard time limit: Flower lists
-    the task as FAILURE (filter by state and name), without retry; its files are error records."""
-    expected = put_library(deployed, tmp_path / "music", artists=8, albums_per_artist=5, tracks_per_album=50)
+    """An extract worker takes more chunks than it has threads while their CPU slots are held:
+    Flower lists the ones no thread runs yet as its reserved tasks. Then a thread hangs mid-read
+    past the hard time limit: Flower lists the task as FAILURE (filter by state and name), without
+    retry; its files are error records, the rest of the library stays, and the worker, whose
+    thread is beyond rescue, is replaced by a fresh one; `retry-failed` then reads them."""
+    # 5,000 files: more chunks (14) than an extract worker has threads (8).
+    expected = put_library(
+        deployed, tmp_path / "music", artists=10, albums_per_artist=10, tracks_per_album=50
+    )
     scan = hold_stage(deployed, "extract")
     worker = f"extract-1@{deployed.name}"
-    frozen = release_one_holding_messages(deployed, "extract")
+    held = release_one_holding_messages(deployed, "extract")
     try:
 
         def reserved():
@@ -237,44 +282,72 @@ def test_flower_lists_a_workers_reserved_tasks_and_a_task_failed_at_its_time_lim
         assert {t["name"] for t in listed} == {"extract.files"}, listed
         assert all(t["hostname"] == worker and not t["time_start"] for t in listed), listed
     finally:
-        resume(deployed, frozen)
+        resume(deployed, held)
         deployed.ssh("systemctl start " + " ".join(units_of("extract")[1:]))
     session = scan.result(timeout=600)
     assert session["status"] == "completed" and session["counts"]["inserted"] == len(expected), session
 
-    # Two extract chunks: the other one finds the second CPU slot free, well inside its soft limit
-    # (10 s here), while the hung one holds the first. The extract limit is 40 s for this part
-    # only: the shipped 600 s would make it wait ten minutes for the same outcome.
+    # The library is in place but for one top-level folder (its smallest: one chunk), added then: the
+    # scan's only chunk, whose thread hangs. The extract limit is 40 s for this part only: the
+    # shipped 600 s would make it wait ten minutes for the same outcome.
     shape = {"artists": 6, "albums_per_artist": 4, "tracks_per_album": 40}  # 960 files
-    expected = put_library(deployed, tmp_path / "two-chunks", **shape)
+    expected = put_library(deployed, tmp_path / "later", **shape)
+    folders = {}  # top-level folder of the library -> its files
+    for e in expected:
+        folders.setdefault(PurePosixPath(e["path"]).relative_to(LIBRARY).parts[0], []).append(e["path"])
+    late, late_paths = min(folders.items(), key=lambda item: len(item[1]))
+    late_paths.sort()
     reset_library_db(deployed)
     with short_extract_time_limit(deployed, LIMIT):
+        deployed.ssh(f"mkdir -p /srv/later && mv {shlex.quote(LIBRARY + '/' + late)} /srv/later/")
+        first = soniquebay_json(deployed, "scan", LIBRARY, "--wait", "--json")
+        assert first["status"] == "completed", first
+        assert first["counts"]["inserted"] == len(expected) - len(late_paths), first
+        deployed.ssh(f"mv {shlex.quote('/srv/later/' + late)} {LIBRARY}/ && rmdir /srv/later")
         scans = []
-        _, hung = freeze_a_task(
+        frozen, hung = freeze_a_task(
             deployed, units_of("extract"), then=lambda: scans.append(BackgroundScan(deployed))
         )
-        (scan,) = scans
-        task_id, chunk = hung["id"], hung["kwargs"]["paths"]
-        wait_for(
-            lambda: (
-                task_id in (flower_api(deployed, "api/tasks?state=FAILURE&taskname=extract.files")[1] or {})
-            ),
-            timeout=LIMIT + 120,
-            interval=3,
-            what="the hung task listed as FAILURE in Flower",
-        )
-        status, info = flower_api(deployed, f"api/task/info/{task_id}")
-        assert status == 200 and info["state"] == "FAILURE" and not info.get("retries"), info
-        assert f"TimeLimitExceeded({LIMIT}" in (info.get("traceback") or ""), info
-        session = scan.result(timeout=600)
+        try:
+            (scan,) = scans
+            task_id, chunk = hung["id"], hung["kwargs"]["paths"]
+            assert sorted(chunk) == late_paths, chunk[:3]
+            unit = next(u for u in units_of("extract") if deployed.unit_main_pid(u) == frozen.pid)
+            wait_for(
+                lambda: (
+                    task_id
+                    in (flower_api(deployed, "api/tasks?state=FAILURE&taskname=extract.files")[1] or {})
+                ),
+                timeout=LIMIT + 120,
+                interval=3,
+                what="the hung task listed as FAILURE in Flower",
+            )
+            status, info = flower_api(deployed, f"api/task/info/{task_id}")
+            assert status == 200 and info["state"] == "FAILURE" and not info.get("retries"), info
+            assert f"TimeLimitExceeded({LIMIT}" in (info.get("traceback") or ""), info
+            session = scan.result(timeout=600)
+            # The stuck thread cannot be killed: a minute later its worker shuts down and exits,
+            # systemd starts a fresh one (and the frozen thread ends with its process).
+            wait_for(
+                lambda: deployed.unit_main_pid(unit) not in (0, frozen.pid),
+                timeout=240, interval=2, what=f"{unit} replaced",
+            )  # fmt: skip
+            assert frozen.proc.wait(timeout=60) == 0
+        finally:
+            resume(deployed, [frozen])
     wait_all_active(deployed)
     assert session["status"] == "completed", session
     assert session["counts"]["errors"] == len(chunk), session
-    assert session["counts"]["inserted"] == len(expected) - len(chunk), session
+    assert session["counts"]["inserted"] == 0, session
+    assert session["counts"]["unchanged"] == len(expected) - len(chunk), session
+    assert psql(deployed, "SELECT count(*) FROM tracks") == [[str(len(expected) - len(chunk))]]
     reason = f"not read: its extract task ran past the {LIMIT} s time limit"
     listed = [json.loads(line) for line in deployed.ssh("soniquebay errors --json").stdout.splitlines()]
     assert sorted(e["path"] for e in listed) == sorted(chunk), listed[:3]
     assert {(e["stage"], e["error"]) for e in listed} == {("extract", reason)}
+    proc = deployed.ssh("soniquebay retry-failed --wait --json", timeout=300)
+    assert '"status": "completed"' in proc.stdout, proc.stdout
+    assert_library_is_exactly(deployed, expected)
 
 
 def test_a_database_outage_shows_retry_then_success_in_flower_and_metrics_show_throughput(deployed, tmp_path):

@@ -207,9 +207,11 @@ def test_a_worker_killed_with_messages_in_hand_gets_them_back_from_the_ledger(pi
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s::oid AND NOT granted"
         )
         deadline = time.monotonic() + 60
-        # Both pool processes wait for a slot; the worker's heartbeat names what it holds.
-        while pipeline.rows(waiting, SLOT_LOCK_CLASS & 0xFFFFFFFF)[0][0] < workers.concurrency or not held(
-            "extract"
+        # The worker's parsing thread waits for a slot, its other thread for the parsing turn; the
+        # worker's heartbeat names what it holds.
+        while (
+            pipeline.rows(waiting, SLOT_LOCK_CLASS & 0xFFFFFFFF)[0][0] < 1
+            or len(held("extract")) < workers.concurrency
         ):
             assert time.monotonic() < deadline, "the extract worker never took the chunks"
             time.sleep(0.2)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -94,18 +92,13 @@ def test_postgresql_restarted_mid_scan_the_tasks_retry_and_complete(pipeline, po
         assert raised and issubclass(raised, psycopg.OperationalError), (task_id, error)
 
 
-def _cpu_ticks(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
-
-
-def test_a_stuck_task_is_killed_at_its_time_limit_recorded_and_the_queue_goes_on(pipeline, library):
-    """Freeze (SIGSTOP) the pool process that is reading a chunk, as a hung disk read would: the
-    worker kills it at the hard time limit, the chunk's files become error records, the other
-    chunks go through and the session closes."""
-    # Chunks of 400 files from one walk (the suite's small walk units would make chunks of ~20 files,
-    # read before the freeze below can land: it would stop the process after its unit was done).
+def test_a_stuck_task_is_failed_at_its_time_limit_recorded_and_the_queue_goes_on(pipeline, library):
+    """Freeze the thread that reads a chunk inside a read of one of its files (testkit/freeze.py:
+    the thread stops in the system call, the worker's other threads run on), as a hung disk read
+    would: at the hard time limit the worker fails the task, the chunk's files become error
+    records, the other chunk goes through and the session closes; the worker, holding a thread it
+    cannot free, then exits (systemd would start a fresh one)."""
+    # Chunks of 400 files from one walk: two chunks, one per thread of the worker.
     slow = {
         "SONIQUEBAY_TIME_LIMIT_EXTRACT": "40",
         "SONIQUEBAY_EXTRACT_CHUNK_FILES": "400",
@@ -113,37 +106,33 @@ def test_a_stuck_task_is_killed_at_its_time_limit_recorded_and_the_queue_goes_on
     }
     workers = pipeline.workers
     workers.restart(["scan", "extract"], slow)
+    freezer = None
     try:
         expected = audio_fixtures.build_library(library, artists=8, albums_per_artist=5, tracks_per_album=20)
+        worker = workers.procs["extract"].pid
+        freezer = subprocess.Popen(
+            ["python3", str(services.REPO / "testkit" / "freeze.py"), str(worker), str(library), "60"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(1)  # the freezer has seized the worker's threads
         scan = subprocess.Popen(
             [str(services.VENV_BIN / "soniquebay"), "scan", str(library), "--wait", "--json"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        frozen = None
-        children = workers.pool_children("extract")
-        before = {pid: _cpu_ticks(pid) for pid in children}
-        deadline = time.monotonic() + 60
-        while frozen is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-            for pid in children:
-                if _cpu_ticks(pid) > before[pid]:
-                    os.kill(pid, signal.SIGSTOP)
-                    frozen = pid
-                    break
-        assert frozen, "no extract pool process started working"
+        frozen = freezer.stdout.readline().split(maxsplit=2)
+        assert frozen and frozen[0] == "frozen", f"no extract thread started reading: {freezer.stderr.read()}"
         out, err = scan.communicate(timeout=240)
         assert scan.returncode == 0, err
         session = json.loads(out.strip().splitlines()[-1])
-        # The session may close (and `scan --wait` return) a moment before the kill completes.
-        gone = time.monotonic() + 10
-        while os.path.exists(f"/proc/{frozen}/stat") and _state(frozen) != "Z" and time.monotonic() < gone:
-            time.sleep(0.05)
-        assert not os.path.exists(f"/proc/{frozen}/stat") or _state(frozen) == "Z", (
-            "the stuck process was killed"
-        )
-        errors = pipeline.rows("SELECT reason FROM file_errors")
-        assert errors, "the killed chunk's files are recorded"
-        assert {reason for (reason,) in errors} == {"not read: its extract task ran past the 40 s time limit"}
+        # The worker exits once the thread stayed stuck 60 s past the hard limit.
+        gone = time.monotonic() + 90
+        while workers.procs["extract"].poll() is None and time.monotonic() < gone:
+            time.sleep(0.5)
+        assert workers.procs["extract"].poll() is not None, "the worker with the stuck thread exited"
+        errors = pipeline.rows("SELECT path, reason FROM file_errors")
+        assert errors, "the stuck chunk's files are recorded"
+        assert frozen[2].strip() in {path for path, _ in errors}, "the file being read is one of them"
+        assert {reason for _, reason in errors} == {"not read: its extract task ran past the 40 s time limit"}
         c = session["counts"]
         assert session["status"] == "completed"
         assert c["errors"] == len(errors) <= 400
@@ -151,12 +140,10 @@ def test_a_stuck_task_is_killed_at_its_time_limit_recorded_and_the_queue_goes_on
         assert pipeline.rows("SELECT count(*) FROM tracks")[0][0] + len(errors) == len(expected)
         assert "Hard time limit (40s) exceeded" in workers.log_tail("extract", 400)
     finally:
+        if freezer is not None:
+            freezer.kill()
+            freezer.wait()
         workers.restart(["scan", "extract"])
-
-
-def _state(pid: int) -> str:
-    with open(f"/proc/{pid}/stat") as fh:
-        return fh.read().rsplit(")", 1)[1].split()[0]
 
 
 def test_a_task_stopped_by_its_soft_time_limit_mid_query_is_recorded_and_the_session_closes(

@@ -70,7 +70,7 @@ def test_the_default_layout_gives_the_eight_units_the_deploy_tests_expect():
     assert [u["name"] for u in units] == [
         "scan-1", "scan-2", "extract-1", "extract-2", "batch-1", "insert-1", "insert-2", "deferred-1"
     ]  # fmt: skip
-    assert units[2]["max_tasks_per_child"] == 1
+    assert units[2]["pool"] == "threads" and "max_tasks_per_child" not in units[2]
 
 
 def test_peer_addresses_are_the_other_hosts_private_addresses_once_each():
