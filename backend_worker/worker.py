@@ -10,6 +10,8 @@ import logging
 import threading
 
 from celery.concurrency import get_implementation
+from celery.concurrency.base import apply_target
+from celery.concurrency.thread import ApplyResult
 from celery.concurrency.thread import TaskPool as ThreadPool
 from celery.exceptions import TaskRevokedError
 from celery.signals import task_revoked, worker_init, worker_ready
@@ -25,6 +27,35 @@ from backend_worker.tasks import PipelineTask, send
 log = logging.getLogger("backend_worker.worker")
 DB_CHECK_FIRST_WAIT = 2  # seconds before the second attempt; doubled each time
 DB_CHECK_MAX_WAIT = 300
+
+
+class RevocableThreadPool(ThreadPool):
+    """Celery's thread pool, except that a task revoked while it waits for a free thread is dropped
+    when its turn comes, as a prefork worker drops one still waiting for a free process. Celery
+    looks for a revoke when it hands a task to the pool, and a thread pool takes every task it
+    receives at once: without this, a task an operator revoked in Flower after the worker took it
+    would run anyway. `Request.revoked` announces it as Celery does (Flower shows REVOKED, the
+    message is acknowledged, `_record_revoked` records its files)."""
+
+    def on_apply(self, target, args=None, kwargs=None, callback=None, accept_callback=None, **_):
+        request = getattr(accept_callback, "__self__", None)  # Request.on_accepted: its request
+        future = self.executor.submit(
+            _apply_unless_revoked, request, target, args, kwargs, callback, accept_callback
+        )
+        return ApplyResult(future)
+
+
+def _apply_unless_revoked(request, target, args, kwargs, callback, accept_callback) -> None:
+    if request is not None and request.revoked():
+        return
+    apply_target(target, args, kwargs, callback, accept_callback)
+
+
+@worker_init.connect
+def _use_revocable_thread_pool(sender=None, **kwargs) -> None:
+    """A unit run with `--pool threads` gets RevocableThreadPool (before the worker resolves the name)."""
+    if get_implementation(sender.pool_cls) is ThreadPool:
+        sender.pool_cls = RevocableThreadPool
 
 
 @worker_init.connect

@@ -179,9 +179,9 @@ def test_a_stuck_extract_thread_is_shown_in_flower_and_a_queued_chunk_revoked_be
     deployed, tmp_path
 ):
     """What an operator can do about a stuck extract task in a thread pool. A thread cannot be
-    terminated (Flower's revoke with terminate works on prefork pools only), and a chunk a thread
-    pool has taken is already handed to its threads, so revoking it does not stop it: a revoke stops
-    a chunk still in the queue. Here one chunk is revoked from Flower while it waits in the queue:
+    terminated (Flower's revoke with terminate works on prefork pools only); a revoke stops a chunk
+    that has not started (tests/integration/test_faults.py: one a worker took and holds for a free
+    thread). Here one chunk is revoked from Flower while it waits in the queue:
     the extract worker that then takes it discards it, its files become error records and the
     session closes once the other chunk, whose thread hung mid-read and is seen STARTED in Flower,
     goes on (the disk came back). `retry-failed` reads the revoked chunk."""

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
+from backend_worker.config import settings
 from testkit import audio_fixtures, services
 
 pytestmark = pytest.mark.integration
@@ -178,3 +179,45 @@ def test_a_task_stopped_by_its_soft_time_limit_mid_query_is_recorded_and_the_ses
     finally:
         holder.close()
         workers.restart(["scan", "extract"])
+
+
+def test_a_chunk_revoked_while_it_waits_for_a_thread_is_dropped_and_recorded(pipeline, postgres, library):
+    """An operator revokes (Flower's Revoke; here `celery control revoke`) a chunk the extract worker
+    has taken but not started: a thread pool takes every task it receives at once, so Celery's own
+    check for a revoke has passed. The worker drops it when a thread would start it
+    (worker.RevocableThreadPool): its files become error records, the other chunks land, the
+    session completes, and `retry-failed` reads them."""
+    from backend_worker.app import app
+    from backend_worker.steps.extract import CPU_SLOT_LOCK_CLASS
+
+    holder = psycopg.connect(postgres.url, autocommit=True)
+    try:
+        # Every CPU slot held: the chunks the worker takes wait, a thread's worth started.
+        for slot in range(settings().extract_slots):
+            holder.execute("SELECT pg_advisory_lock(%s, %s)", (CPU_SLOT_LOCK_CLASS, slot))
+        expected = audio_fixtures.build_library(library, artists=4, albums_per_artist=5, tracks_per_album=12)
+        session_id = pipeline.cli("scan", str(library)).stdout.strip()
+        deadline = time.monotonic() + 60
+        while True:
+            reserved = app.control.inspect(timeout=2).reserved() or {}
+            waiting = [t for tasks in reserved.values() for t in tasks if t["name"] == "extract.files"]
+            if waiting:
+                break
+            assert time.monotonic() < deadline, "the extract worker took no chunk it could not start"
+            time.sleep(0.5)
+        victim = waiting[0]
+        app.control.revoke(victim["id"])
+        time.sleep(2)  # the worker has the broadcast
+    finally:
+        holder.close()
+    assert pipeline.wait_closed(session_id, timeout=180) == "completed"
+    errors = pipeline.rows("SELECT path, reason FROM file_errors ORDER BY path")
+    assert [path for path, _ in errors] == sorted(victim["kwargs"]["paths"])
+    revoked = "extract task failed: TaskRevokedError: revoked by an operator"
+    assert {reason for _, reason in errors} == {revoked}
+    tracks = pipeline.rows("SELECT count(*) FROM tracks")[0][0]
+    assert tracks == len(expected) - len(errors) > 0
+    retry = pipeline.cli("retry-failed", "--wait", "--json", timeout=180)
+    assert json.loads(retry.stdout.strip().splitlines()[-1])["status"] == "completed", retry.stdout
+    assert pipeline.rows("SELECT count(*) FROM tracks")[0][0] == len(expected)
+    assert pipeline.rows("SELECT count(*) FROM file_errors")[0][0] == 0

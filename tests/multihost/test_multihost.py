@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from testkit import audio_fixtures, multihost, stack
+from testkit.deploy.ops import every_cpu_slot, hold_lock, release_lock
 from testkit.stack import expected_rows, soniquebay_json
 from testkit.testnet import NetHost, TestNet
 
@@ -243,23 +244,10 @@ def test_a_scan_fans_out_across_both_worker_hosts_and_lands_the_exact_rows(net, 
 # Keeps every process of a unit but its main one stopped (SIGSTOP), also a pool process started
 # or replaced later: the unit's cgroup is read again every 10 ms. The main process goes on taking
 # messages off the queue and holds them, unacknowledged, and none of them can start.
-FREEZE_POOL = """
-unit={unit}
-main=$(systemctl show -P MainPID $unit)
-cg=$(systemctl show -P ControlGroup $unit)
-# cgroup v2, or the v2 tree of a hybrid hierarchy
-procs=$(ls /sys/fs/cgroup$cg/cgroup.procs /sys/fs/cgroup/unified$cg/cgroup.procs 2>/dev/null | head -1)
-test -n "$procs"
-stop_all_but_main="for p in \\$(cat $procs); do [ \\$p = $main ] || kill -STOP \\$p; done"
-nohup sh -c "while :; do $stop_all_but_main; sleep 0.01; done" </dev/null >/dev/null 2>&1 &
-echo $! > /run/soniquebay-freeze.pid
-"""
-THAW_POOL = "kill $(cat /run/soniquebay-freeze.pid); sleep 0.1; pkill -CONT -u soniquebay; true"
-
-
 def test_a_worker_host_dying_mid_scan_loses_no_track(net, deployed, music):
-    """worker2 loses power while it holds extract tasks of a running scan that have not started:
-    on the shipped visibility timeout (Redis would hand them back after 30 minutes), worker1's
+    """worker2 loses power while it holds extract tasks of a running scan that have not finished
+    (its threads wait for a CPU slot: every slot of its host is held on db1): on the shipped
+    visibility timeout (Redis would hand them back after 30 minutes), worker1's
     reconciler sends their units again, and the scan completes within three minutes of the death
     with every track exactly once."""
     first = int(psql(net, "SELECT count(*) FROM tracks WHERE path NOT LIKE '/srv/music/second/%'")[0][0])
@@ -269,7 +257,7 @@ def test_a_worker_host_dying_mid_scan_loses_no_track(net, deployed, music):
     )
     subprocess.run(["chmod", "-R", "a+rX", music], check=True)
     worker2 = net.hosts[W2]
-    worker2.ssh("bash -s", input=FREEZE_POOL.format(unit="soniquebay-worker-extract-1.service"))
+    hold_lock(net.hosts[DB], every_cpu_slot(worker2))
     scan = subprocess.Popen(
         [*net.hosts[W1].ssh_argv(), f"soniquebay scan {multihost.LIBRARY} --wait --json"],
         stdin=subprocess.DEVNULL,
@@ -294,8 +282,8 @@ def test_a_worker_host_dying_mid_scan_loses_no_track(net, deployed, music):
             ]
             time.sleep(0.5)
         assert taken, "worker2 never received an extract task of the second scan"
-        # The premise: what worker2 holds did not start (its pool is frozen), so it dies with it.
-        assert not [t for t in taken if t.get("started") or t.get("succeeded")], taken
+        # The premise: what worker2 holds did not finish (it waits for a slot), so it dies with it.
+        assert not [t for t in taken if t.get("succeeded")], taken
         held = [t["uuid"] for t in taken]
         worker2.pull_the_plug()
         died = time.time()
@@ -304,8 +292,7 @@ def test_a_worker_host_dying_mid_scan_loses_no_track(net, deployed, music):
     finally:
         if scan.poll() is None:
             scan.kill()
-        if worker2.running():  # the test failed before the power cut: let worker2 work again
-            worker2.ssh(THAW_POOL, check=False)
+        release_lock(net.hosts[DB])  # worker2's slots (if it still runs: the test failed before the cut)
     session = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"stderr": err}
     n = len(expected)
     assert session.get("status") == "completed" and session["id"] == session_id, session
