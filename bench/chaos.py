@@ -4,9 +4,9 @@ the session's close). A benchmark-style script, not a test: it prints a table an
 
     python -m bench.chaos [--faults 30] [--copies 3] [--seed 1]
 
-The library is the fault tests' 2,000-file library, hard-linked `--copies` times under different
-folders (every path distinct). With SONIQUEBAY_TESTHOST set it uses that kept machine; otherwise it
-boots and converges a fresh one and removes it at the end.
+The library is the fault tests' 2,000-file library and hard-linked copies of it in other folders,
+`--copies` in all (every path distinct). With SONIQUEBAY_TESTHOST set it uses that kept machine;
+otherwise it boots and converges a fresh one and removes it at the end.
 """
 
 from __future__ import annotations
@@ -16,35 +16,22 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from testkit import audio_fixtures
 from testkit.deploy import chaos
-from testkit.deploy.checks import LIBRARY
+from testkit.deploy.ops import put_library
 from testkit.testhost import TestHost
 
 
 def put_copies(host: TestHost, copies: int) -> list[dict]:
-    """`copies` hard-linked copies of the 2,000-file library at /srv/music/copy-<i>."""
+    """The 2,000-file library at /srv/music and `copies` - 1 hard-linked copies of it beside it."""
     staging = Path(tempfile.mkdtemp(prefix="chaos-library-"))
     try:
-        records = audio_fixtures.build_library(staging / "music", **chaos.LIBRARY_SHAPE)
-        target = host.root / LIBRARY.lstrip("/")
-        if target.exists():
-            shutil.rmtree(target)
-        target.mkdir(parents=True)
-        expected = []
-        for i in range(copies):
-            subprocess.run(["cp", "-al", str(staging / "music"), str(target / f"copy-{i}")], check=True)
-            for record in records:
-                relative = Path(record["path"]).relative_to(staging / "music")
-                expected.append({**record, "path": f"{LIBRARY}/copy-{i}/{relative}"})
-        subprocess.run(["chmod", "-R", "a+rX", str(target)], check=True)
-        return expected
+        library = put_library(host, staging / "music", **chaos.LIBRARY_SHAPE)
+        return chaos.add_copies(host, library, copies - 1)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
