@@ -254,7 +254,9 @@ def _follow(session_id: str, quiet: bool) -> dict:
                 bar.update(found, total=c["discovered"])
                 conn.close()
                 return session
-            _wait_for_close(conn, session_id, 0.2)
+            # Quiet (--json), nothing shows progress: wake for the close's announcement, and look
+            # now and then in case it was missed (a reconnect), without reading the counts 5x a second.
+            _wait_for_close(conn, session_id, 2.0 if quiet else 0.2)
 
 
 def _wait_for_close(conn, session_id: str, timeout: float) -> None:

@@ -19,19 +19,16 @@ def totals(conn: psycopg.Connection) -> dict[str, int]:
     return dict(zip(("tracks", "albums", "artists", "genres", "errors"), row, strict=True))
 
 
-def known_files(conn: psycopg.Connection, dirs: list[str]) -> tuple[dict, dict]:
-    """(path -> (mtime_ns, size), path -> dir) for tracks and failed files in these folders."""
-    known, known_dirs = {}, {}
+def known_files(conn: psycopg.Connection, dirs: list[str]) -> dict[str, tuple[int, int]]:
+    """path -> (mtime_ns, size) of the tracks and failed files in these folders."""
     rows = conn.execute(
-        "SELECT path, dir, mtime_ns, size FROM tracks WHERE dir = ANY(%(d)s) "
-        "UNION ALL SELECT path, dir, mtime_ns, size FROM file_errors "
+        "SELECT path, mtime_ns, size FROM tracks WHERE dir = ANY(%(d)s) "
+        "UNION ALL SELECT path, mtime_ns, size FROM file_errors "
         "WHERE stage <> 'scan' AND dir = ANY(%(d)s)",
         {"d": dirs},
     ).fetchall()
-    for path, folder, mtime_ns, size in rows:
-        known[path] = (mtime_ns, size)  # an error row comes last: it is the newer fact
-        known_dirs[path] = folder
-    return known, known_dirs
+    # An error row comes last: it is the newer fact.
+    return {path: (mtime_ns, size) for path, mtime_ns, size in rows}
 
 
 def tracks_below(conn: psycopg.Connection, root: str) -> int:

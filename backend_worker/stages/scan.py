@@ -8,12 +8,12 @@ from __future__ import annotations
 import os
 from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from backend_worker.formats import is_audio_name
 
 
-@dataclass(frozen=True)
-class FileStat:
+class FileStat(NamedTuple):  # a tuple: made once per file on every scan, 5x cheaper than a dataclass
     path: str
     dir: str
     mtime_ns: int
@@ -38,6 +38,8 @@ def printable(path: str) -> str:
 
 
 def _is_utf8(name: str) -> bool:
+    if name.isascii():  # nearly every name, and checked without encoding it
+        return True
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
@@ -112,28 +114,24 @@ class Plan:
     vanished: list[str]
 
 
-def compare(
-    files: list[FileStat],
-    listed_dirs: list[str],
-    known: dict[str, tuple[int, int]],
-    known_dirs: dict[str, str],
-) -> Plan:
+def compare(files: list[FileStat], known: dict[str, tuple[int, int]]) -> Plan:
     """Split walked files into new-or-changed and unchanged by (path, mtime, size); files the
-    database knows in a listed folder but the walk did not find have vanished.
+    database knows but the walk did not find have vanished.
 
-    `known` maps path -> (mtime_ns, size); `known_dirs` maps path -> its folder.
+    `known` maps path -> (mtime_ns, size) for the files the database holds in the folders this
+    walk listed (library.known_files), and only those.
     """
     changed = []
     unchanged = 0
     on_disk = set()
     for f in files:
-        on_disk.add(f.path)
-        if known.get(f.path) == (f.mtime_ns, f.size):
+        path, _, mtime_ns, size = f
+        on_disk.add(path)
+        if known.get(path) == (mtime_ns, size):
             unchanged += 1
         else:
             changed.append(f)
-    listed = set(listed_dirs)
-    vanished = sorted(p for p, d in known_dirs.items() if d in listed and p not in on_disk)
+    vanished = sorted(p for p in known if p not in on_disk)
     changed.sort(key=lambda f: f.path)
     return Plan(changed, unchanged, vanished)
 

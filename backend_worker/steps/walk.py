@@ -27,8 +27,8 @@ def walk_unit(send: SendTask, session_id: str, unit_id: str, dirs: list[str], ro
             return {"session": session_id, "failed": problem}
     found = scan.walk(dirs, conf.walk_unit_entries)
     with db.transaction() as conn:
-        known, known_dirs = library.known_files(conn, found.listed_dirs)
-    plan = scan.compare(found.files, found.listed_dirs, known, known_dirs)
+        known = library.known_files(conn, found.listed_dirs)
+    plan = scan.compare(found.files, known)
     extract_chunks = scan.chunks([f.path for f in plan.changed], conf.extract_chunk_files)
     walk_groups = scan.split_dirs(found.pending_dirs, WALK_FANOUT)
     children = [

@@ -88,12 +88,10 @@ def test_compare_sends_only_new_or_changed_files_and_finds_vanished_ones():
         scan.FileStat("/m/a/2.mp3", "/m/a", 200, 20),
         scan.FileStat("/m/a/3.mp3", "/m/a", 300, 30),
     ]
-    known = {"/m/a/1.mp3": (100, 10), "/m/a/2.mp3": (200, 21), "/m/a/gone.mp3": (1, 1), "/m/b/x.mp3": (1, 1)}
-    known_dirs = {"/m/a/1.mp3": "/m/a", "/m/a/2.mp3": "/m/a", "/m/a/gone.mp3": "/m/a", "/m/b/x.mp3": "/m/b"}
-    plan = scan.compare(files, ["/m/a"], known, known_dirs)
+    known = {"/m/a/1.mp3": (100, 10), "/m/a/2.mp3": (200, 21), "/m/a/gone.mp3": (1, 1)}
+    plan = scan.compare(files, known)
     assert [f.path for f in plan.changed] == ["/m/a/2.mp3", "/m/a/3.mp3"]
     assert plan.unchanged == 1
-    # /m/b was not listed by this walk: its files are not judged here.
     assert plan.vanished == ["/m/a/gone.mp3"]
 
 
