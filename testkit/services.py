@@ -167,6 +167,22 @@ class Postgres:
                               stdout=subprocess.DEVNULL)  # fmt: skip
 
 
+def hold_extract_slots(database_url: str):
+    """A connection holding every extract CPU slot (the advisory locks of steps.extract.cpu_slot):
+    extract tasks then wait for one in the server, before reading a file. Close it to free them."""
+    import psycopg
+
+    from backend_worker.config import settings
+    from backend_worker.steps.extract import CPU_SLOT_LOCK_CLASS
+
+    conn = psycopg.connect(database_url, autocommit=True)
+    conn.execute(
+        "SELECT pg_advisory_lock(%s, s) FROM generate_series(0, %s - 1) AS s",
+        (CPU_SLOT_LOCK_CLASS, settings().extract_slots),
+    )
+    return conn
+
+
 class Workers:
     """One `celery worker` process per queue, each with a small pool of the deployment's kind
     (threads or prefork, roles/backend_worker/defaults/main.yml)."""

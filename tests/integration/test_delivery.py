@@ -198,10 +198,8 @@ def test_a_worker_killed_with_messages_in_hand_gets_them_back_from_the_ledger(pi
     assert settings().visibility_timeout >= 1800
     expected = audio_fixtures.build_library(library, artists=4, albums_per_artist=5, tracks_per_album=12)
     workers = pipeline.workers
-    holder = psycopg.connect(postgres.url, autocommit=True)
+    holder = services.hold_extract_slots(postgres.url)
     try:
-        for slot in range(settings().extract_slots):
-            holder.execute("SELECT pg_advisory_lock(%s, %s)", (SLOT_LOCK_CLASS, slot))
         session_id = pipeline.cli("scan", str(library)).stdout.strip()
         waiting = (
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s::oid AND NOT granted"

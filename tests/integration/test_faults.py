@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
-from backend_worker.config import settings
 from testkit import audio_fixtures, services
 
 pytestmark = pytest.mark.integration
@@ -188,13 +187,10 @@ def test_a_chunk_revoked_while_it_waits_for_a_thread_is_dropped_and_recorded(pip
     (worker.RevocableThreadPool): its files become error records, the other chunks land, the
     session completes, and `retry-failed` reads them."""
     from backend_worker.app import app
-    from backend_worker.steps.extract import CPU_SLOT_LOCK_CLASS
 
-    holder = psycopg.connect(postgres.url, autocommit=True)
+    # Every CPU slot held: the chunks the worker takes wait, a thread's worth started.
+    holder = services.hold_extract_slots(postgres.url)
     try:
-        # Every CPU slot held: the chunks the worker takes wait, a thread's worth started.
-        for slot in range(settings().extract_slots):
-            holder.execute("SELECT pg_advisory_lock(%s, %s)", (CPU_SLOT_LOCK_CLASS, slot))
         expected = audio_fixtures.build_library(library, artists=4, albums_per_artist=5, tracks_per_album=12)
         session_id = pipeline.cli("scan", str(library)).stdout.strip()
         deadline = time.monotonic() + 60

@@ -241,9 +241,6 @@ def test_a_scan_fans_out_across_both_worker_hosts_and_lands_the_exact_rows(net, 
     assert extract_workers == {f"extract-1@{W1}", f"extract-1@{W2}"}, extract_workers
 
 
-# Keeps every process of a unit but its main one stopped (SIGSTOP), also a pool process started
-# or replaced later: the unit's cgroup is read again every 10 ms. The main process goes on taking
-# messages off the queue and holds them, unacknowledged, and none of them can start.
 def test_a_worker_host_dying_mid_scan_loses_no_track(net, deployed, music):
     """worker2 loses power while it holds extract tasks of a running scan that have not finished
     (its threads wait for a CPU slot: every slot of its host is held on db1): on the shipped
