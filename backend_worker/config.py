@@ -68,7 +68,7 @@ class Settings:
             covers_dir=os.environ.get("SONIQUEBAY_COVERS_DIR", "/var/lib/soniquebay/covers"),
             library_roots=tuple(r for r in roots.split(":") if r),
             visibility_timeout=_int("SONIQUEBAY_VISIBILITY_TIMEOUT", 2 * max(queue_time_limits().values())),
-            extract_chunk_files=_int("SONIQUEBAY_EXTRACT_CHUNK_FILES", 500),
+            extract_chunk_files=_int("SONIQUEBAY_EXTRACT_CHUNK_FILES", 1000),
             insert_batch_rows=_int("SONIQUEBAY_INSERT_BATCH_ROWS", 2000, minimum=100),
             walk_unit_entries=_int("SONIQUEBAY_WALK_UNIT_ENTRIES", 5000, minimum=10),
             extract_slots=_int("SONIQUEBAY_EXTRACT_SLOTS", len(os.sched_getaffinity(0)), minimum=0),

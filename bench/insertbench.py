@@ -7,9 +7,9 @@ INSERT ... ON CONFLICT for known ones), write their genres, clear their error ro
 done. The buffer is filled beforehand (the extract stage's work), untimed.
 
 COPY: the same track rows (all columns, ids already known) and the same track_genres rows
-COPYed into empty tables defined like ``tracks`` / ``track_genres`` (same columns, indexes, unique
-and foreign keys), in the same batches, one transaction per batch: the least any importer must do to
-get those rows into PostgreSQL.
+COPYed into empty tables defined like ``tracks`` / ``track_genres`` (same columns, indexes and
+unique keys; neither has foreign keys), in the same batches, one transaction per batch: the least
+any importer must do to get those rows into PostgreSQL.
 """
 
 from __future__ import annotations
@@ -128,16 +128,9 @@ def run(admin_url: str, records: list[dict], batch_rows: int, repeat: int = 2) -
     try:
         db.upgrade(url)
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(
-                "CREATE TABLE copy_tracks (LIKE tracks INCLUDING ALL, "
-                "FOREIGN KEY (artist_id) REFERENCES artists (id), "
-                "FOREIGN KEY (album_id) REFERENCES albums (id))"
-            )
-            conn.execute(
-                "CREATE TABLE copy_track_genres (LIKE track_genres INCLUDING ALL, "
-                "FOREIGN KEY (track_id) REFERENCES copy_tracks (id) ON DELETE CASCADE, "
-                "FOREIGN KEY (genre_id) REFERENCES genres (id))"
-            )
+            # Like the real tables, which have no foreign keys either (migration 0006).
+            conn.execute("CREATE TABLE copy_tracks (LIKE tracks INCLUDING ALL)")
+            conn.execute("CREATE TABLE copy_track_genres (LIKE track_genres INCLUDING ALL)")
             stages, copies = [], []
             shape: list = []
             for _ in range(repeat):

@@ -25,6 +25,18 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 WORKER_USER = "nobody"
 
 
+# Rows of tracks and track_genres that point at a row that is not there: (tracks, track_genres).
+# Those tables have no foreign keys (migration 0006); the library lock keeps them whole.
+DANGLING_REFERENCES_SQL = (
+    "SELECT (SELECT count(*) FROM tracks t"
+    "  WHERE NOT EXISTS (SELECT 1 FROM albums a WHERE a.id = t.album_id)"
+    "  OR NOT EXISTS (SELECT 1 FROM artists a WHERE a.id = t.artist_id)), "
+    "(SELECT count(*) FROM track_genres g"
+    "  WHERE NOT EXISTS (SELECT 1 FROM tracks t WHERE t.id = g.track_id)"
+    "  OR NOT EXISTS (SELECT 1 FROM genres n WHERE n.id = g.genre_id))"
+)
+
+
 def deployment_layout() -> list[tuple[str, int, int, int, str, int | None]]:
     """(queue, units, concurrency, prefetch multiplier, pool, max tasks per child or None) of each
     pool of the deployment's default layout (roles/backend_worker/defaults/main.yml), in its order."""

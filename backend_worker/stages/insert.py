@@ -52,6 +52,22 @@ _UPSERT_ALBUMS = (
     f"IS DISTINCT FROM ({', '.join(f'EXCLUDED.{name}' for name in fields.ALBUM_FACTS)})"
 )
 
+# tracks and track_genres keep no foreign keys (migration 0006: their per-row checks were most of
+# PostgreSQL's work in a bulk insert). What they protected is kept by this lock instead: a batch
+# writing rows that point at artists, albums and genres holds it shared; removing tracks, albums,
+# artists or genres holds it exclusively, so a clean-up never deletes an album a batch is about to
+# point at, and sees every batch committed before it.
+LIBRARY_LOCK = 0x53_42_4C_42  # "SBLB"
+
+
+def lock_library(conn: psycopg.Connection, *, exclusive: bool) -> None:
+    """Take the library lock (see LIBRARY_LOCK) until the transaction ends."""
+    if exclusive:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LIBRARY_LOCK,))
+    else:
+        conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (LIBRARY_LOCK,))
+
+
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 _INTEGER_COLUMNS = fields.INTEGER_COLUMNS
 
@@ -75,6 +91,7 @@ def upsert_records(conn: psycopg.Connection, records: list[dict], session_id: st
     records = _dedupe_by_path([_storable(r) for r in records])
     if not records:
         return 0
+    lock_library(conn, exclusive=False)
     cur = conn.cursor()
 
     # Artists.
@@ -205,9 +222,13 @@ def _upsert_tracks(cur: psycopg.Cursor, rows: Iterable[tuple]) -> dict[str, int]
 
 
 def remove_tracks(conn: psycopg.Connection, paths: list[str]) -> int:
-    """Remove tracks (and error records) for files that are gone."""
+    """Remove tracks (their genres, and error records) for files that are gone."""
     if not paths:
         return 0
+    lock_library(conn, exclusive=True)
+    conn.execute(
+        "DELETE FROM track_genres g USING tracks t WHERE g.track_id = t.id AND t.path = ANY(%s)", (paths,)
+    )
     cur = conn.execute("DELETE FROM tracks WHERE path = ANY(%s)", (paths,))
     removed = cur.rowcount
     conn.execute("DELETE FROM file_errors WHERE path = ANY(%s)", (paths,))
@@ -216,6 +237,7 @@ def remove_tracks(conn: psycopg.Connection, paths: list[str]) -> int:
 
 def remove_orphans(conn: psycopg.Connection) -> None:
     """Albums, artists and genres no track refers to any more."""
+    lock_library(conn, exclusive=True)
     conn.execute("DELETE FROM albums a WHERE NOT EXISTS (SELECT 1 FROM tracks t WHERE t.album_id = a.id)")
     conn.execute(
         "DELETE FROM artists ar WHERE NOT EXISTS (SELECT 1 FROM tracks t WHERE t.artist_id = ar.id) "

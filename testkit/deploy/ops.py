@@ -15,6 +15,7 @@ from testkit import audio_fixtures
 from testkit.deploy.checks import FLOWER, LIBRARY, celery_inspect, flower_auth
 from testkit.deploy.layout import LAYOUT, POOLS, WORKER_UNITS
 from testkit.machine import REPO
+from testkit.services import DANGLING_REFERENCES_SQL
 from testkit.stack import http, psql
 from testkit.testhost import TestHost
 
@@ -95,6 +96,7 @@ def assert_library_is_exactly(host: TestHost, expected: list[dict]) -> None:
     genres = psql(host, "SELECT count(*), count(DISTINCT (track_id, genre_id)) FROM track_genres")[0]
     assert genres[0] == genres[1]
     assert psql(host, "SELECT count(*) FROM file_errors") == [["0"]]
+    assert psql(host, DANGLING_REFERENCES_SQL) == [["0", "0"]], "rows pointing at a removed row"
 
 
 def flower_api(

@@ -185,7 +185,7 @@ def test_a_stuck_extract_thread_is_shown_in_flower_and_a_queued_chunk_revoked_be
     the extract worker that then takes it discards it, its files become error records and the
     session closes once the other chunk, whose thread hung mid-read and is seen STARTED in Flower,
     goes on (the disk came back). `retry-failed` reads the revoked chunk."""
-    expected = put_library(deployed, tmp_path / "music", artists=6, albums_per_artist=4, tracks_per_album=40)
+    expected = put_library(deployed, tmp_path / "music", artists=6, albums_per_artist=4, tracks_per_album=80)
     scan = hold_stage(deployed, "extract")
     session_id = scan.session_id()
     queued = psql(
@@ -193,7 +193,7 @@ def test_a_stuck_extract_thread_is_shown_in_flower_and_a_queued_chunk_revoked_be
         f"SELECT task_id FROM scan_units WHERE session_id = '{session_id}' AND stage = 'extract' "
         "AND done_at IS NULL ORDER BY unit_id",
     )
-    assert len(queued) == 2, queued  # 960 files: two chunks, waiting in the queue
+    assert len(queued) == 2, queued  # 1,920 files: two chunks, waiting in the queue
     revoked_id = queued[0][0]
     # Flower lists it (sent, not yet received); the read-only account cannot revoke it.
     assert flower_api(deployed, f"api/task/info/{revoked_id}")[0] == 200
@@ -265,9 +265,9 @@ def test_flower_lists_a_workers_reserved_tasks_and_a_task_failed_at_its_time_lim
     past the hard time limit: Flower lists the task as FAILURE (filter by state and name), without
     retry; its files are error records, the rest of the library stays, and the worker, whose
     thread is beyond rescue, is replaced by a fresh one; `retry-failed` then reads them."""
-    # 5,000 files: more chunks (14) than an extract worker has threads (8).
+    # 10,000 files: more chunks (at least 10 of 1,000) than an extract worker has threads (8).
     expected = put_library(
-        deployed, tmp_path / "music", artists=10, albums_per_artist=10, tracks_per_album=50
+        deployed, tmp_path / "music", artists=10, albums_per_artist=10, tracks_per_album=100
     )
     scan = hold_stage(deployed, "extract")
     worker = f"extract-1@{deployed.name}"

@@ -8,6 +8,7 @@ import pytest
 
 from backend_worker import ledger
 from backend_worker.stages import fields, insert
+from testkit import services
 
 pytestmark = pytest.mark.integration
 
@@ -104,6 +105,67 @@ def test_a_changed_file_moves_and_orphans_are_removed(db_conn):
         assert insert.remove_tracks(db_conn, ["/m/a/1.mp3"]) == 1
         insert.remove_orphans(db_conn)
     assert counts(db_conn) == (0, 0, 0, 0, 0)
+    assert dangling(db_conn) == (0, 0)
+
+
+def dangling(conn):
+    return conn.execute(services.DANGLING_REFERENCES_SQL).fetchone()
+
+
+def test_a_clean_up_waits_for_a_batch_in_flight_and_a_batch_for_a_clean_up(db_conn):
+    """A batch that found its album (no track points at it yet) and a clean-up that would delete
+    it as an orphan: the library lock orders them, so no track points at a removed album or artist,
+    whichever starts first."""
+    import threading
+
+    import psycopg
+
+    url = db_conn.info.dsn
+    # The batch first: the clean-up waits for its commit, then finds the album in use.
+    upsert(db_conn, [record("/m/a/1.mp3", album="Kept"), record("/m/b/1.mp3", album="Gone")])
+    with psycopg.connect(url) as batch, psycopg.connect(url) as cleanup:
+        with cleanup.transaction():
+            insert.remove_tracks(cleanup, ["/m/a/1.mp3"])  # "Kept" is now an orphan ...
+        batch_tx = batch.transaction()
+        batch_tx.__enter__()
+        insert.upsert_records(batch, [record("/m/c/1.mp3", album="Kept", genres=["Jazz"])], None)
+        done = threading.Event()
+
+        def clean_up():
+            with cleanup.transaction():
+                insert.remove_orphans(cleanup)
+            done.set()
+
+        thread = threading.Thread(target=clean_up)
+        thread.start()
+        assert not done.wait(1.0), "the clean-up ran while a batch was writing"
+        batch_tx.__exit__(None, None, None)  # commit
+        assert done.wait(10)
+        thread.join()
+    assert sorted(r[0] for r in db_conn.execute("SELECT title FROM albums")) == ["Gone", "Kept"]
+    assert dangling(db_conn) == (0, 0)
+
+    # The clean-up first: the batch waits for its commit, then writes the artist it removed again.
+    with psycopg.connect(url) as batch, psycopg.connect(url) as cleanup:
+        cleanup_tx = cleanup.transaction()
+        cleanup_tx.__enter__()
+        insert.remove_tracks(cleanup, ["/m/b/1.mp3", "/m/c/1.mp3"])
+        insert.remove_orphans(cleanup)
+        done = threading.Event()
+
+        def write():
+            with batch.transaction():
+                insert.upsert_records(batch, [record("/m/d/1.mp3", album="Kept", genres=["Jazz"])], None)
+            done.set()
+
+        thread = threading.Thread(target=write)
+        thread.start()
+        assert not done.wait(1.0), "a batch wrote while the clean-up was removing"
+        cleanup_tx.__exit__(None, None, None)  # commit
+        assert done.wait(10)
+        thread.join()
+    assert counts(db_conn) == (1, 1, 1, 1, 1)
+    assert dangling(db_conn) == (0, 0)
 
 
 def test_buffer_groups_chunks_into_batches_and_ignores_redelivered_chunks(db_conn):
