@@ -9,6 +9,7 @@ from celery.utils.log import get_task_logger
 from backend_worker import db, ledger, library, session_work
 from backend_worker.config import settings
 from backend_worker.stages import covers
+from backend_worker.steps.extract import parsing_turn
 from backend_worker.steps.finalize import close_if_done
 from backend_worker.steps.handoff import skipped
 
@@ -21,9 +22,13 @@ def cover_unit(session_id: str, unit_id: str) -> dict:
         if ledger.unit_done(conn, session_id, unit_id):
             return skipped(session_id, "unit done")
         albums = library.cover_sources(conn, session_work.planned_albums(conn, session_id, unit_id))
-    found = {
-        album_id: _save_cover(folder, embedded_in, covers_dir) for album_id, folder, embedded_in in albums
-    }
+    # One unit at a time in a process, as extract parses (and with the same time-limit rules): a
+    # cover is a few system calls and a hash, and threads handing each other the GIL at every call
+    # took twice the time and three times the CPU of one (2,000 albums: 0.82 s in six, 0.39 in one).
+    with parsing_turn.held():
+        found = {
+            album_id: _save_cover(folder, embedded_in, covers_dir) for album_id, folder, embedded_in in albums
+        }
     with db.transaction() as conn:
         library.set_album_covers(conn, found)
         ledger.finish_unit(conn, session_id, unit_id, {})

@@ -31,6 +31,7 @@ def _extract():
 class _ParsingTurn:
     """One chunk parses at a time in a process: threads parsing side by side would only share its
     GIL (the extract pool is a thread pool; a host gets parallel parsing from its extract units).
+    The deferred stage's cover units take the same turn (steps.covers), for the same reason.
 
     A thread-pool task waiting for the turn is what a prefork task waiting for a free pool process
     is: not yet running. So the time-limit watchdog does not count that wait (`waited`), and a
