@@ -104,7 +104,7 @@ _STARTED = "SELECT started_at FROM scan_sessions WHERE id = %(s)s"
 def remove_gone(conn: psycopg.Connection, session_id: str, roots: list[str]) -> int:
     """At the end of a session: remove the tracks of files that vanished and of folders the session
     did not reach (and their error records), then albums and artists left without tracks."""
-    # First: the files found gone are then chosen with every batch committed before seen.
+    # Taken first: the files found gone are then chosen after every batch in flight has committed.
     insert.lock_library(conn, exclusive=True)
     gone = [
         r[0]
