@@ -1,4 +1,9 @@
-"""PostgreSQL access: connections (the task threads' own among them) and schema migrations."""
+"""PostgreSQL access: connections (the task threads' own among them) and schema migrations.
+
+Lists go to the server as binary parameters (``%b``) in the pipeline's statements: psycopg quotes
+each element of a text array in Python (1.1 ms for 300 folder names, 15 times the binary form;
+2.4 ms per extract message of 1,000 paths stored as jsonb), and a scan sends tens of thousands.
+"""
 
 from __future__ import annotations
 

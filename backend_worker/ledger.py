@@ -85,7 +85,7 @@ def register_units(conn: psycopg.Connection, session_id: str, units: list[Unit])
         return []
     rows = conn.execute(
         "INSERT INTO scan_units (session_id, unit_id, stage, task_id, message, sent_at) "
-        "SELECT %s, u, s, t, m, now() FROM unnest(%s::text[], %s::text[], %s::text[], %s::jsonb[]) "
+        "SELECT %s, u, s, t, m, now() FROM unnest(%b::text[], %b::text[], %b::text[], %b::jsonb[]) "
         "AS v(u, s, t, m) "
         "ON CONFLICT (session_id, unit_id) DO UPDATE SET "
         "task_id = coalesce(scan_units.task_id, EXCLUDED.task_id), "
@@ -127,7 +127,7 @@ def claim_unsent(
     )
     parameters: tuple = (session_id, stage)
     if unit_ids is not None:
-        sql += "AND unit_id = ANY(%s) "
+        sql += "AND unit_id = ANY(%b) "
         parameters += (unit_ids,)
     rows = conn.execute(sql + "RETURNING unit_id, stage, task_id, message", parameters).fetchall()
     return [unit_from_row(*row) for row in rows]
@@ -137,7 +137,7 @@ def release_claim(conn: psycopg.Connection, session_id: str, unit_ids: list[str]
     """Units claimed by claim_unsent whose messages could not be sent: someone else may send them."""
     if unit_ids:
         conn.execute(
-            "UPDATE scan_units SET sent = false WHERE session_id = %s AND unit_id = ANY(%s)",
+            "UPDATE scan_units SET sent = false WHERE session_id = %s AND unit_id = ANY(%b)",
             (session_id, unit_ids),
         )
 
@@ -358,7 +358,7 @@ def cut_batches(conn: psycopg.Connection, session_id: str, target_rows: int, flu
     for members in batches:
         unit = pipeline.insert_batch(session_id)
         conn.execute(
-            "UPDATE record_buffer SET batch_id = %s WHERE session_id = %s AND unit_id = ANY(%s)",
+            "UPDATE record_buffer SET batch_id = %s WHERE session_id = %s AND unit_id = ANY(%b)",
             (unit.id, session_id, members),
         )
         units.append(unit)

@@ -22,9 +22,9 @@ def totals(conn: psycopg.Connection) -> dict[str, int]:
 def known_files(conn: psycopg.Connection, dirs: list[str]) -> dict[str, tuple[int, int]]:
     """path -> (mtime_ns, size) of the tracks and failed files in these folders."""
     rows = conn.execute(
-        "SELECT path, mtime_ns, size FROM tracks WHERE dir = ANY(%(d)s) "
+        "SELECT path, mtime_ns, size FROM tracks WHERE dir = ANY(%(d)b) "
         "UNION ALL SELECT path, mtime_ns, size FROM file_errors "
-        "WHERE stage <> 'scan' AND dir = ANY(%(d)s)",
+        "WHERE stage <> 'scan' AND dir = ANY(%(d)b)",
         {"d": dirs},
     ).fetchall()
     # An error row comes last: it is the newer fact.
@@ -45,7 +45,7 @@ def save_file_errors(conn: psycopg.Connection, session_id: str, stage: str, erro
         return
     conn.execute(
         "INSERT INTO file_errors (path, dir, size, mtime_ns, reason, stage, session_id) "
-        "SELECT *, %s, %s FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[]) "
+        "SELECT *, %s, %s FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::text[]) "
         "ON CONFLICT (path) DO UPDATE SET dir = EXCLUDED.dir, size = EXCLUDED.size, "
         "mtime_ns = EXCLUDED.mtime_ns, stage = EXCLUDED.stage, reason = EXCLUDED.reason, "
         "session_id = EXCLUDED.session_id, at = now()",
@@ -74,12 +74,12 @@ def unreadable_files(conn: psycopg.Connection) -> list[str]:
 
 
 def forget_file_errors(conn: psycopg.Connection, paths: list[str]) -> None:
-    conn.execute("DELETE FROM file_errors WHERE path = ANY(%s)", (paths,))
+    conn.execute("DELETE FROM file_errors WHERE path = ANY(%b)", (paths,))
 
 
 def forget_listing_errors(conn: psycopg.Connection, dirs: list[str]) -> None:
     """Problems found while listing these folders: every scan of a folder finds them afresh."""
-    conn.execute("DELETE FROM file_errors WHERE stage = 'scan' AND dir = ANY(%s)", (dirs,))
+    conn.execute("DELETE FROM file_errors WHERE stage = 'scan' AND dir = ANY(%b)", (dirs,))
 
 
 # Folders under the session's roots that hold rows of `table` but were not reached by the session.
@@ -139,7 +139,7 @@ def cover_sources(conn: psycopg.Connection, album_ids: list[int]) -> list[tuple[
     """(album id, a folder of its tracks, a track with an embedded picture or None) per album."""
     return conn.execute(
         "SELECT album_id, min(dir), min(path) FILTER (WHERE has_cover) FROM tracks "
-        "WHERE album_id = ANY(%s) GROUP BY album_id ORDER BY album_id",
+        "WHERE album_id = ANY(%b) GROUP BY album_id ORDER BY album_id",
         (album_ids,),
     ).fetchall()
 
@@ -147,7 +147,7 @@ def cover_sources(conn: psycopg.Connection, album_ids: list[int]) -> list[tuple[
 def set_album_covers(conn: psycopg.Connection, covers: dict[int, str | None]) -> None:
     """album id -> the file name of its cover in the covers folder (None: it has none)."""
     conn.execute(
-        "UPDATE albums a SET cover_hash = v.name FROM unnest(%s::bigint[], %s::text[]) AS v(id, name) "
+        "UPDATE albums a SET cover_hash = v.name FROM unnest(%b::bigint[], %b::text[]) AS v(id, name) "
         "WHERE a.id = v.id AND a.cover_hash IS DISTINCT FROM v.name",
         (list(covers), list(covers.values())),
     )

@@ -11,7 +11,7 @@ def add_dirs(conn: psycopg.Connection, session_id: str, listed: list[str], unlis
     """Folders the session listed, and those it could not list (what is below them is kept)."""
     conn.execute(
         "INSERT INTO session_dirs (session_id, dir, listed) SELECT %s, d, l "
-        "FROM unnest(%s::text[], %s::boolean[]) AS t(d, l) ON CONFLICT DO NOTHING",
+        "FROM unnest(%b::text[], %b::boolean[]) AS t(d, l) ON CONFLICT DO NOTHING",
         (session_id, listed + unlisted, [True] * len(listed) + [False] * len(unlisted)),
     )
 
@@ -20,7 +20,7 @@ def add_vanished(conn: psycopg.Connection, session_id: str, paths: list[str]) ->
     """Files the library holds that are gone: removed when the session ends."""
     if paths:
         conn.execute(
-            "INSERT INTO session_vanished (session_id, path) SELECT %s, unnest(%s::text[]) "
+            "INSERT INTO session_vanished (session_id, path) SELECT %s, unnest(%b::text[]) "
             "ON CONFLICT DO NOTHING",
             (session_id, paths),
         )
@@ -30,7 +30,7 @@ def plan_covers(conn: psycopg.Connection, session_id: str, album_ids_by_unit: di
     if album_ids_by_unit:
         conn.execute(
             "INSERT INTO cover_plans (session_id, unit_id, album_ids) "
-            "SELECT %s, u, ids FROM unnest(%s::text[], %s::text[]) AS t(u, ids) ON CONFLICT DO NOTHING",
+            "SELECT %s, u, ids FROM unnest(%b::text[], %b::text[]) AS t(u, ids) ON CONFLICT DO NOTHING",
             (
                 session_id,
                 list(album_ids_by_unit),

@@ -5,7 +5,7 @@ but PostgreSQL keeps the settings of a Debian install (fsync, synchronous_commit
 full_page_writes on), as the deployment runs it. The workers are the deployment's default
 8-unit layout (roles/backend_worker/defaults/main.yml), each unit one
 ``celery -A ... worker -Q <queue> -c <n> --prefetch-multiplier <m> --pool <pool> -n <queue>-<i>@%h``,
-run as root with the deployment's environment variables.
+run as root with the deployment's environment variables and CPU scheduling policy.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ class Layout:
                 )
                 with open(self.logdir / f"{name}.log", "ab") as log:
                     self.procs[name] = subprocess.Popen(
-                        [str(VENV_BIN / "celery"), "-A", self.app, "worker", "--loglevel=INFO",
+                        [*services.deployment_scheduling_prefix(),
+                         str(VENV_BIN / "celery"), "-A", self.app, "worker", "--loglevel=INFO",
                          "-Q", pool.queue, "-c", str(pool.concurrency),
                          "--prefetch-multiplier", str(pool.prefetch), "--pool", pool.pool,
                          *recycle,

@@ -51,6 +51,16 @@ def deployment_layout() -> list[tuple[str, int, int, int, str, int | None]]:
     ]
 
 
+def deployment_scheduling_prefix() -> list[str]:
+    """The command prefix that runs a worker under the deployment's CPU scheduling policy
+    (backend_worker_cpu_scheduling_policy, the units' CPUSchedulingPolicy): `chrt --batch 0`."""
+    text = (REPO / "roles/backend_worker/defaults/main.yml").read_text()
+    found = re.search(r"^backend_worker_cpu_scheduling_policy: (other|batch|idle)$", text, re.MULTILINE)
+    if not found:
+        raise RuntimeError("cannot read the CPU scheduling policy from roles/backend_worker/defaults")
+    return ["chrt", f"--{found.group(1)}", "0"]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -213,7 +223,8 @@ class Workers:
         for queue in queues:
             with open(self.logdir / f"{queue}.log", "ab") as log:
                 self.procs[queue] = subprocess.Popen(
-                    ["setpriv", f"--reuid={WORKER_USER}", "--regid=nogroup", "--clear-groups",
+                    [*deployment_scheduling_prefix(),
+                     "setpriv", f"--reuid={WORKER_USER}", "--regid=nogroup", "--clear-groups",
                      str(VENV_BIN / "celery"), "-A", "backend_worker", "worker", "-Q", queue,
                      "-c", str(self.concurrency), "--prefetch-multiplier", "4", "--pool", pools[queue],
                      "-n", f"{queue}-1@%h",

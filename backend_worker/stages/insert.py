@@ -44,7 +44,7 @@ _ALBUM_KEY = (("albumartist_id", "bigint"), ("title", "text"), ("mb_key", "text"
 _ALBUM_COLUMNS = (*_ALBUM_KEY, *((name, dict(fields.COLUMNS)[name]) for name in fields.ALBUM_FACTS))
 _UPSERT_ALBUMS = (
     f"INSERT INTO albums ({', '.join(name for name, _ in _ALBUM_COLUMNS)}) "
-    f"SELECT * FROM unnest({', '.join(f'%s::{sql_type}[]' for _, sql_type in _ALBUM_COLUMNS)}) "
+    f"SELECT * FROM unnest({', '.join(f'%b::{sql_type}[]' for _, sql_type in _ALBUM_COLUMNS)}) "
     "ORDER BY 1, 2, 3 "
     f"ON CONFLICT ({', '.join(name for name, _ in _ALBUM_KEY)}) DO UPDATE SET "
     + ", ".join(f"{name} = EXCLUDED.{name}" for name in fields.ALBUM_FACTS)
@@ -99,13 +99,13 @@ def upsert_records(conn: psycopg.Connection, records: list[dict], session_id: st
     wanted_artists = sorted({key for keys in keys_of for key in keys})
     names, mbs = [k[0] for k in wanted_artists], [k[1] for k in wanted_artists]
     cur.execute(
-        "INSERT INTO artists (name, mb_key) SELECT * FROM unnest(%s::text[], %s::text[]) "
+        "INSERT INTO artists (name, mb_key) SELECT * FROM unnest(%b::text[], %b::text[]) "
         "ORDER BY 1, 2 ON CONFLICT (name, mb_key) DO NOTHING",
         (names, mbs),
     )
     cur.execute(
         "SELECT a.id, a.name, a.mb_key FROM artists a "
-        "JOIN unnest(%s::text[], %s::text[]) AS w(name, mb_key) USING (name, mb_key)",
+        "JOIN unnest(%b::text[], %b::text[]) AS w(name, mb_key) USING (name, mb_key)",
         (names, mbs),
     )
     artist_ids = {(name, mb): id_ for id_, name, mb in cur.fetchall()}
@@ -122,7 +122,7 @@ def upsert_records(conn: psycopg.Connection, records: list[dict], session_id: st
     cur.execute(_UPSERT_ALBUMS, columns)
     cur.execute(
         "SELECT a.id, a.albumartist_id, a.title, a.mb_key FROM albums a "
-        "JOIN unnest(%s::bigint[], %s::text[], %s::text[]) AS w(albumartist_id, title, mb_key) "
+        "JOIN unnest(%b::bigint[], %b::text[], %b::text[]) AS w(albumartist_id, title, mb_key) "
         "USING (albumartist_id, title, mb_key)",
         columns[:3],
     )
@@ -133,11 +133,11 @@ def upsert_records(conn: psycopg.Connection, records: list[dict], session_id: st
     genre_ids = {}
     if genre_names:
         cur.execute(
-            "INSERT INTO genres (name) SELECT * FROM unnest(%s::text[]) ORDER BY 1 "
+            "INSERT INTO genres (name) SELECT * FROM unnest(%b::text[]) ORDER BY 1 "
             "ON CONFLICT (name) DO NOTHING",
             (genre_names,),
         )
-        cur.execute("SELECT id, name FROM genres WHERE name = ANY(%s)", (genre_names,))
+        cur.execute("SELECT id, name FROM genres WHERE name = ANY(%b)", (genre_names,))
         genre_ids = {name: id_ for id_, name in cur.fetchall()}
 
     # Tracks. New paths (an initial scan: nearly all) are COPYed straight into the table with ids

@@ -74,6 +74,23 @@ def test_worker_and_flower_units_are_hardened_and_verify_cleanly(deployed):
     assert "MemoryMax=infinity" not in props
 
 
+def scheduling_policies(host: TestHost, unit: str) -> set[int]:
+    """The CPU scheduling policies (0 other, 3 batch) of every thread of every process of a unit."""
+    out = host.ssh(
+        f"cg=$(systemctl show -P ControlGroup {unit}); for p in $(cat /sys/fs/cgroup$cg/cgroup.procs); "
+        "do for t in /proc/$p/task/*; do cut -d')' -f2- $t/stat | awk '{print $39}'; done; done"
+    ).stdout.split()
+    assert out, f"{unit} has no processes"
+    return set(map(int, out))
+
+
+def test_workers_run_as_batch_jobs_and_flower_does_not(deployed):
+    # The prefork pool (batch) has children and every pool has threads: all of them inherit it.
+    for unit in WORKER_UNITS:
+        assert scheduling_policies(deployed, unit) == {3}, unit
+    assert scheduling_policies(deployed, "soniquebay-flower.service") == {0}
+
+
 def test_celery_inspect_shows_eight_workers_with_their_queue_concurrency_and_prefetch(deployed):
     stats = celery_inspect(deployed, "stats", expect=set(expected_layout()))
     queues = celery_inspect(deployed, "active_queues", expect=set(expected_layout()))

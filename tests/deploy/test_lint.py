@@ -107,6 +107,7 @@ def test_one_template_renders_every_worker_unit(rendered_units):
     )
     assert "KillMode=mixed" in scan and "Type=exec" in scan and "Restart=always" in scan
     assert "TimeoutStopSec=660" in scan  # scan's 600 s time limit + 60
+    assert "CPUSchedulingPolicy=batch" in scan
     extract = (rendered_units / "soniquebay-worker-extract-1.service").read_text()
     assert "-Q extract -c 8 --prefetch-multiplier 4 --pool threads -n extract-1@%%h" in extract
     deferred = (rendered_units / "soniquebay-worker-deferred-1.service").read_text()
