@@ -75,9 +75,10 @@ def test_worker_and_flower_units_are_hardened_and_verify_cleanly(deployed):
 
 
 def scheduling_policies(host: TestHost, unit: str) -> set[int]:
-    """The CPU scheduling policies (0 other, 3 batch) of every thread of every process of a unit."""
+    """The CPU scheduling policies (0 other, 3 batch) of every thread of a unit's main process and
+    of its children (a prefork pool's), from /proc/PID/stat (the 41st field)."""
     out = host.ssh(
-        f"cg=$(systemctl show -P ControlGroup {unit}); for p in $(cat /sys/fs/cgroup$cg/cgroup.procs); "
+        f"m=$(systemctl show -P MainPID {unit}); for p in $m $(cat /proc/$m/task/*/children); "
         "do for t in /proc/$p/task/*; do cut -d')' -f2- $t/stat | awk '{print $39}'; done; done"
     ).stdout.split()
     assert out, f"{unit} has no processes"
