@@ -37,10 +37,14 @@ DANGLING_REFERENCES_SQL = (
 )
 
 
+# The worker role's defaults: the layout and scheduling policy the test and bench workers follow.
+WORKER_DEFAULTS = REPO / "roles/backend_worker/defaults/main.yml"
+
+
 def deployment_layout() -> list[tuple[str, int, int, int, str, int | None]]:
     """(queue, units, concurrency, prefetch multiplier, pool, max tasks per child or None) of each
     pool of the deployment's default layout (roles/backend_worker/defaults/main.yml), in its order."""
-    text = (REPO / "roles/backend_worker/defaults/main.yml").read_text()
+    text = WORKER_DEFAULTS.read_text()
     pattern = (
         r"\{queue: (\w+), units: (\d+), concurrency: (\d+), prefetch_multiplier: (\d+), pool: (\w+)"
         r"(?:, max_tasks_per_child: (\d+))?"
@@ -54,8 +58,8 @@ def deployment_layout() -> list[tuple[str, int, int, int, str, int | None]]:
 def deployment_scheduling_prefix() -> list[str]:
     """The command prefix that runs a worker under the deployment's CPU scheduling policy
     (backend_worker_cpu_scheduling_policy, the units' CPUSchedulingPolicy): `chrt --batch 0`."""
-    text = (REPO / "roles/backend_worker/defaults/main.yml").read_text()
-    found = re.search(r"^backend_worker_cpu_scheduling_policy: (other|batch|idle)$", text, re.MULTILINE)
+    text = WORKER_DEFAULTS.read_text()
+    found = re.search(r"^backend_worker_cpu_scheduling_policy: (\w+)$", text, re.MULTILINE)
     if not found:
         raise RuntimeError("cannot read the CPU scheduling policy from roles/backend_worker/defaults")
     return ["chrt", f"--{found.group(1)}", "0"]

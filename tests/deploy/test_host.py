@@ -25,6 +25,7 @@ from testkit.deploy.checks import (
     wait_all_active,
 )
 from testkit.deploy.layout import SONIQUEBAY_UNITS, WORKER_UNITS, expected_layout
+from testkit.deploy.ops import pool_children
 from testkit.machine import REPO
 from testkit.stack import http, psql, soniquebay_json
 from testkit.testhost import TestHost
@@ -76,11 +77,9 @@ def test_worker_and_flower_units_are_hardened_and_verify_cleanly(deployed):
 
 def scheduling_policies(host: TestHost, unit: str) -> set[int]:
     """The CPU scheduling policies (0 other, 3 batch) of every thread of a unit's main process and
-    of its children (a prefork pool's), from /proc/PID/stat (the 41st field)."""
-    out = host.ssh(
-        f"m=$(systemctl show -P MainPID {unit}); for p in $m $(cat /proc/$m/task/*/children); "
-        "do for t in /proc/$p/task/*; do cut -d')' -f2- $t/stat | awk '{print $39}'; done; done"
-    ).stdout.split()
+    of its pool children, from /proc/PID/task/TID/stat (the 41st field)."""
+    tasks = " ".join(f"/proc/{pid}/task/*" for pid in [host.unit_main_pid(unit), *pool_children(host, unit)])
+    out = host.ssh(f"for t in {tasks}; do cut -d')' -f2- $t/stat | awk '{{print $39}}'; done").stdout.split()
     assert out, f"{unit} has no processes"
     return set(map(int, out))
 
