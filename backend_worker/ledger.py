@@ -12,6 +12,7 @@ import uuid
 import zlib
 from dataclasses import dataclass
 
+import orjson
 import psycopg
 from psycopg.types.json import Jsonb
 
@@ -304,17 +305,31 @@ def _encode(records: list[dict]) -> bytes:
     read back. zlib at level 1 costs the worker less than PostgreSQL's own (pglz) compression of
     the TOASTed value cost the server (which gives up at once on data that is compressed)."""
     keys = tuple(records[0]) if records else ()
-    if all(tuple(r) == keys for r in records):
-        text = json.dumps({"keys": keys, "rows": [list(r.values()) for r in records]})
-    else:
-        text = json.dumps(records)
-    return zlib.compress(text.encode(), 1)
+    data = {"keys": keys, "rows": [list(r.values()) for r in records]}
+    if not all(tuple(r) == keys for r in records):
+        data = records
+    return zlib.compress(_json_bytes(data), 1)
+
+
+# orjson writes and reads a chunk's JSON in a fifth of the json module's time (~1.4 CPU s of the
+# extract workers and ~0.7 of the insert workers per 200,000 files). It refuses a path that is not
+# UTF-8 (its surrogate escapes), which json writes as \u escapes: such a chunk goes through json
+# both ways. (orjson also refuses ints beyond 64 bits, and would read them back as floats: a record
+# holds none, tags.py bounds tag numbers to PostgreSQL's integer.)
+def _json_bytes(data) -> bytes:
+    try:
+        return orjson.dumps(data)
+    except orjson.JSONEncodeError:
+        return json.dumps(data).encode()
 
 
 def _decode(payload: bytes) -> list[dict]:
     if payload[:1] not in (b"{", b"["):  # zlib; earlier versions stored plain JSON
         payload = zlib.decompress(payload)
-    data = json.loads(payload)
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        data = json.loads(payload)
     if isinstance(data, dict):
         keys = data["keys"]
         return [dict(zip(keys, row, strict=True)) for row in data["rows"]]

@@ -144,11 +144,7 @@ def upsert_records(conn: psycopg.Connection, records: list[dict], session_id: st
     # taken from its sequence; paths already there go through a temp table and INSERT ... ON
     # CONFLICT, which also serves when a concurrent session added one of the new paths meanwhile.
     paths = [r["path"] for r in records]
-    # Joins with unnest, not "= ANY(array)": once psycopg prepares the statement, the generic plan
-    # may scan the table and search the whole array for each row (4.5 s per 20,000 rows, seen).
-    # Binary parameters (%b): no text quoting of thousands of paths.
-    cur.execute("SELECT t.path FROM unnest(%b::text[]) AS p(path) JOIN tracks t USING (path)", (paths,))
-    known = {path for (path,) in cur.fetchall()}
+    known = _known_paths(cur, paths)
 
     def rows(selected: list[tuple[dict, tuple]]) -> Iterator[tuple]:
         """Track rows, made while COPY sends the ones before to the server."""
@@ -195,6 +191,27 @@ def upsert_records(conn: psycopg.Connection, records: list[dict], session_id: st
         "DELETE FROM file_errors e USING unnest(%b::text[]) AS p(path) WHERE e.path = p.path", (paths,)
     )
     return len(records)
+
+
+def _known_paths(cur: psycopg.Cursor, paths: list[str]) -> set[str]:
+    """The paths already in `tracks`. Their folders are probed first, then only the paths of the
+    folders that have tracks: a batch of new albums (an initial scan: all of them) costs one index
+    probe per folder instead of one per path (~1.6 s of PostgreSQL per 200,000 new files)."""
+    dirname = os.path.dirname
+    # Joins with unnest, not "= ANY(array)": once psycopg prepares the statement, the generic plan
+    # may scan the table and search the whole array for each row (4.5 s per 20,000 rows, seen).
+    # Binary parameters (%b): no text quoting of thousands of paths.
+    cur.execute(
+        "SELECT d.dir FROM unnest(%b::text[]) AS d(dir) "
+        "WHERE EXISTS (SELECT FROM tracks t WHERE t.dir = d.dir)",
+        (sorted({dirname(path) for path in paths}),),
+    )
+    known_dirs = {dir_ for (dir_,) in cur.fetchall()}
+    if not known_dirs:
+        return set()
+    candidates = [path for path in paths if dirname(path) in known_dirs]
+    cur.execute("SELECT t.path FROM unnest(%b::text[]) AS p(path) JOIN tracks t USING (path)", (candidates,))
+    return {path for (path,) in cur.fetchall()}
 
 
 def _copy_new_tracks(cur: psycopg.Cursor, rows: Iterable[tuple], count: int) -> dict[str, int]:

@@ -249,10 +249,13 @@ _DESCRIBED = ("TXXX:", "COMM:")  # ID3 frames told apart by their description
 
 class ID3Family(TagFamily):
     column = "id3"
-    __slots__ = ("_described",)
+    __slots__ = ("_described", "_keys")
 
     def __init__(self, tags):
         self.tags = tags
+        # mutagen's dict proxy looks a key up in Python, raising KeyError for an absent one (most
+        # of the table's keys in any file); its key view answers `in` at C speed.
+        self._keys = tags.keys()
         self._described: dict[str, list] | None = None
 
     @staticmethod
@@ -262,10 +265,10 @@ class ID3Family(TagFamily):
     def _by_description(self) -> dict[str, list]:
         # TXXX and COMM frames keyed "TXXX:<desc lowercased>": one pass over the frames.
         found: dict[str, list] = {}
-        for key, frame in self.tags.items():
+        for key in self._keys:
             prefix = key[:5]
             if prefix == "TXXX:" or prefix == "COMM:":
-                found.setdefault(prefix + frame.desc.lower(), frame.text)
+                found.setdefault(prefix + self.tags[key].desc.lower(), self.tags[key].text)
         self._described = found
         return found
 
@@ -274,9 +277,9 @@ class ID3Family(TagFamily):
         if prefix == "TXXX:" or prefix == "COMM:":
             described = self._described if self._described is not None else self._by_description()
             return described.get(key)
-        frame = self.tags.get(key)
-        if frame is None:
+        if key not in self._keys:
             return None
+        frame = self.tags[key]
         if prefix == "UFID:":
             return [frame.data]
         if key == "TCON":
@@ -300,10 +303,11 @@ _MP4_PNG = 14  # mutagen.mp4.MP4Cover.FORMAT_PNG
 
 class MP4Family(TagFamily):
     column = "mp4"
-    __slots__ = ("_freeform",)
+    __slots__ = ("_freeform", "_keys")
 
     def __init__(self, tags):
         self.tags = tags
+        self._keys = tags.keys()  # see ID3Family
         self._freeform: dict[str, list] | None = None
 
     @staticmethod
@@ -314,10 +318,12 @@ class MP4Family(TagFamily):
         if key[:5] == _FREEFORM:
             freeform = self._freeform
             if freeform is None:
-                items = self.tags.items()
-                freeform = self._freeform = {k.lower(): v for k, v in items if k[:5] == _FREEFORM}
+                tags = self.tags
+                freeform = self._freeform = {k.lower(): tags[k] for k in self._keys if k[:5] == _FREEFORM}
             return freeform.get(key)
-        value = self.tags.get(key)
+        if key not in self._keys:
+            return None
+        value = self.tags[key]
         if value is None or isinstance(value, list):
             return value
         return [value]  # cpil is a bare bool

@@ -397,6 +397,24 @@ def release_lock(host) -> None:
     psql(host, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{LOCKER}'")
 
 
+def transactions_left_open(host, settle: float = 3.0) -> list[list[str]]:
+    """Sessions of the soniquebay database idle in a transaction and still so, unchanged, `settle`
+    seconds later: a leaked one stays forever; the workers' own multi-statement transactions (a
+    reconciliation pass, a heartbeat) are idle between two statements for a moment only, and a
+    single look could catch one."""
+    query = (
+        "SELECT pid, state_change, application_name, left(regexp_replace(query, '\\s+', ' ', 'g'), 200) "
+        "FROM pg_stat_activity "
+        "WHERE datname = 'soniquebay' AND state LIKE 'idle in transaction%' ORDER BY pid"
+    )
+    first = psql(host, query)
+    if not first:
+        return []
+    time.sleep(settle)
+    seen = {tuple(row[:2]) for row in first}
+    return [row for row in psql(host, query) if tuple(row[:2]) in seen]
+
+
 def held_by(host, unit: str) -> list[str]:
     """Task ids the unit's running worker holds, as its latest heartbeat reports them."""
     worker = unit.removeprefix("soniquebay-worker-").removesuffix(".service") + "@" + host.name

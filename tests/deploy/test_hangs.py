@@ -36,6 +36,7 @@ from testkit.deploy.ops import (
     release_lock,
     reset_library_db,
     short_extract_time_limit,
+    transactions_left_open,
     wait_for,
 )
 from testkit.stack import psql, soniquebay_json
@@ -109,11 +110,7 @@ def test_a_task_hung_in_a_thread_pool_fails_at_its_time_limit_and_is_recorded(de
         assert scan.proc.returncode == 1 and session["status"] == "failed", (out, err)
         assert f"{task} failed: " in session["message"] and "TimeLimitExceeded" in session["message"], session
     # Its thread gave its connection back (no transaction left open) and the worker goes on.
-    assert psql(
-        deployed,
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = 'soniquebay' "
-        "AND state LIKE 'idle in transaction%'",
-    ) == [["0"]]
+    assert not transactions_left_open(deployed)
     wait_all_active(deployed)
     session = soniquebay_json(deployed, "scan", LIBRARY, "--wait", "--json")
     assert session["status"] == "completed", session

@@ -64,6 +64,19 @@ def test_the_same_batch_twice_duplicates_nothing(db_conn):
     assert genres == [("Rock",), ("Pop",)]
 
 
+def test_the_paths_already_stored_are_found_whatever_their_folder(db_conn):
+    upsert(db_conn, [record("/m/a/1.mp3"), record("/m/a/2.mp3"), record("/m/b/1.mp3")])
+    asked = ["/m/a/1.mp3", "/m/a/3.mp3", "/m/b/1.mp3", "/m/c/1.mp3", "/m/a/1.mp3/x.mp3"]
+    with db_conn.cursor() as cur:
+        assert insert._known_paths(cur, asked) == {"/m/a/1.mp3", "/m/b/1.mp3"}
+        assert insert._known_paths(cur, ["/m/new/1.mp3", "/m/new/2.mp3"]) == set()
+    # What the stage does with them: known paths updated in place, new ones added.
+    before = dict(db_conn.execute("SELECT path, id FROM tracks").fetchall())
+    upsert(db_conn, [record(p, title="Again") for p in asked])
+    after = dict(db_conn.execute("SELECT path, id FROM tracks").fetchall())
+    assert {p: after[p] for p in before} == before and len(after) == 6
+
+
 def test_keys_follow_the_music_not_the_names(db_conn):
     same_recording = str(uuid.uuid4())
     upsert(

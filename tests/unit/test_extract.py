@@ -23,7 +23,7 @@ from mutagen.asf import ASF, ASFBoolAttribute, ASFDWordAttribute
 from mutagen.flac import FLAC, Picture
 from mutagen.id3 import APIC, COMM, ID3, TBPM, TCMP, TCON, TDRC, TIT2, TPOS, TRCK, TXXX, UFID
 from mutagen.mp3 import MP3
-from mutagen.mp4 import MP4, MP4FreeForm
+from mutagen.mp4 import MP4, MP4Cover, MP4FreeForm
 from mutagen.oggvorbis import OggVorbis
 
 from backend_worker.stages import fields
@@ -606,3 +606,49 @@ def test_embedded_cover_prefers_the_front_cover_and_sniffs_the_type(tmp_path):
     (tmp_path / "broken.mp3").write_bytes(b"broken")
     assert embedded_cover(str(tmp_path / "broken.mp3")) is None
     assert embedded_cover(str(tmp_path / "gone.flac")) is None
+
+
+# --- the two checks of mutagen the extract stage replaces (extract.MP4, is_valid_vorbis_key) -------
+
+
+def test_mp4_tags_load_as_mutagens_own_class_loads_them(tmp_path):
+    from backend_worker.stages import extract
+
+    path = af.make_seed("m4a", tmp_path)
+    f = MP4(path)
+    f.tags["trkn"] = [(5, 12)]
+    f.tags["disk"] = [(1, 2)]
+    f.tags["cpil"] = True
+    f.tags["tmpo"] = [140]
+    f.tags["\xa9nam"] = ["Title"]
+    f.tags["\xa9gen"] = ["Rock", "Jazz"]
+    f.tags["----:com.apple.iTunes:MusicBrainz Track Id"] = [MP4FreeForm(b"6b2a4f35-2f0d-4a25")]
+    f.tags["covr"] = [MP4Cover(png_bytes(), imageformat=14)]
+    f.save()
+
+    ours, theirs = extract.MP4(path).tags, MP4(path).tags
+    assert isinstance(ours, extract.MP4Tags) and type(ours) is not type(theirs)
+    assert sorted(ours.keys()) == sorted(theirs.keys()) and len(ours.keys()) == 8
+    for key in theirs:
+        assert ours[key] == theirs[key] and repr(ours[key]) == repr(theirs[key]), key
+    assert ours["covr"][0].imageformat == 14
+
+
+def test_the_vorbis_key_rule_is_mutagens():
+    import mutagen._vorbis
+
+    from backend_worker.stages.extract import is_valid_vorbis_key
+
+    # mutagen's own function: the module's `is_valid_key` is ours once extract is imported, and
+    # `istag` is the name mutagen keeps for the original.
+    original = mutagen._vorbis.istag
+    assert mutagen._vorbis.is_valid_key is is_valid_vorbis_key and original is not is_valid_vorbis_key
+    keys = ["", "TITLE", "Album Artist", "a=b", "=", "}", "~", "ÉTÉ", "x\n", "\x00", "tab\there"]
+    keys += [chr(c) for c in range(0x300)] + [f"A{chr(c)}Z" for c in range(0x300)]
+    for key in keys:
+        assert is_valid_vorbis_key(key) is original(key), repr(key)
+    for bad in (b"TITLE", 3):
+        with pytest.raises(TypeError):
+            is_valid_vorbis_key(bad)
+        with pytest.raises(TypeError):
+            original(bad)
