@@ -21,7 +21,7 @@ import pytest
 from mutagen.apev2 import APEv2
 from mutagen.asf import ASF, ASFBoolAttribute, ASFDWordAttribute
 from mutagen.flac import FLAC, Picture
-from mutagen.id3 import APIC, COMM, ID3, TBPM, TCMP, TCON, TDRC, TIT2, TPOS, TRCK, TXXX, UFID
+from mutagen.id3 import APIC, COMM, ID3, TBPM, TCMP, TCON, TDAT, TDRC, TIT2, TPOS, TRCK, TXXX, TYER, UFID
 from mutagen.mp3 import MP3
 from mutagen.mp4 import MP4, MP4Cover, MP4FreeForm
 from mutagen.oggvorbis import OggVorbis
@@ -608,7 +608,39 @@ def test_embedded_cover_prefers_the_front_cover_and_sniffs_the_type(tmp_path):
     assert embedded_cover(str(tmp_path / "gone.flac")) is None
 
 
-# --- the two checks of mutagen the extract stage replaces (extract.MP4, is_valid_vorbis_key) -------
+# --- what the extract stage changes in mutagen's loading (extract.MP3, MP4, is_valid_vorbis_key) ---
+
+
+def frames(tags) -> dict:
+    return {key: repr(tags[key]) for key in tags}
+
+
+@pytest.mark.parametrize("version", [3, 4])
+def test_an_id3_tag_loads_as_mutagens_own_class_translates_it(tmp_path, version):
+    from backend_worker.stages import extract
+
+    path = af.make_seed("mp3", tmp_path)
+    af.write_tags(path, af.SAMPLE_TAGS, replace=True, id3_version=version)
+    assert frames(extract.MP3(path).tags) == frames(MP3(path).tags)
+    # A v2.4 tag carrying v2.3 date frames (what some taggers write): translated as mutagen does.
+    tags = ID3(path)
+    tags.delall("TDRC")
+    tags.add(TYER(encoding=3, text=["1999"]))
+    tags.add(TDAT(encoding=3, text=["0205"]))
+    tags.save(path, v2_version=version)
+    ours, theirs = extract.MP3(path).tags, MP3(path).tags
+    assert frames(ours) == frames(theirs) and str(ours["TDRC"]) == "1999-05-02"
+    assert read_record(str(path))["year"] == 1999
+
+
+def test_id3v1_genre_numbers_in_a_v24_tag_read_as_names(tmp_path):
+    path = af.make_seed("mp3", tmp_path)
+    tags = ID3()
+    tags.add(TCON(encoding=3, text=["(17)Rock", "(8)", "Jazz"]))
+    tags.save(path, v2_version=4)
+    translated = MP3(path).tags["TCON"].text  # mutagen's own class turns the numbers into names
+    assert translated == ["Rock", "Jazz", "Jazz"]
+    assert read_record(str(path))["genres"] == ["Rock", "Jazz"]  # a genre once, as always
 
 
 def test_mp4_tags_load_as_mutagens_own_class_loads_them(tmp_path):
