@@ -106,8 +106,9 @@ _PARSE_ERRORS = (
     struct.error,
 )
 
-# Two of mutagen's checks cost a large share of a parse and only matter to a program that writes
-# tags back. Both are replaced by ones that read the same tags (tests/unit/test_extract_speedups.py).
+# Three steps of mutagen's loading cost a large share of a parse and only matter to a program that
+# writes tags back: each is replaced by one that reads the same tags (tests/unit/test_extract.py,
+# "what the extract stage changes in mutagen's loading").
 
 
 class _LoadedMP4Tags(MP4Tags):
@@ -383,8 +384,8 @@ class _GuardedFile:
     The position is kept here and the file is moved there only when something is read: mutagen
     asks for the position ~100 times per MP4 file (a buffered file's tell() is an lseek each
     time), and seeks where it never reads (to the end for the size, then back), which made the
-    buffered file call the kernel and drop its buffer (13% of an M4A file's parse). The end is
-    the size ``stat`` gave.
+    buffered file call the kernel and drop its buffer (an M4A file: 18 system calls, now 11).
+    The end is the size ``stat`` gave.
     """
 
     __slots__ = ("_file", "_file_position", "_left", "_position", "_size", "name")

@@ -273,7 +273,8 @@ class ID3Family(TagFamily):
         for key in self._keys:
             prefix = key[:5]
             if prefix == "TXXX:" or prefix == "COMM:":
-                found.setdefault(prefix + self.tags[key].desc.lower(), self.tags[key].text)
+                frame = self.tags[key]
+                found.setdefault(prefix + frame.desc.lower(), frame.text)
         self._described = found
         return found
 
