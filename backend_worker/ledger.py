@@ -305,8 +305,9 @@ def _encode(records: list[dict]) -> bytes:
     read back. zlib at level 1 costs the worker less than PostgreSQL's own (pglz) compression of
     the TOASTed value cost the server (which gives up at once on data that is compressed)."""
     keys = tuple(records[0]) if records else ()
-    data = {"keys": keys, "rows": [list(r.values()) for r in records]}
-    if not all(tuple(r) == keys for r in records):
+    if all(tuple(r) == keys for r in records):
+        data = {"keys": keys, "rows": [list(r.values()) for r in records]}
+    else:
         data = records
     return zlib.compress(_json_bytes(data), 1)
 

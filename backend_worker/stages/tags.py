@@ -236,11 +236,6 @@ class TagFamily:
         """The raw values stored under ``key``; None when the key is absent."""
         raise NotImplementedError
 
-    def getter(self) -> Callable[[str], list | None]:
-        """``get`` as the reader calls it for each key of the table (a family whose values are a
-        dict already gives the dict's own get: one Python call less per key)."""
-        return self.get
-
     def has_picture(self) -> bool:
         """Whether the tags embed any picture (cheap: nothing decoded)."""
         raise NotImplementedError
@@ -363,9 +358,6 @@ class VorbisFamily(TagFamily):
     def get(self, key: str) -> list | None:
         return self._values.get(key)
 
-    def getter(self) -> Callable[[str], list | None]:
-        return self._values.get
-
     def has_picture(self) -> bool:
         return "metadata_block_picture" in self._values or "coverart" in self._values
 
@@ -441,9 +433,6 @@ class ASFFamily(TagFamily):
     def get(self, key: str) -> list | None:
         return self._values.get(key)
 
-    def getter(self) -> Callable[[str], list | None]:
-        return self._values.get
-
     def has_picture(self) -> bool:
         return _ASF_PICTURE in self._values
 
@@ -503,7 +492,7 @@ class TagReader:
             for name, default in self.defaults:
                 into[name] = list(default) if isinstance(default, list) else default
             return
-        get = tags.getter()
+        get = tags.get
         for name, default, keys in self._plans[type(tags)]:
             for key, convert in keys:
                 raw = get(key)
