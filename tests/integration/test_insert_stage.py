@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import psycopg
 import pytest
 
 from backend_worker import ledger
@@ -75,6 +76,33 @@ def test_the_paths_already_stored_are_found_whatever_their_folder(db_conn):
     upsert(db_conn, [record(p, title="Again") for p in asked])
     after = dict(db_conn.execute("SELECT path, id FROM tracks").fetchall())
     assert {p: after[p] for p in before} == before and len(after) == 6
+
+
+def test_a_batch_probes_the_library_by_index_after_a_small_start(db_conn, postgres):
+    """psycopg prepares a connection's statements from their 5th run, and PostgreSQL then keeps a
+    generic plan. One made while the library held a few rows (a first scan, or a small folder
+    tried first) would hash a whole table at every batch of that connection as the library grows."""
+    for batch in range(12):  # past psycopg's and PostgreSQL's thresholds, on a tiny table
+        upsert(db_conn, [record(f"/m/first/{batch}/{i}.mp3") for i in range(3)])
+    with psycopg.connect(postgres.url, autocommit=True) as other:  # other workers fill the library
+        bulk = [
+            record(f"/m/bulk/{i // 10}/{i}.mp3", artist=f"A{i // 10}", album=f"B{i}") for i in range(20_000)
+        ]
+        upsert(other, bulk)
+    # This backend's scans not yet sent to the shared statistics; none are sent mid-transaction.
+    sequential_scans = (
+        "SELECT relname, seq_scan FROM pg_stat_xact_user_tables "
+        "WHERE relname IN ('tracks', 'albums', 'artists') ORDER BY 1"
+    )
+    with db_conn.transaction():
+        before = db_conn.execute(sequential_scans).fetchall()
+        insert.upsert_records(db_conn, [record(f"/m/next/{i}.mp3", album="Next") for i in range(50)], None)
+        insert.upsert_records(db_conn, [record("/m/bulk/7/70.mp3", title="Changed")], None)
+        after = db_conn.execute(sequential_scans).fetchall()
+    assert after == before
+    assert db_conn.execute("SELECT title FROM tracks WHERE path = '/m/bulk/7/70.mp3'").fetchone() == (
+        "Changed",
+    )
 
 
 def test_keys_follow_the_music_not_the_names(db_conn):
