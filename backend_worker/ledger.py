@@ -300,16 +300,16 @@ def fail_stale_sessions(conn: psycopg.Connection, roots: list[str] | None = None
 
 
 def _encode(records: list[dict]) -> bytes:
-    """A chunk of records as zlib-compressed JSON. Records with the same keys (all of extract's)
-    are stored as {"keys": [...], "rows": [[...], ...]}: half the size, much faster to write and
-    read back. zlib at level 1 costs the worker less than PostgreSQL's own (pglz) compression of
-    the TOASTed value cost the server (which gives up at once on data that is compressed)."""
+    """A chunk of records as JSON. Records with the same keys (all of extract's) are stored as
+    {"keys": [...], "rows": [[...], ...]}: half the size, much faster to write and read back.
+    PostgreSQL compresses it with lz4 (migration 0007): 0.5 CPU s per 200,000 files less than
+    zlib in the workers cost, reading back included."""
     keys = tuple(records[0]) if records else ()
     if all(tuple(r) == keys for r in records):
         data = {"keys": keys, "rows": [list(r.values()) for r in records]}
     else:
         data = records
-    return zlib.compress(_json_bytes(data), 1)
+    return _json_bytes(data)
 
 
 # orjson writes and reads a chunk's JSON in a fifth of the json module's time (~1.4 CPU s of the
@@ -325,7 +325,7 @@ def _json_bytes(data) -> bytes:
 
 
 def _decode(payload: bytes) -> list[dict]:
-    if payload[:1] not in (b"{", b"["):  # zlib; earlier versions stored plain JSON
+    if payload[:1] not in (b"{", b"["):  # zlib, as versions before 0007 wrote
         payload = zlib.decompress(payload)
     try:
         data = orjson.loads(payload)
@@ -387,6 +387,7 @@ def take_batch(conn: psycopg.Connection, session_id: str, batch_id: str) -> list
         "SELECT payload FROM record_buffer WHERE session_id = %s AND batch_id = %s "
         "AND payload IS NOT NULL ORDER BY sort_key FOR UPDATE",
         (session_id, batch_id),
+        binary=True,  # the bytes as they are, not twice their size in hex
     ).fetchall()
     conn.execute(
         "UPDATE record_buffer SET payload = NULL WHERE session_id = %s AND batch_id = %s",

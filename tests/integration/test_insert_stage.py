@@ -7,7 +7,7 @@ import uuid
 import psycopg
 import pytest
 
-from backend_worker import ledger
+from backend_worker import ledger, pipeline
 from backend_worker.stages import fields, insert
 from testkit import services
 
@@ -230,6 +230,23 @@ def test_buffer_groups_chunks_into_batches_and_ignores_redelivered_chunks(db_con
     assert len(taken) == 120
     with db_conn.transaction():
         assert ledger.take_batch(db_conn, session, batches[0]) == []
+
+
+def test_buffered_chunks_and_unit_messages_are_compressed_with_lz4(db_conn):
+    # The server compresses them (migration 0007); extract no longer does.
+    with db_conn.transaction():
+        session = ledger.create_session(db_conn, ["/m"])
+        ledger.buffer_records(db_conn, session, "x0", [record(f"/m/a/{n}.mp3") for n in range(200)])
+        paths = [f"/m/a/{n:04}.mp3" for n in range(1000)]
+        ledger.register_units(db_conn, session, [pipeline.extract_chunk(session, "walk:0", 0, paths)])
+    stored = db_conn.execute(
+        "SELECT (SELECT pg_column_compression(payload) FROM record_buffer WHERE unit_id = 'x0'), "
+        "(SELECT pg_column_compression(message) FROM scan_units WHERE unit_id = 'walk:0/x0')"
+    ).fetchone()
+    assert stored == ("lz4", "lz4")
+    with db_conn.transaction():
+        (batch,) = ledger.cut_batches(db_conn, session, 100, flush=True)
+        assert len(ledger.take_batch(db_conn, session, batch.id)) == 200
 
 
 def test_unit_counts_are_counted_once(db_conn):
