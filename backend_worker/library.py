@@ -130,22 +130,21 @@ def remove_gone(conn: psycopg.Connection, session_id: str, roots: list[str]) -> 
     return removed
 
 
-# One folder and one track with a picture per album; any will do, "C" order is the cheapest.
-_COVER_SOURCES = (
-    'SELECT album_id, min(dir COLLATE "C"), min(path COLLATE "C") FILTER (WHERE has_cover) FROM tracks '
-    "WHERE {where} GROUP BY album_id ORDER BY album_id"
-)
-
-
-def session_cover_sources(conn: psycopg.Connection, session_id: str) -> list[tuple[int, str, str | None]]:
-    """Per album of the tracks this session wrote: (album id, a folder of its tracks, a track with
-    an embedded picture or None)."""
-    return conn.execute(_COVER_SOURCES.format(where="session_id = %s"), (session_id,)).fetchall()
+def session_album_ids(conn: psycopg.Connection, session_id: str) -> list[int]:
+    """The albums of the tracks this session wrote."""
+    rows = conn.execute(
+        "SELECT DISTINCT album_id FROM tracks WHERE session_id = %s ORDER BY 1", (session_id,)
+    ).fetchall()
+    return [album_id for (album_id,) in rows]
 
 
 def cover_sources(conn: psycopg.Connection, album_ids: list[int]) -> list[tuple[int, str, str | None]]:
-    """As session_cover_sources, for these albums."""
-    return conn.execute(_COVER_SOURCES.format(where="album_id = ANY(%b)"), (album_ids,)).fetchall()
+    """(album id, a folder of its tracks, a track with an embedded picture or None) per album."""
+    return conn.execute(
+        "SELECT album_id, min(dir), min(path) FILTER (WHERE has_cover) FROM tracks "
+        "WHERE album_id = ANY(%b) GROUP BY album_id ORDER BY album_id",
+        (album_ids,),
+    ).fetchall()
 
 
 def set_album_covers(conn: psycopg.Connection, covers: dict[int, str | None]) -> None:

@@ -21,9 +21,7 @@ def cover_unit(session_id: str, unit_id: str) -> dict:
     with db.transaction() as conn:
         if ledger.unit_done(conn, session_id, unit_id):
             return skipped(session_id, "unit done")
-        album_ids, albums = session_work.planned_covers(conn, session_id, unit_id)
-        if albums is None:
-            albums = library.cover_sources(conn, album_ids)
+        albums = library.cover_sources(conn, session_work.planned_albums(conn, session_id, unit_id))
     # One unit at a time in a process, as extract parses (and with the same time-limit rules): a
     # cover is a few system calls and a hash, and threads handing each other the GIL at every call
     # took twice the time and three times the CPU of one (2,000 albums: 0.82 s in six, 0.39 in one).

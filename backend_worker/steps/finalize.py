@@ -24,7 +24,7 @@ def finalize_session(send: SendTask, session_id: str) -> dict:
             if waiting.upstream or waiting.unbatched or waiting.inserts:
                 return skipped(session_id, "work still pending")
             removed = library.remove_gone(conn, session_id, roots)
-            chunks = scan.chunks(library.session_cover_sources(conn, session_id), COVER_CHUNK_ALBUMS)
+            chunks = scan.chunks(library.session_album_ids(conn, session_id), COVER_CHUNK_ALBUMS)
             covers = [pipeline.cover_chunk(session_id, i) for i in range(len(chunks))]
             ledger.register_units(conn, session_id, [pipeline.finalize(), *covers])
             ledger.finish_unit(conn, session_id, pipeline.FINALIZE_UNIT, {"removed": removed})

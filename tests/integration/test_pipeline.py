@@ -542,27 +542,3 @@ def test_retry_failed_reads_fixed_files_again(pipeline, library):
     assert pipeline.rows("SELECT count(*) FROM tracks") == [(3,)]
     assert pipeline.rows("SELECT count(*) FROM file_errors") == [(0,)]
     assert "no failed files" in pipeline.cli("retry-failed").stdout
-
-
-def test_a_cover_plan_made_before_migration_0008_is_looked_up_by_its_unit(pipeline, library):
-    """The final step now plans each album's cover sources; a plan holding only album ids (a
-    session finishing while the workers were upgraded) has its unit look them up, as before."""
-    from backend_worker import ledger
-    from backend_worker import pipeline as units
-    from backend_worker.steps import covers
-
-    audio_fixtures.build_library(library, artists=1, albums_per_artist=2, tracks_per_album=2)
-    assert pipeline.scan(library)["status"] == "completed"
-    saved = dict(pipeline.rows("SELECT id, cover_hash FROM albums"))
-    assert len(saved) == 2 and all(saved.values())
-    conn = pipeline.conn
-    conn.execute("UPDATE albums SET cover_hash = NULL")
-    with conn.transaction():
-        session_id = ledger.create_session(conn, [str(library)])
-        ledger.register_units(conn, session_id, [units.cover_chunk(session_id, 0)])
-        conn.execute(
-            "INSERT INTO cover_plans (session_id, unit_id, album_ids) VALUES (%s, 'cover/0', %s)",
-            (session_id, ",".join(str(album_id) for album_id in sorted(saved))),
-        )
-    assert covers.cover_unit(session_id, "cover/0")["with_cover"] == 2
-    assert dict(pipeline.rows("SELECT id, cover_hash FROM albums")) == saved
