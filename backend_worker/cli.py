@@ -359,6 +359,37 @@ def errors(as_json):
 
 
 @main.command()
+@click.option("--dry-run", is_flag=True, help="List the tracks that would be purged; change nothing.")
+@click.option(
+    "--older-than",
+    metavar="DURATION",
+    help="Only tracks missing for longer than this (30d, 12h, 90m, 45s). Default: every missing track.",
+)
+def purge(dry_run, older_than):
+    """Delete the tracks marked missing (their files gone) now, with their genres, and the albums
+    and artists left without tracks. Scan sessions purge by themselves the tracks missing for
+    longer than SONIQUEBAY_MISSING_RETENTION (30 days by default)."""
+    from backend_worker import db as database
+    from backend_worker import library
+    from backend_worker.config import parse_duration
+
+    try:
+        seconds = parse_duration(older_than) if older_than else None
+    except ValueError as exc:
+        fail(f"--older-than {older_than!r}: {exc}", EXIT_FAILED)
+    with database.connect() as conn:
+        _require_schema(conn)
+        if dry_run:
+            tracks = library.expired_missing(conn, seconds)
+        else:
+            tracks = library.purge_missing(conn, seconds)
+            conn.commit()
+    for track_id, path, since in tracks:
+        click.echo(f"{track_id}\t{path}\tmissing since {since.isoformat(timespec='seconds')}")
+    click.echo(f"{'would purge' if dry_run else 'purged'} {len(tracks)} missing tracks", err=True)
+
+
+@main.command()
 @click.option("--address", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=9808, show_default=True, help="Port to listen on.")
 def exporter(address, port):

@@ -36,6 +36,26 @@ def _int(name: str, default: int, minimum: int = 1) -> int:
     return value
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """Seconds of a duration: a whole number with a unit (30d, 12h, 90m, 45s), or of seconds."""
+    text = text.strip()
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _DURATION_UNITS else (text, "s")
+    if not number.isdigit():
+        raise ValueError("not a duration (a whole number and s, m, h or d: 30d, 12h)")
+    return int(number) * _DURATION_UNITS[unit]
+
+
+def _duration(name: str, default: str) -> int:
+    raw = os.environ.get(name) or default
+    try:
+        return parse_duration(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is {exc}") from None
+
+
 def queue_time_limits() -> dict[str, int]:
     """Hard time limit per queue, SONIQUEBAY_TIME_LIMIT_<QUEUE> overriding the default. The soft
     limit is 30 s lower so a task can record what it was doing; units' TimeoutStopSec and the
@@ -58,6 +78,8 @@ class Settings:
     walk_unit_entries: int
     extract_slots: int
     watch_quiet_seconds: int
+    # How long a track whose file is gone stays in the library, missing, before it is purged.
+    missing_retention: int
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -73,6 +95,7 @@ class Settings:
             walk_unit_entries=_int("SONIQUEBAY_WALK_UNIT_ENTRIES", 5000, minimum=10),
             extract_slots=_int("SONIQUEBAY_EXTRACT_SLOTS", len(os.sched_getaffinity(0)), minimum=0),
             watch_quiet_seconds=_int("SONIQUEBAY_WATCH_QUIET_SECONDS", 10),
+            missing_retention=_duration("SONIQUEBAY_MISSING_RETENTION", "30d"),
         )
         longest = max(queue_time_limits().values())
         if settings.visibility_timeout <= longest:

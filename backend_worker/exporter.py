@@ -39,7 +39,15 @@ HELP = {
         "Seconds since a session over the whole library root last completed (manual or scheduled; the "
         "watch's sessions over changed folders do not count); +Inf when none did.",
     ),
-    "soniquebay_library_items": ("gauge", "Rows in the library by kind."),
+    "soniquebay_library_items": (
+        "gauge",
+        "Rows in the library by kind (tracks: files present; missing: tracks whose file is gone).",
+    ),
+    "soniquebay_tracks_identity_total": (
+        "counter",
+        "What closed scan sessions did to track identities: moved (a file found at a new path kept its "
+        "track), returned (a missing track's file came back), missing (marked missing), purged.",
+    ),
     "soniquebay_file_errors": ("gauge", "Files and folders recorded as errors."),
     "soniquebay_scrape_duration_seconds": ("gauge", "Time this scrape took."),
 }
@@ -86,6 +94,12 @@ def collect(
     for root, age in ages:
         age = math.inf if age is None else float(age)
         samples.append(("soniquebay_last_completed_scan_age_seconds", {"root": root}, age))
+    moved, returned, missing, purged = conn.execute(
+        "SELECT coalesce(sum(moved), 0), coalesce(sum(returned), 0), coalesce(sum(missing), 0), "
+        "coalesce(sum(purged), 0) FROM scan_sessions"
+    ).fetchone()
+    for event, total in (("moved", moved), ("returned", returned), ("missing", missing), ("purged", purged)):
+        samples.append(("soniquebay_tracks_identity_total", {"event": event}, total))
     counts = library.totals(conn)
     errors = counts.pop("errors")
     for kind, value in counts.items():

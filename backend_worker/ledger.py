@@ -19,7 +19,19 @@ from psycopg.types.json import Jsonb
 from backend_worker import pipeline
 from backend_worker.pipeline import UPSTREAM_STAGES, Unit
 
-COUNT_NAMES = ("discovered", "unchanged", "extracted", "inserted", "errors", "removed")
+# What a session did, summed over its units: files found, unchanged, read, written, in error; files
+# recognised at a new path, tracks whose file came back, marked missing, purged after the retention.
+COUNT_NAMES = (
+    "discovered",
+    "unchanged",
+    "extracted",
+    "inserted",
+    "errors",
+    "moved",
+    "returned",
+    "missing",
+    "purged",
+)
 # NOTIFY channel: a session's id is announced here when it closes (`soniquebay scan --wait` listens).
 CLOSED_CHANNEL = "soniquebay_session_closed"
 

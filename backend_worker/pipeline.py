@@ -77,7 +77,25 @@ def sub_walk(session_id: str, walk_id: str, index: int, dirs: list[str]) -> Unit
 
 
 def extract_chunk(session_id: str, walk_id: str, index: int, paths: list[str]) -> Unit:
+    """Files at paths the library knows, changed."""
     return _unit(EXTRACT, f"{walk_id}/x{index}", session_id, paths=paths)
+
+
+def extract_new_chunk(session_id: str, walk_id: str, index: int, paths: list[str]) -> Unit:
+    """Files at paths the library does not know: each is first looked for among the tracks by its
+    audio key (is_new_files). The unit id says so, not the message: a worker of the release before
+    reads it as any chunk."""
+    return _unit(EXTRACT, f"{walk_id}/n{index}", session_id, paths=paths)
+
+
+def is_new_files(unit_id: str) -> bool:
+    return unit_id.rpartition("/")[2].startswith("n")
+
+
+def moves_found(stage: Stage, unit_id: str) -> Unit:
+    """The tracks a walk or an extract unit found at new paths, counted once (done where it is
+    created, in the transaction that moves them: a unit run again finds them moved already)."""
+    return Unit(f"{unit_id}/moves", stage.name)
 
 
 def collect(session_id: str, extract_id: str) -> Unit:

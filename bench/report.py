@@ -26,6 +26,7 @@ TARGETS = {
     "insert_vs_copy": (0.7, True),
     "scale_ingest_vs_pool": (0.7, True),
     "scale_rescan_vs_walk": (3.0, False),
+    "rename_vs_rescan": (3.0, False),
 }
 
 
@@ -190,7 +191,7 @@ def results_markdown(r: dict, title: str = "This machine") -> str:
         lines.append(
             f"| small-change rescan: {c['touched']} touched, {c['added']} added, {c['deleted']} deleted "
             f"| **{sc['seconds']:.2f} s** | extracted {counts['extracted']}, inserted {counts['inserted']}, "
-            f"removed {counts['removed']}, unchanged {counts['unchanged']:,} | | | |"
+            f"missing {counts['missing']}, unchanged {counts['unchanged']:,} | | | |"
         )
     ins = r.get("insert")
     if ins:
@@ -365,8 +366,62 @@ def scale_markdown(r: dict) -> str:
     )
 
 
+def identity_markdown(r: dict) -> str:
+    """What a track's identity costs: the audio key per file, a renamed library's rescan, and the
+    first rescan after migration 0008."""
+    lines = []
+    ident = r.get("identity")
+    if ident:
+        base = ident["unchanged_median"]
+        files = r.get("library", {}).get("files") or r.get("files")
+        lines += [
+            f"Rescans of the {files:,}-file library against its unchanged rescan (median {base:.2f} s):",
+            "",
+            "| rescan | seconds | counts | ratio | target | holds |",
+            "|---|---:|---|---:|---|---|",
+        ]
+        for what, run in zip(("top folder renamed", "renamed back"), ident["rename"], strict=True):
+            c, ratio = run["counts"], run["seconds"] / base
+            lines.append(
+                f"| {what} | **{run['seconds']:.2f}** | moved {c['moved']:,}, extracted {c['extracted']}, "
+                f"missing {c['missing']} | {ratio:.1f}x | <= 3x | {_ok('rename_vs_rescan', ratio)} |"
+            )
+        up = ident["after_upgrade"]
+        lines += [
+            f"| first rescan after migration 0008 (every file's device, inode and audio key stored) "
+            f"| **{up['seconds']:.2f}** | unchanged {up['counts']['unchanged']:,}, extracted "
+            f"{up['counts']['extracted']}, inserted {up['counts']['inserted']} | {up['seconds'] / base:.1f}x "
+            "| once | |",
+            "",
+        ]
+    keys = r.get("audio_key")
+    if keys:
+        lines += [
+            "The audio key per file (`stages/identity.py`, CPU time, warm page cache), next to what "
+            "`read_record` costs on the same files besides it:",
+            "",
+            "| format | audio region | key µs | read_record µs | key / read_record |",
+            "|---|---|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {k['format']} | {k['how']} | {k['key_us']:.1f} | {k['record_us']:.0f} "
+            f"| {100 * k['ratio']:.0f}% |"
+            for k in keys
+        ]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def tables(r: dict) -> str:
-    out = results_markdown(r) + "\n" + memory_markdown(r) + "\n" + scale_markdown(r)
+    out = (
+        results_markdown(r)
+        + "\n"
+        + memory_markdown(r)
+        + "\n"
+        + identity_markdown(r)
+        + "\n"
+        + scale_markdown(r)
+    )
     th = r.get("testhost")
     if th:
         out += "\n" + (
@@ -454,6 +509,7 @@ def write(r: dict) -> None:
     text = _replace_section(text, "results", results_markdown(r) + f"\n![results]({PLOT.name})\n")
     text = _replace_section(text, "memory", memory_markdown(r) or "Not measured in this run.\n")
     text = _replace_section(text, "scale", scale_markdown(r) or "Not measured in this run.\n")
+    text = _replace_section(text, "identity", identity_markdown(r) or "Not measured in this run.\n")
     th = r.get("testhost")
     if th:
         if "error" in th:

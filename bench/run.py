@@ -217,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
         print("unchanged rescans ...", flush=True)
         results["rescan"] = _rescans(scanner, root, postgres.url, args.rescans)
 
+        print(
+            "identity: the library renamed at its top folder, and the first rescan after 0008 ...", flush=True
+        )
+        results["identity"] = _identity(scanner, root, postgres.url, results["rescan"])
+
         print("small-change rescan ...", flush=True)
         changes = library.small_change(root, additions)
         change = scanner.scan(root)
@@ -239,6 +244,11 @@ def main(argv: list[str] | None = None) -> int:
         layout.stop()
         postgres.stop()
         redis.stop()
+
+    print("audio key per file, by format ...", flush=True)
+    from bench import identity_cost
+
+    results["audio_key"] = identity_cost.measure(workdir / "keys", calls=1000, record_calls=200)
 
     if not args.no_beets:
         dirs, count = _beets_subset(source, args.beets_files)
@@ -354,6 +364,35 @@ def _rescans(scanner, root: Path, database_url: str, count: int) -> dict:
         "messages": runs[-1]["messages"],
         "cpu": runs[-1]["cpu"],
     }
+
+
+def _identity(scanner, root: Path, database_url: str, rescan: dict) -> dict:
+    """What a track's identity costs a rescan (docs/architecture.md, "A track's identity"):
+    - the library's top folder renamed (every file at a new path, moved by its inode, nothing read),
+      then renamed back: each rescan against the unchanged rescan's median (target <= 3x);
+    - the first rescan after migration 0008 on a library of the release before (no device, inode or
+      audio key stored: the walk stores them, reading each file's key), against the same median."""
+    import psycopg
+
+    out: dict = {"unchanged_median": rescan["median"]}
+    renamed = root.with_name(root.name + "-renamed")
+    moves = []
+    for source, target in ((root, renamed), (renamed, root)):
+        source.rename(target)
+        run = scanner.scan(target)
+        counts = run["session"]["counts"]
+        print(f"  renamed: {run['seconds']:.3f} s {counts}", flush=True)
+        moves.append({"seconds": run["seconds"], "counts": counts, "cpu": run["cpu"]})
+    out["rename"] = moves
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE tracks SET dev = NULL, ino = NULL, audio_key = NULL")
+        conn.execute("VACUUM ANALYZE tracks")
+    run = scanner.scan(root)
+    print(f"  first rescan after the upgrade: {run['seconds']:.3f} s {run['session']['counts']}", flush=True)
+    out["after_upgrade"] = {"seconds": run["seconds"], "counts": run["session"]["counts"], "cpu": run["cpu"]}
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE tracks")
+    return out
 
 
 def _cpu_pressure_total() -> int | None:

@@ -90,7 +90,7 @@ def soniquebay_json(host, *args: str, timeout: float = 600) -> dict:
 
 def tracks_under(host, folder: str) -> int:
     """How many tracks the machine's library holds under `folder`."""
-    return int(psql(host, f"SELECT count(*) FROM tracks WHERE starts_with(path, '{folder}/')")[0][0])
+    return int(psql(host, f"SELECT count(*) FROM present_tracks WHERE starts_with(path, '{folder}/')")[0][0])
 
 
 def wait_tracks_under(host, folder: str, count: int, timeout: float = 30) -> float:

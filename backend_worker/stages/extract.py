@@ -68,7 +68,7 @@ from mutagen.trueaudio import TrueAudio
 from mutagen.wave import WAVE
 from mutagen.wavpack import WavPack
 
-from backend_worker.stages import fields, tags
+from backend_worker.stages import fields, identity, tags
 
 __all__ = ["RECORD_KEYS", "ExtractError", "embedded_cover", "extract_paths", "read_record"]
 
@@ -494,9 +494,10 @@ def _open_mutagen(path: str, st: os.stat_result):
 class AudioFile:
     """One opened file as the field table's stat, stream and picture rows read it."""
 
-    __slots__ = ("path", "stat", "mutagen", "info", "kind", "tags")
+    __slots__ = ("path", "stat", "mutagen", "info", "kind", "tags", "audio_key")
 
-    def __init__(self, path: str, st: os.stat_result, mfile, kind: type):
+    def __init__(self, path: str, st: os.stat_result, mfile, kind: type, audio_key: str):
+        self.audio_key = audio_key
         self.path = path
         self.stat = st
         self.mutagen = mfile
@@ -518,14 +519,22 @@ class AudioFile:
 _TAG_READER = tags.TagReader(fields.TAG_FIELDS)
 
 
-def read_record(path: str) -> dict[str, Any]:
-    """One record (see RECORD_KEYS) for an audio file; ExtractError for anything wrong with it."""
+def read_record(path: str, audio_key: str | None = None) -> dict[str, Any]:
+    """One record (see RECORD_KEYS) for an audio file; ExtractError for anything wrong with it.
+    `audio_key`: the file's key when the caller computed it already (identity.audio_key)."""
     if not isinstance(path, str):
         path = os.fsdecode(path)
     st = _stat(path)
     mfile, kind = _open_mutagen(path, st)
+    if audio_key is None:
+        try:
+            audio_key = identity.audio_key(path)
+        except OSError as exc:
+            raise ExtractError(
+                f"read error: {exc.strerror or exc}", size=st.st_size, mtime_ns=st.st_mtime_ns
+            ) from None
     try:
-        audio = AudioFile(path, st, mfile, kind)
+        audio = AudioFile(path, st, mfile, kind, audio_key)
         record = dict.fromkeys(RECORD_KEYS)  # the table's order; filled below
         _TAG_READER.read(audio.tags, record)
         for name, read in fields.FILE_READERS:
@@ -537,13 +546,17 @@ def read_record(path: str) -> dict[str, Any]:
         ) from None
 
 
-def extract_paths(paths: Iterable[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(records, errors) for many paths; errors are {"path", "error", "size", "mtime_ns"}."""
+def extract_paths(
+    paths: Iterable[str], audio_keys: dict[str, str] | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(records, errors) for many paths; errors are {"path", "error", "size", "mtime_ns"}.
+    `audio_keys`: path -> audio key for the files whose key is known already."""
     records: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
+    known_key = (audio_keys or {}).get
     for path in paths:
         try:
-            records.append(read_record(path))
+            records.append(read_record(path, known_key(path)))
         except ExtractError as exc:
             errors.append(
                 {

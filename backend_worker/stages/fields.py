@@ -7,7 +7,9 @@ extract`` prints):
 - ``Tag``: a tag (beets' field name), its type, and the keys each tag family stores it under,
   tried in order (see tags.py for the key syntax and how values are converted);
 - ``Stream``: what mutagen says of the audio stream, as beets' mediafile reports it;
-- ``Picture``: whether the file embeds a picture.
+- ``Picture``: whether the file embeds a picture;
+- ``Identity``: the file system's identity of the file and the key over its audio data, which
+  recognise the file when its path changes.
 
 A row's ``column`` is the SQL type of its ``tracks`` column (None: not a column of ``tracks``;
 genres are rows of ``track_genres``). Everything else derives from this table: extract's
@@ -106,6 +108,17 @@ class Picture(FileField):
     __slots__ = ()
 
 
+class Identity(FileField):
+    """What tells the file apart when its path changes (docs/architecture.md, "A track's identity")."""
+
+    __slots__ = ()
+
+
+def signed64(value: int) -> int:
+    """A 64-bit unsigned st_dev/st_ino as a bigint column holds it (XFS inode numbers can use bit 63)."""
+    return value - 2**64 if value >= 2**63 else value
+
+
 # --------------------------------------------------------------------------------------------
 # Stream fields, read from mutagen's stream info as beets' mediafile reads them.
 
@@ -148,6 +161,9 @@ FIELDS: tuple[Tag | FileField, ...] = (
     Stat("size", "bigint", lambda audio: audio.stat.st_size),
     Stat("mtime", None, lambda audio: audio.stat.st_mtime),
     Stat("mtime_ns", "bigint", lambda audio: audio.stat.st_mtime_ns),
+    Identity("dev", "bigint", lambda audio: signed64(audio.stat.st_dev)),
+    Identity("ino", "bigint", lambda audio: signed64(audio.stat.st_ino)),
+    Identity("audio_key", "text", lambda audio: audio.audio_key),
     Tag("title", TEXT, id3=("TIT2",), mp4=("\xa9nam",), vorbis_ape=("title",), asf=("Title",)),
     Tag("artist", TEXT, id3=("TPE1",), mp4=("\xa9ART",), vorbis_ape=("artist",), asf=("Author",)),
     Tag("album", TEXT, id3=("TALB",), mp4=("\xa9alb",), vorbis_ape=("album",), asf=("WM/AlbumTitle",)),
@@ -292,6 +308,7 @@ RECORD_KEYS: tuple[str, ...] = tuple(field.name for field in FIELDS)
 TAG_FIELDS: tuple[Tag, ...] = tuple(field for field in FIELDS if isinstance(field, Tag))
 TAG_NAMES: tuple[str, ...] = tuple(field.name for field in TAG_FIELDS)
 STREAM_NAMES: tuple[str, ...] = tuple(field.name for field in FIELDS if isinstance(field, Stream))
+IDENTITY_NAMES: tuple[str, ...] = tuple(field.name for field in FIELDS if isinstance(field, Identity))
 # Fields read from the file rather than its tags, with their readers.
 FILE_READERS: tuple[tuple[str, Callable[[Any], Any]], ...] = tuple(
     (field.name, field.read) for field in FIELDS if not isinstance(field, Tag)

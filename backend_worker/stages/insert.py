@@ -35,7 +35,7 @@ _UPSERT_TRACKS = (
     f"SELECT {', '.join(TRACK_COLUMNS)} FROM incoming_tracks ORDER BY path "
     "ON CONFLICT (path) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in TRACK_COLUMNS[1:])
-    + ", updated_at = now() RETURNING id, path"
+    + ", missing_since = NULL, updated_at = now() RETURNING id, path"
 )
 
 
@@ -86,8 +86,11 @@ def _dedupe_by_path(records: list[dict]) -> list[dict]:
     return [by_path[p] for p in sorted(by_path)]
 
 
-def upsert_records(conn: psycopg.Connection, records: list[dict], session_id: str | None) -> int:
-    """Write records (as `extract` produces them); returns the number of tracks written."""
+def upsert_records(
+    conn: psycopg.Connection, records: list[dict], session_id: str | None, tally: dict | None = None
+) -> int:
+    """Write records (as `extract` produces them); returns the number of tracks written. `tally`
+    gets "returned" added: tracks marked missing whose file is back (read again, at their path)."""
     records = _dedupe_by_path([_storable(r) for r in records])
     if not records:
         return 0
@@ -147,6 +150,8 @@ def upsert_records(conn: psycopg.Connection, records: list[dict], session_id: st
     # CONFLICT, which also serves when a concurrent session added one of the new paths meanwhile.
     paths = [r["path"] for r in records]
     known = _known_paths(cur, paths)
+    if tally is not None:
+        tally["returned"] = tally.get("returned", 0) + sum(known.values())
 
     def rows(selected: list[tuple[dict, tuple]]) -> Iterator[tuple]:
         """Track rows, made while COPY sends the ones before to the server."""
@@ -172,7 +177,7 @@ def upsert_records(conn: psycopg.Connection, records: list[dict], session_id: st
             with conn.transaction():  # a savepoint: on a unique violation, upsert them all instead
                 track_ids = _copy_new_tracks(cur, rows(fresh), len(fresh))
         except psycopg.errors.UniqueViolation:
-            known = set(paths)
+            known = dict.fromkeys(paths, False)
     if known:
         updated = _upsert_tracks(cur, rows([pair for pair in pairs if pair[0]["path"] in known]))
         cur.execute(
@@ -195,10 +200,11 @@ def upsert_records(conn: psycopg.Connection, records: list[dict], session_id: st
     return len(records)
 
 
-def _known_paths(cur: psycopg.Cursor, paths: list[str]) -> set[str]:
-    """The paths already in `tracks`. Their folders are probed first, then only the paths of the
-    folders that have tracks: a batch of new albums (an initial scan: all of them) costs one index
-    probe per folder instead of one per path (~1.6 s of PostgreSQL per 200,000 new files)."""
+def _known_paths(cur: psycopg.Cursor, paths: list[str]) -> dict[str, bool]:
+    """The paths already in `tracks`, each with whether its track is marked missing. Their
+    folders are probed first, then only the paths of the folders that have tracks: a batch of new
+    albums (an initial scan: all of them) costs one index probe per folder instead of one per path
+    (~1.6 s of PostgreSQL per 200,000 new files)."""
     dirname = os.path.dirname
     # Joins with unnest, not "= ANY(array)": a generic plan may scan the table and search the
     # whole array for each row (4.5 s per 20,000 rows, seen). Never prepared either: once psycopg
@@ -215,14 +221,15 @@ def _known_paths(cur: psycopg.Cursor, paths: list[str]) -> set[str]:
     )
     known_dirs = {dir_ for (dir_,) in cur.fetchall()}
     if not known_dirs:
-        return set()
+        return {}
     candidates = [path for path in paths if dirname(path) in known_dirs]
     cur.execute(
-        "SELECT t.path FROM unnest(%b::text[]) AS p(path) JOIN tracks t USING (path)",
+        "SELECT t.path, t.missing_since IS NOT NULL FROM unnest(%b::text[]) AS p(path) "
+        "JOIN tracks t USING (path)",
         (candidates,),
         prepare=False,
     )
-    return {path for (path,) in cur.fetchall()}
+    return dict(cur.fetchall())
 
 
 def _copy_new_tracks(cur: psycopg.Cursor, rows: Iterable[tuple], count: int) -> dict[str, int]:

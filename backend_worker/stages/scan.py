@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from backend_worker.formats import is_audio_name
+from backend_worker.stages.fields import signed64
+
+_BIT63 = 2**63
 
 
 class FileStat(NamedTuple):  # a tuple: made once per file on every scan, 5x cheaper than a dataclass
@@ -18,6 +21,8 @@ class FileStat(NamedTuple):  # a tuple: made once per file on every scan, 5x che
     dir: str
     mtime_ns: int
     size: int
+    dev: int  # st_dev and st_ino as a bigint column holds them (fields.signed64)
+    ino: int
 
 
 @dataclass
@@ -90,7 +95,12 @@ def walk(dirs: list[str], max_entries: int) -> WalkResult:
                         elif is_audio_name(name):
                             if entry.is_file():
                                 st = entry.stat()
-                                result.files.append(FileStat(path, folder, st.st_mtime_ns, st.st_size))
+                                dev, ino = st.st_dev, st.st_ino
+                                if ino >= _BIT63 or dev >= _BIT63:
+                                    dev, ino = signed64(dev), signed64(ino)
+                                result.files.append(
+                                    FileStat(path, folder, st.st_mtime_ns, st.st_size, dev, ino)
+                                )
                             elif entry.is_symlink() and not os.path.exists(path):
                                 result.problems.append((path, folder, "broken symlink"))
                             else:  # a fifo or device would block or make no sense to read
@@ -109,31 +119,52 @@ def walk(dirs: list[str], max_entries: int) -> WalkResult:
 
 @dataclass
 class Plan:
-    changed: list[FileStat]
+    changed: list[FileStat]  # at a path the library knows, with another (mtime, size): read again
     unchanged: int
     vanished: list[str]
+    # At a path the library does not know: a new file, or one it knows elsewhere (moved, copied).
+    fresh: list[FileStat] = field(default_factory=list)
+    # Unchanged, but the track's identity is to be refreshed: a file system identity that changed
+    # (a copy put back, a device renumbered), no audio key yet (a row of an older release), or a
+    # track marked missing whose file is back.
+    restat: list[FileStat] = field(default_factory=list)
 
 
-def compare(files: list[FileStat], known: dict[str, tuple[int, int]]) -> Plan:
-    """Split walked files into new-or-changed and unchanged by (path, mtime, size); files the
-    database knows but the walk did not find have vanished.
+# What library.known_files says of a track in place of its st_dev when the walk must refresh its
+# identity even if its file is unchanged.
+MISSING_TRACK = -1  # marked missing: its file came back
+NO_AUDIO_KEY = -2  # no audio key yet
 
-    `known` maps path -> (mtime_ns, size) for the files the database holds in the folders this
-    walk listed (library.known_files), and only those.
+
+def compare(files: list[FileStat], known: dict[str, tuple]) -> Plan:
+    """Split walked files by (path, mtime, size): unchanged, changed at a known path, or at a new
+    path; files the database knows but the walk did not find have vanished.
+
+    `known` maps path -> (mtime_ns, size, dev, ino) for the files the database holds in the folders
+    this walk listed (library.known_files), and only those: a track's dev is MISSING_TRACK or
+    NO_AUDIO_KEY when its identity must be refreshed, None for a file error record.
     """
-    changed = []
+    changed, fresh, restat = [], [], []
     unchanged = 0
     on_disk = set()
     for f in files:
-        path, _, mtime_ns, size = f
+        path, _, mtime_ns, size, dev, ino = f
         on_disk.add(path)
-        if known.get(path) == (mtime_ns, size):
+        held = known.get(path)
+        if held is None:
+            fresh.append(f)
+        elif held == (mtime_ns, size, dev, ino):
             unchanged += 1
+        elif held[0] == mtime_ns and held[1] == size:
+            unchanged += 1
+            if held[2] is not None:  # a track, not an error record (those have no identity)
+                restat.append(f)
         else:
             changed.append(f)
     vanished = sorted(p for p in known if p not in on_disk)
     changed.sort(key=lambda f: f.path)
-    return Plan(changed, unchanged, vanished)
+    fresh.sort(key=lambda f: f.path)
+    return Plan(changed, unchanged, vanished, fresh, restat)
 
 
 def chunks(items: list, size: int) -> list[list]:

@@ -23,8 +23,9 @@ def insert_batch(send: SendTask, session_id: str, batch_id: str) -> dict:
             rows = ledger.take_batch(conn, session_id, batch_id)
             if ledger.unit_done(conn, session_id, batch_id):  # a twin finished while we waited for the lock
                 return skipped(session_id, "already inserted")
-            written = insert.upsert_records(conn, rows, session_id)
-            ledger.finish_unit(conn, session_id, batch_id, {"inserted": written})
+            tally: dict[str, int] = {}
+            written = insert.upsert_records(conn, rows, session_id, tally)
+            ledger.finish_unit(conn, session_id, batch_id, {"inserted": written, **tally})
     except Exception as exc:
         if not may_come_from_one_record(exc):
             raise  # transient (retried with backoff) or a bug (fails the session)
@@ -38,14 +39,14 @@ def insert_batch(send: SendTask, session_id: str, batch_id: str) -> dict:
 def insert_one_by_one(session_id: str, batch_id: str) -> int:
     """Insert a batch's records each in a subtransaction of its own; the refused ones become file
     error records. Returns how many were written (0 when the batch is done already)."""
-    written, failed = 0, []
+    written, failed, tally = 0, [], {}
     with db.transaction() as conn:
         if ledger.unit_done(conn, session_id, batch_id):
             return 0
         for record in ledger.take_batch(conn, session_id, batch_id):
             try:
                 with conn.transaction():
-                    written += insert.upsert_records(conn, [record], session_id)
+                    written += insert.upsert_records(conn, [record], session_id, tally)
             except ONE_RECORD_ERRORS as exc:
                 failed.append(
                     {
@@ -56,5 +57,5 @@ def insert_one_by_one(session_id: str, batch_id: str) -> int:
                     }
                 )
         library.save_file_errors(conn, session_id, "insert", failed)
-        ledger.finish_unit(conn, session_id, batch_id, {"inserted": written, "errors": len(failed)})
+        ledger.finish_unit(conn, session_id, batch_id, {"inserted": written, "errors": len(failed), **tally})
     return written

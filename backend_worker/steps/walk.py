@@ -9,7 +9,7 @@ from backend_worker import db, ledger, library, pipeline, session_work
 from backend_worker.config import settings
 from backend_worker.pipeline import SendTask
 from backend_worker.scans import is_within
-from backend_worker.stages import scan
+from backend_worker.stages import moves, scan
 from backend_worker.steps.handoff import advance, send_units, skipped
 
 # Extra walk tasks a walk hands its remaining folders to once it has seen enough entries.
@@ -29,27 +29,68 @@ def walk_unit(send: SendTask, session_id: str, unit_id: str, dirs: list[str], ro
     with db.transaction() as conn:
         known = library.known_files(conn, found.listed_dirs)
     plan = scan.compare(found.files, known)
-    extract_chunks = scan.chunks([f.path for f in plan.changed], conf.extract_chunk_files)
+    # Files at new paths that are a track's file moved within its file system (same inode, size
+    # and time; the track's file gone from its path): they take the track's id, and nothing is read.
+    moved = []
+    if plan.fresh:
+        with db.transaction() as conn:
+            candidates = library.tracks_by_inode(conn, session_id, [f.ino for f in plan.fresh])
+        if candidates:
+            moved = moves.match(_evidence(plan.fresh), moves.by_inode(plan.fresh, candidates))
+    # Unchanged files whose track lacks an audio key (rows of an older release) or was missing.
+    audio_keys = moves.audio_keys([f.path for f in plan.restat if known[f.path][2] < 0])
     walk_groups = scan.split_dirs(found.pending_dirs, WALK_FANOUT)
-    children = [
-        pipeline.extract_chunk(session_id, unit_id, i, paths) for i, paths in enumerate(extract_chunks)
-    ]
-    children += [pipeline.sub_walk(session_id, unit_id, i, group) for i, group in enumerate(walk_groups)]
     problems = [{"path": path, "dir": folder, "error": reason} for path, folder, reason in found.problems]
     problems += [{"path": d, "dir": os.path.dirname(d), "error": reason} for d, reason in found.failed_dirs]
     with db.transaction() as conn:
+        # A move another session made first leaves its file a new file, read below.
+        moved = library.move_tracks(conn, moved)
+        moved_paths = {m.path for m in moved}
+        new_files = [f.path for f in plan.fresh if f.path not in moved_paths]
+        children = [
+            pipeline.extract_chunk(session_id, unit_id, i, paths)
+            for i, paths in enumerate(scan.chunks([f.path for f in plan.changed], conf.extract_chunk_files))
+        ]
+        children += [
+            pipeline.extract_new_chunk(session_id, unit_id, i, paths)
+            for i, paths in enumerate(scan.chunks(new_files, conf.extract_chunk_files))
+        ]
+        children += [pipeline.sub_walk(session_id, unit_id, i, group) for i, group in enumerate(walk_groups)]
         to_send = ledger.register_units(conn, session_id, children)
+        identity = {
+            "moved": len(moved),
+            "returned": sum(m.track.missing for m in moved)
+            + library.refresh_identity(conn, plan.restat, audio_keys),
+        }
+        tally = pipeline.moves_found(pipeline.WALK, unit_id)
+        ledger.register_units(conn, session_id, [tally])
+        ledger.finish_unit(conn, session_id, tally.id, identity)
         session_work.add_dirs(conn, session_id, found.listed_dirs, [d for d, _ in found.failed_dirs])
         session_work.add_vanished(conn, session_id, plan.vanished)
         library.forget_listing_errors(conn, found.listed_dirs)
         library.save_file_errors(conn, session_id, "scan", problems)
     # Sent before the walk is marked done: a walk that dies here runs again and sends them again.
     send_units(send, to_send)
-    counts = {"discovered": len(found.files), "unchanged": plan.unchanged, "errors": len(problems)}
+    # A moved file is found unchanged: it is the file the library read, at its new path.
+    counts = {
+        "discovered": len(found.files),
+        "unchanged": plan.unchanged + len(moved),
+        "errors": len(problems),
+    }
     with db.transaction() as conn:
         ledger.finish_unit(conn, session_id, unit_id, counts)
     advance(send, session_id)
-    return {"session": session_id, **counts, "to_extract": len(plan.changed), "subtrees": len(walk_groups)}
+    return {
+        "session": session_id,
+        **counts,
+        **identity,
+        "to_extract": len(plan.changed) + len(new_files),
+        "subtrees": len(walk_groups),
+    }
+
+
+def _evidence(files: list[scan.FileStat]) -> list[tuple[str, int, int, int, int]]:
+    return [(f.path, f.dev, f.ino, f.size, f.mtime_ns) for f in files]
 
 
 def root_problem(conn, root: str) -> str | None:

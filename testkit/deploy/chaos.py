@@ -152,7 +152,7 @@ def run(
         current.status = session["status"]
         ended = datetime.datetime.fromisoformat(session["ended_at"]).timestamp()
         current.recovery = ended - current.faults[-1][2]
-        paths = [p for (p,) in psql(host, "SELECT path FROM tracks ORDER BY path")]
+        paths = [p for (p,) in psql(host, "SELECT path FROM present_tracks ORDER BY path")]
         current.lost = len(set(expected_paths) - set(paths))
         extra_rows = len(paths) - len(set(paths)) + len(set(paths) - set(expected_paths))
         current.duplicated = extra_rows + max(0, session["counts"]["inserted"] - len(expected_paths))

@@ -91,7 +91,7 @@ class BackgroundScan:
 def assert_library_is_exactly(host: TestHost, expected: list[dict]) -> None:
     """Every expected file is one track row, nothing else, no duplicates (paths are unique keys, so
     also compare the counts of the tables a duplicate insert would grow)."""
-    paths = [p for (p,) in psql(host, "SELECT path FROM tracks ORDER BY path")]
+    paths = [p for (p,) in psql(host, "SELECT path FROM present_tracks ORDER BY path")]
     assert paths == sorted(e["path"] for e in expected)
     genres = psql(host, "SELECT count(*), count(DISTINCT (track_id, genre_id)) FROM track_genres")[0]
     assert genres[0] == genres[1]

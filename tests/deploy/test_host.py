@@ -198,7 +198,9 @@ def test_a_scan_of_a_fixture_library_lands_the_right_rows(deployed, tmp_path):
     album_keys = {(e["albumartist"] or e["artist"], e["album"], e["mb_albumid"]) for e in expected}
     assert status["library"]["albums"] == len(album_keys)
     assert status["library"]["errors"] == 0
-    rows = psql(deployed, "SELECT path, coalesce(title, ''), coalesce(artist, '') FROM tracks ORDER BY path")
+    rows = psql(
+        deployed, "SELECT path, coalesce(title, ''), coalesce(artist, '') FROM present_tracks ORDER BY path"
+    )
     want = sorted(
         [LIBRARY + "/" + str(Path(e["path"]).relative_to(staging)), e["title"] or "", e["artist"] or ""]
         for e in expected

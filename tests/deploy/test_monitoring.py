@@ -252,7 +252,7 @@ def test_a_stuck_extract_thread_is_shown_in_flower_and_a_queued_chunk_revoked_be
     # The revoked chunk is read again on demand.
     proc = deployed.ssh("soniquebay retry-failed --wait --json", timeout=300)
     assert '"status": "completed"' in proc.stdout, proc.stdout
-    assert psql(deployed, "SELECT count(*) FROM tracks") == [[str(len(expected))]]
+    assert psql(deployed, "SELECT count(*) FROM present_tracks") == [[str(len(expected))]]
     assert psql(deployed, "SELECT count(*) FROM file_errors") == [["0"]]
 
 
@@ -340,7 +340,7 @@ def test_flower_lists_a_workers_reserved_tasks_and_a_task_failed_at_its_time_lim
     assert session["counts"]["errors"] == len(chunk), session
     assert session["counts"]["inserted"] == 0, session
     assert session["counts"]["unchanged"] == len(expected) - len(chunk), session
-    assert psql(deployed, "SELECT count(*) FROM tracks") == [[str(len(expected) - len(chunk))]]
+    assert psql(deployed, "SELECT count(*) FROM present_tracks") == [[str(len(expected) - len(chunk))]]
     reason = f"not read: its extract task ran past the {LIMIT} s time limit"
     listed = [json.loads(line) for line in deployed.ssh("soniquebay errors --json").stdout.splitlines()]
     assert sorted(e["path"] for e in listed) == sorted(chunk), listed[:3]

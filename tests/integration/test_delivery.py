@@ -224,7 +224,7 @@ def test_a_worker_killed_with_messages_in_hand_gets_them_back_from_the_ledger(pi
     recovered = time.monotonic() - killed
     assert status == "completed"
     assert recovered < 120, f"recovered in {recovered:.0f} s"
-    paths = [p for (p,) in pipeline.rows("SELECT path FROM tracks ORDER BY path")]
+    paths = [p for (p,) in pipeline.rows("SELECT path FROM present_tracks ORDER BY path")]
     assert paths == sorted(e["path"] for e in expected)
     assert pipeline.rows("SELECT count(*) FROM file_errors") == [(0,)]
     resent = pipeline.rows("SELECT count(*) FROM scan_units WHERE session_id = %s AND resent > 0", session_id)
@@ -268,7 +268,7 @@ def test_every_message_of_a_scan_delivered_again_changes_nothing(pipeline, libra
 
     def state():
         return (
-            pipeline.rows("SELECT path, updated_at, album_id, artist_id FROM tracks ORDER BY path"),
+            pipeline.rows("SELECT path, updated_at, album_id, artist_id FROM present_tracks ORDER BY path"),
             pipeline.rows(
                 "SELECT unit_id, counts, done_at FROM scan_units WHERE session_id = %s ORDER BY 1", sid
             ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import urllib.request
 
 import pytest
@@ -41,6 +42,19 @@ def test_metrics_follow_the_library_queues_and_stalled_sessions(pipeline, librar
     m = scrape(exporter_port)
     assert m["soniquebay_up"] == 1
     assert m['soniquebay_library_items{kind="tracks"}'] == len(expected)
+    assert m['soniquebay_library_items{kind="missing"}'] == 0
+    # What sessions did to track identities: an album renamed (moved), another deleted (missing).
+    albums = sorted({os.path.dirname(e["path"]) for e in expected})
+    os.rename(albums[0], albums[0] + " (renamed)")
+    shutil.rmtree(albums[1])
+    assert pipeline.scan(library)["status"] == "completed"
+    m = scrape(exporter_port)
+    assert m['soniquebay_tracks_identity_total{event="moved"}'] == 3
+    assert m['soniquebay_tracks_identity_total{event="missing"}'] == 3
+    assert m['soniquebay_tracks_identity_total{event="returned"}'] == 0
+    assert m['soniquebay_tracks_identity_total{event="purged"}'] == 0
+    assert m['soniquebay_library_items{kind="tracks"}'] == len(expected) - 3
+    assert m['soniquebay_library_items{kind="missing"}'] == 3
     assert m["soniquebay_scan_sessions_running"] == 0
     assert m["soniquebay_scan_session_stalled_seconds"] == 0
     for queue in services.QUEUES:

@@ -76,7 +76,7 @@ def test_postgresql_restarted_mid_scan_the_tasks_retry_and_complete(pipeline, po
     assert session["id"] == str(session_id) and session["status"] == "completed", session
     assert session["counts"]["inserted"] == len(expected) and session["counts"]["errors"] == 0
     with psycopg.connect(postgres.url) as conn:
-        paths = [p for (p,) in conn.execute("SELECT path FROM tracks ORDER BY path")]
+        paths = [p for (p,) in conn.execute("SELECT path FROM present_tracks ORDER BY path")]
         units = {
             t for (t,) in conn.execute("SELECT task_id FROM scan_units WHERE session_id = %s", (session_id,))
         }
@@ -137,7 +137,7 @@ def test_a_stuck_task_is_failed_at_its_time_limit_recorded_and_the_queue_goes_on
         assert session["status"] == "completed"
         assert c["errors"] == len(errors) <= 400
         assert c["inserted"] == len(expected) - len(errors) > 0
-        assert pipeline.rows("SELECT count(*) FROM tracks")[0][0] + len(errors) == len(expected)
+        assert pipeline.rows("SELECT count(*) FROM present_tracks")[0][0] + len(errors) == len(expected)
         assert "Hard time limit (40s) exceeded" in workers.log_tail("extract", 400)
     finally:
         if freezer is not None:
@@ -173,7 +173,7 @@ def test_a_task_stopped_by_its_soft_time_limit_mid_query_is_recorded_and_the_ses
         holder.close()  # the slot is free again
         retry = pipeline.cli("retry-failed", "--wait", "--json", timeout=180)
         assert json.loads(retry.stdout.strip().splitlines()[-1])["status"] == "completed", retry.stdout
-        assert pipeline.rows("SELECT count(*) FROM tracks")[0][0] == len(expected)
+        assert pipeline.rows("SELECT count(*) FROM present_tracks")[0][0] == len(expected)
         assert pipeline.rows("SELECT count(*) FROM file_errors")[0][0] == 0
     finally:
         holder.close()
@@ -211,9 +211,9 @@ def test_a_chunk_revoked_while_it_waits_for_a_thread_is_dropped_and_recorded(pip
     assert [path for path, _ in errors] == sorted(victim["kwargs"]["paths"])
     revoked = "extract task failed: TaskRevokedError: revoked by an operator"
     assert {reason for _, reason in errors} == {revoked}
-    tracks = pipeline.rows("SELECT count(*) FROM tracks")[0][0]
+    tracks = pipeline.rows("SELECT count(*) FROM present_tracks")[0][0]
     assert tracks == len(expected) - len(errors) > 0
     retry = pipeline.cli("retry-failed", "--wait", "--json", timeout=180)
     assert json.loads(retry.stdout.strip().splitlines()[-1])["status"] == "completed", retry.stdout
-    assert pipeline.rows("SELECT count(*) FROM tracks")[0][0] == len(expected)
+    assert pipeline.rows("SELECT count(*) FROM present_tracks")[0][0] == len(expected)
     assert pipeline.rows("SELECT count(*) FROM file_errors")[0][0] == 0

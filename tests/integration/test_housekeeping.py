@@ -39,14 +39,14 @@ def test_closing_a_session_prunes_its_working_rows(pipeline, library):
     # A session that removes files (session_vanished, session_dirs) and re-plans covers.
     os.unlink(expected[0]["path"])
     second = pipeline.scan(library)
-    assert second["status"] == "completed" and second["counts"]["removed"] == 1
+    assert second["status"] == "completed" and second["counts"]["missing"] == 1
     assert working_rows(pipeline.conn) == NONE_LEFT
 
     # A failed session prunes too.
     failed = pipeline.scan(library / "missing")
     assert failed["status"] == "failed"
     assert working_rows(pipeline.conn) == NONE_LEFT
-    assert pipeline.rows("SELECT count(*) FROM tracks") == [(11,)]
+    assert pipeline.rows("SELECT count(*) FROM present_tracks") == [(11,)]
 
 
 def test_a_session_closed_by_the_watchdog_is_pruned_and_a_running_one_keeps_its_rows(db_conn):

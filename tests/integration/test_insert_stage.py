@@ -69,8 +69,8 @@ def test_the_paths_already_stored_are_found_whatever_their_folder(db_conn):
     upsert(db_conn, [record("/m/a/1.mp3"), record("/m/a/2.mp3"), record("/m/b/1.mp3")])
     asked = ["/m/a/1.mp3", "/m/a/3.mp3", "/m/b/1.mp3", "/m/c/1.mp3", "/m/a/1.mp3/x.mp3"]
     with db_conn.cursor() as cur:
-        assert insert._known_paths(cur, asked) == {"/m/a/1.mp3", "/m/b/1.mp3"}
-        assert insert._known_paths(cur, ["/m/new/1.mp3", "/m/new/2.mp3"]) == set()
+        assert insert._known_paths(cur, asked) == {"/m/a/1.mp3": False, "/m/b/1.mp3": False}
+        assert insert._known_paths(cur, ["/m/new/1.mp3", "/m/new/2.mp3"]) == {}
     # What the stage does with them: known paths updated in place, new ones added.
     before = dict(db_conn.execute("SELECT path, id FROM tracks").fetchall())
     upsert(db_conn, [record(p, title="Again") for p in asked])
@@ -257,7 +257,8 @@ def test_unit_counts_are_counted_once(db_conn):
         assert ledger.finish_unit(db_conn, session, "walk:0", {"discovered": 5, "unchanged": 2})
         assert not ledger.finish_unit(db_conn, session, "walk:0", {"discovered": 5, "unchanged": 2})
     assert ledger.progress(db_conn, session) == {
-        "discovered": 5, "unchanged": 2, "extracted": 0, "inserted": 0, "errors": 0, "removed": 0,
+        "discovered": 5, "unchanged": 2, "extracted": 0, "inserted": 0, "errors": 0,
+        "moved": 0, "returned": 0, "missing": 0, "purged": 0,
     }  # fmt: skip
     assert ledger.pending(db_conn, session).upstream == 0
     with db_conn.transaction():

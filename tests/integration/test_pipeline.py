@@ -21,6 +21,8 @@ from testkit import audio_fixtures
 
 pytestmark = pytest.mark.integration
 
+# A session's counts of moved, returned, missing and purged tracks when it found none.
+NO_IDENTITY_CHANGE = {"moved": 0, "returned": 0, "missing": 0, "purged": 0}
 TRACK_FIELDS = ("title", "artist", "album", "albumartist", "track", "tracktotal", "disc", "year", "comp")
 
 
@@ -29,7 +31,7 @@ def track_rows(pipeline) -> dict[str, dict]:
         f"SELECT path, {', '.join(TRACK_FIELDS)}, mb_trackid::text, mb_albumid::text, "
         "ARRAY(SELECT g.name FROM track_genres tg JOIN genres g ON g.id = tg.genre_id "
         "      WHERE tg.track_id = t.id ORDER BY tg.position) AS genres "
-        "FROM tracks t ORDER BY path"
+        "FROM present_tracks t ORDER BY path"
     )
     names = [d.name for d in cur.description]
     return {row[0]: dict(zip(names, row, strict=True)) for row in cur.fetchall()}
@@ -60,7 +62,8 @@ def test_scan_lands_exact_rows_then_rescans_only_what_changed(pipeline, library)
     first = pipeline.scan(library)
     assert first["status"] == "completed", first
     assert first["counts"] == {
-        "discovered": 72, "unchanged": 0, "extracted": 72, "inserted": 72, "errors": 0, "removed": 0,
+        "discovered": 72, "unchanged": 0, "extracted": 72, "inserted": 72, "errors": 0,
+        **NO_IDENTITY_CHANGE,
     }  # fmt: skip
     assert track_rows(pipeline) == expected_rows(expected)
     units = session_units(pipeline, first["id"])
@@ -74,16 +77,17 @@ def test_scan_lands_exact_rows_then_rescans_only_what_changed(pipeline, library)
         assert cover_hash, f"album {title} has no cover"
         assert (pipeline.covers_dir / cover_hash[:2] / cover_hash).is_file()
     assert pipeline.rows("SELECT count(*) FROM record_buffer WHERE payload IS NOT NULL") == [(0,)]
-    updated_before = dict(pipeline.rows("SELECT path, updated_at FROM tracks"))
+    updated_before = dict(pipeline.rows("SELECT path, updated_at FROM present_tracks"))
 
     # Unchanged rescan: nothing is read again, nothing is written.
     second = pipeline.scan(library)
     assert second["status"] == "completed"
     assert second["counts"] == {
-        "discovered": 72, "unchanged": 72, "extracted": 0, "inserted": 0, "errors": 0, "removed": 0,
+        "discovered": 72, "unchanged": 72, "extracted": 0, "inserted": 0, "errors": 0,
+        **NO_IDENTITY_CHANGE,
     }  # fmt: skip
     assert set(session_units(pipeline, second["id"])) <= {"walk", "finalize"}
-    assert dict(pipeline.rows("SELECT path, updated_at FROM tracks")) == updated_before
+    assert dict(pipeline.rows("SELECT path, updated_at FROM present_tracks")) == updated_before
 
     # Touch two files' tags, add three, delete two, delete a whole album folder.
     by_album = {}
@@ -114,12 +118,19 @@ def test_scan_lands_exact_rows_then_rescans_only_what_changed(pipeline, library)
     assert third["status"] == "completed"
     assert third["counts"]["extracted"] == 5
     assert third["counts"]["inserted"] == 5
-    assert third["counts"]["removed"] == 2 + 6
+    assert third["counts"]["missing"] == 2 + 6
     assert third["counts"]["unchanged"] == 72 - 2 - 6 - 2
     assert track_rows(pipeline) == expected_rows(expected)
+    # The files gone are missing tracks, kept with their album until they are purged.
+    assert pipeline.rows("SELECT count(*) FROM tracks WHERE missing_since IS NOT NULL") == [(8,)]
+    orphans = ("SELECT count(*) FROM albums a WHERE NOT EXISTS "
+               "(SELECT 1 FROM present_tracks t WHERE t.album_id = a.id)")  # fmt: skip
+    assert pipeline.rows(orphans) == [(1,)]
+    purge = pipeline.cli("purge")
+    assert purge.stderr.strip() == "purged 8 missing tracks"
+    assert track_rows(pipeline) == expected_rows(expected)
     # The album whose folder is gone is gone too, with no orphan left behind.
-    assert pipeline.rows("SELECT count(*) FROM albums a WHERE NOT EXISTS "
-                         "(SELECT 1 FROM tracks t WHERE t.album_id = a.id)") == [(0,)]  # fmt: skip
+    assert pipeline.rows(orphans) == [(0,)]
 
 
 # What each awkward input becomes when the workers run unprivileged (as in production): a track, or
@@ -189,7 +200,7 @@ def test_broken_and_odd_files_become_error_records_and_the_session_closes(pipeli
     assert session["status"] == "completed", session
     watch.check()
     errors = {e["path"]: e for e in map(json.loads, pipeline.cli("errors", "--json").stdout.splitlines())}
-    stored = {p for (p,) in pipeline.rows("SELECT path FROM tracks")}
+    stored = {p for (p,) in pipeline.rows("SELECT path FROM present_tracks")}
     wanted_tracks = {e["path"] for e in expected}
     wanted_errors = set()
     for path, kind in bad.items():
@@ -211,14 +222,15 @@ def test_broken_and_odd_files_become_error_records_and_the_session_closes(pipeli
     assert len(stored) == 19
     assert Counter(e["stage"] for e in errors.values()) == {"scan": 4, "extract": 8, "insert": 1}
     assert session["counts"] == {
-        "discovered": 28, "unchanged": 0, "extracted": 20, "inserted": 19, "errors": 13, "removed": 0,
+        "discovered": 28, "unchanged": 0, "extracted": 20, "inserted": 19, "errors": 13,
+        **NO_IDENTITY_CHANGE,
     }  # fmt: skip
     # The plain listing names every one of them, with its reason.
     listed = pipeline.cli("errors").stdout
     for path, e in errors.items():
         assert f"{path}\t{e['stage']}: {e['error']}" in listed
     # Odd tag encodings are read right; the 5 MB embedded picture is the album's cover.
-    titles = dict(pipeline.rows("SELECT path, title FROM tracks"))
+    titles = dict(pipeline.rows("SELECT path, title FROM present_tracks"))
     for path, kind in made.items():
         if kind in audio_fixtures.ODD_TITLES:
             assert titles[path] == audio_fixtures.ODD_TITLES[kind], kind
@@ -237,18 +249,19 @@ def test_broken_and_odd_files_become_error_records_and_the_session_closes(pipeli
     assert again["status"] == "completed"
     # The walk meets its 4 again; the 9 files extract or insert refused are unchanged, not read again.
     assert again["counts"] == {
-        "discovered": 28, "unchanged": 28, "extracted": 0, "inserted": 0, "errors": 4, "removed": 0,
+        "discovered": 28, "unchanged": 28, "extracted": 0, "inserted": 0, "errors": 4,
+        **NO_IDENTITY_CHANGE,
     }  # fmt: skip
     watch.check()
     assert {json.loads(line)["path"] for line in pipeline.cli("errors", "--json").stdout.splitlines()} == set(
         errors
     )
-    assert {p for (p,) in pipeline.rows("SELECT path FROM tracks")} == wanted_tracks
+    assert {p for (p,) in pipeline.rows("SELECT path FROM present_tracks")} == wanted_tracks
 
 
 def test_files_deleted_between_the_walk_and_extract_leave_nothing_behind(pipeline, library):
     """The walk lists files, then they are deleted before an extract task reads them (extract is
-    held back by stopping its worker): a known track is removed, a new file leaves no row and no
+    held back by stopping its worker): a known track is marked missing, a new file leaves no row and no
     error record, and the session completes."""
     expected = audio_fixtures.build_library(library, artists=1, albums_per_artist=2, tracks_per_album=4)
     assert pipeline.scan(library)["counts"]["inserted"] == 8
@@ -285,11 +298,11 @@ def test_files_deleted_between_the_walk_and_extract_leave_nothing_behind(pipelin
         workers.start(["extract"])
     assert pipeline.wait_closed(session_id) == "completed"
     [counts] = pipeline.rows(
-        "SELECT discovered, unchanged, extracted, inserted, errors, removed FROM scan_sessions WHERE id = %s",
+        "SELECT discovered, unchanged, extracted, inserted, errors, missing FROM scan_sessions WHERE id = %s",
         session_id,
     )
     assert counts == (8 + 3, 6, 1, 1, 0, 2)
-    stored = {p for (p,) in pipeline.rows("SELECT path FROM tracks")}
+    stored = {p for (p,) in pipeline.rows("SELECT path FROM present_tracks")}
     assert stored == {e["path"] for e in expected[2:]} | {new[2]}
     assert pipeline.rows("SELECT count(*) FROM file_errors") == [(0,)]
     assert pipeline.cli("errors").stdout == ""
@@ -305,8 +318,8 @@ def test_an_unreadable_folder_keeps_its_tracks(pipeline, library):
     finally:
         locked.chmod(0o755)
     assert session["status"] == "completed"
-    assert session["counts"]["removed"] == 0
-    assert pipeline.rows("SELECT count(*) FROM tracks") == [(6,)]
+    assert session["counts"]["missing"] == 0
+    assert pipeline.rows("SELECT count(*) FROM present_tracks") == [(6,)]
     errors = pipeline.rows("SELECT path, reason FROM file_errors WHERE stage = 'scan'")
     assert errors and errors[0][0] == str(locked) and "cannot list folder" in errors[0][1]
 
@@ -322,7 +335,7 @@ def test_a_missing_root_fails_the_session_and_removes_nothing(pipeline, library)
         shutil.rmtree(child)
     failed = pipeline.scan(library)
     assert failed["status"] == "failed" and "is it mounted" in failed["message"]
-    assert pipeline.rows("SELECT count(*) FROM tracks") == [(2,)]
+    assert pipeline.rows("SELECT count(*) FROM present_tracks") == [(2,)]
 
 
 INSERT_SUCCEEDED = re.compile(r"Task insert\.records\[([0-9a-f-]+)\] succeeded in [0-9.]+s: (\{.*\})")
@@ -420,7 +433,7 @@ def test_a_redelivered_insert_batch_is_applied_once(pipeline, library):
         assert len(applied) == 1, f"{batch} applied {len(applied)} times: {results}"
         assert {"session": session_id, "skipped": "already inserted"} in results, results
     assert sum(r.get("inserted", 0) for _, r in runs) == len(expected)
-    assert [p for (p,) in pipeline.rows("SELECT path FROM tracks ORDER BY path")] == sorted(
+    assert [p for (p,) in pipeline.rows("SELECT path FROM present_tracks ORDER BY path")] == sorted(
         e["path"] for e in expected
     )
     [counts] = pipeline.rows(
@@ -494,7 +507,7 @@ def test_scan_without_paths_scans_the_library_roots_setting_and_nothing_else(pip
     assert session["status"] == "completed", session
     assert session["roots"] == [str(root) for root in roots]
     assert session["counts"]["inserted"] == 4
-    assert [p for (p,) in pipeline.rows("SELECT path FROM tracks ORDER BY path")] == sorted(
+    assert [p for (p,) in pipeline.rows("SELECT path FROM present_tracks ORDER BY path")] == sorted(
         e["path"] for e in wanted
     )
     assert pipeline.rows("SELECT roots FROM scan_sessions") == [([str(root) for root in roots],)]
@@ -522,7 +535,7 @@ def test_status_limit_shows_that_many_of_the_newest_sessions(pipeline, library):
     by_default = json.loads(pipeline.cli("status", "--json").stdout)["sessions"]
     assert [s["id"] for s in by_default] == ids[::-1]
     library_line, *sessions = pipeline.cli("status", "--limit", "1").stdout.splitlines()
-    assert library_line == "library: 2 tracks, 1 albums, 1 artists, 1 genres, 0 errors"
+    assert library_line == "library: 2 tracks, 0 missing, 1 albums, 1 artists, 1 genres, 0 errors"
     assert len(sessions) == 1 and f" {ids[2]} completed " in sessions[0], sessions
 
 
@@ -539,6 +552,6 @@ def test_retry_failed_reads_fixed_files_again(pipeline, library):
     retried = json.loads(proc.stdout.splitlines()[-1])
     assert retried["status"] == "completed" and retried["roots"] == [str(library)]
     assert retried["counts"]["extracted"] == 1 and retried["counts"]["errors"] == 0
-    assert pipeline.rows("SELECT count(*) FROM tracks") == [(3,)]
+    assert pipeline.rows("SELECT count(*) FROM present_tracks") == [(3,)]
     assert pipeline.rows("SELECT count(*) FROM file_errors") == [(0,)]
     assert "no failed files" in pipeline.cli("retry-failed").stdout

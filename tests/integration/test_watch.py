@@ -82,7 +82,7 @@ def staged(tmp_path: Path, name: str, **layout) -> tuple[Path, list[dict]]:
 
 def tracks_under(pipeline, folder: Path) -> int:
     prefix = str(folder) + "/"
-    return pipeline.rows("SELECT count(*) FROM tracks WHERE starts_with(path, %s)", prefix)[0][0]
+    return pipeline.rows("SELECT count(*) FROM present_tracks WHERE starts_with(path, %s)", prefix)[0][0]
 
 
 def wait_tracks(pipeline, folder: Path, count: int, timeout: float) -> float:
@@ -91,11 +91,11 @@ def wait_tracks(pipeline, folder: Path, count: int, timeout: float) -> float:
 
 
 def watch_sessions(pipeline, timeout: float = 60) -> list[tuple]:
-    """(roots, status, extracted, errors, removed) of the watch's sessions, once none is running."""
+    """(roots, status, extracted, errors, missing) of the watch's sessions, once none is running."""
     deadline = time.monotonic() + timeout
     while True:
         sessions = pipeline.rows(
-            "SELECT roots, status, extracted, errors, removed FROM scan_sessions WHERE origin = 'watch' "
+            "SELECT roots, status, extracted, errors, missing FROM scan_sessions WHERE origin = 'watch' "
             "ORDER BY started_at"
         )
         if all(status != "running" for _, status, *_ in sessions):
@@ -104,7 +104,7 @@ def watch_sessions(pipeline, timeout: float = 60) -> list[tuple]:
         time.sleep(0.2)
 
 
-def test_a_folder_copied_in_is_imported_and_its_deletion_removed_with_nobody_scanning(
+def test_a_folder_copied_in_is_imported_renamed_with_its_ids_and_its_deletion_seen_with_nobody_scanning(
     pipeline, library, watch, tmp_path
 ):
     kept, _ = staged(tmp_path, "kept", artists=1, albums_per_artist=1, tracks_per_album=3)
@@ -120,24 +120,34 @@ def test_a_folder_copied_in_is_imported_and_its_deletion_removed_with_nobody_sca
     shutil.copytree(album, library / "incoming")
     seconds = wait_tracks(pipeline, library / "incoming", 10, timeout=LATENCY)
     print(f"10 files copied in: in the library after {seconds:.1f} s")
-    (roots, status, extracted, errors, removed), *more = watch_sessions(pipeline)
+    (roots, status, extracted, errors, missing), *more = watch_sessions(pipeline)
     assert more == [] and status == "completed", watch_sessions(pipeline)
     assert roots == [str(library / "incoming")]
-    assert (extracted, errors, removed) == (10, 0, 0)
+    assert (extracted, errors, missing) == (10, 0, 0)
     # A session over a few folders never removes tracks outside them.
     assert tracks_under(pipeline, library / "stale") == 2 and tracks_under(pipeline, library / "kept") == 3
     # origin shows in `soniquebay status`.
     newest = pipeline.cli("status", "--limit", "1").stdout.splitlines()[1]
     assert " completed watch " in newest, newest
 
-    # A rename is a removal and an addition: the rows follow the new paths.
-    before = {path for (path,) in pipeline.rows("SELECT path FROM tracks") if "/incoming/" in path}
+    # A rename: the tracks follow their files to the new paths, ids kept, nothing read again.
+    ids = (
+        "SELECT id, path, album_id, artist_id FROM present_tracks "
+        "WHERE path ~ '/(incoming|renamed)/' ORDER BY id"
+    )
+    before = pipeline.rows(ids)
+    assert len(before) == 10
     (library / "incoming").rename(library / "renamed")
-    wait_tracks(pipeline, library / "renamed", 10, timeout=LATENCY)
-    watch_sessions(pipeline)  # the old paths go when the session closes, just after the inserts
+    seconds = wait_tracks(pipeline, library / "renamed", 10, timeout=LATENCY)
+    print(f"the folder renamed: its tracks at their new paths after {seconds:.1f} s")
+    watch_sessions(pipeline)
     assert tracks_under(pipeline, library / "incoming") == 0
-    after = {path for (path,) in pipeline.rows("SELECT path FROM tracks") if "/renamed/" in path}
-    assert {path.replace("/renamed/", "/incoming/") for path in after} == before
+    moved = [(i, p.replace("/incoming/", "/renamed/"), album, artist) for i, p, album, artist in before]
+    assert pipeline.rows(ids) == moved
+    [(extracted, moved_count)] = pipeline.rows(
+        "SELECT extracted, moved FROM scan_sessions WHERE origin = 'watch' ORDER BY started_at DESC LIMIT 1"
+    )
+    assert (extracted, moved_count) == (0, 10)
 
     shutil.rmtree(library / "renamed")
     seconds = wait_tracks(pipeline, library / "renamed", 0, timeout=LATENCY)
@@ -162,7 +172,9 @@ def test_a_file_written_slowly_is_imported_once_and_complete(pipeline, library, 
     time.sleep(12)  # a second session (the file read early, then again) would have started by now
     sessions = watch_sessions(pipeline)
     assert [(extracted, errors) for _, _, extracted, errors, _ in sessions] == [(1, 0)], sessions
-    ((size, mtime_ns, title, length),) = pipeline.rows("SELECT size, mtime_ns, title, length FROM tracks")
+    ((size, mtime_ns, title, length),) = pipeline.rows(
+        "SELECT size, mtime_ns, title, length FROM present_tracks"
+    )
     assert (size, mtime_ns) == (final.st_size, final.st_mtime_ns)
     assert title == expected["title"]
     assert length == pytest.approx(20, abs=0.5)

@@ -234,7 +234,9 @@ def test_a_scan_fans_out_across_both_worker_hosts_and_lands_the_exact_rows(net, 
     n = len(expected)
     assert session["counts"]["discovered"] == n and session["counts"]["inserted"] == n, session
     assert session["counts"]["errors"] == 0, session
-    rows = psql(net, "SELECT path, coalesce(title, ''), coalesce(artist, '') FROM tracks ORDER BY path")
+    rows = psql(
+        net, "SELECT path, coalesce(title, ''), coalesce(artist, '') FROM present_tracks ORDER BY path"
+    )
     assert rows == expected_rows(expected, staging, f"{multihost.LIBRARY}/first")
     # Both worker hosts read files: extract tasks ran on extract-1@worker1 and extract-1@worker2.
     extract_workers = {t["worker"] for t in flower_tasks(net, "extract.files") if t.get("state") == "SUCCESS"}
@@ -247,7 +249,9 @@ def test_a_worker_host_dying_mid_scan_loses_no_track(net, deployed, music):
     visibility timeout (Redis would hand them back after 30 minutes), worker1's
     reconciler sends their units again, and the scan completes within three minutes of the death
     with every track exactly once."""
-    first = int(psql(net, "SELECT count(*) FROM tracks WHERE path NOT LIKE '/srv/music/second/%'")[0][0])
+    first = int(
+        psql(net, "SELECT count(*) FROM present_tracks WHERE path NOT LIKE '/srv/music/second/%'")[0][0]
+    )
     staging = Path(music) / "second"
     expected = audio_fixtures.build_library(
         staging, artists=5, albums_per_artist=5, tracks_per_album=12, seconds=0.5, seed=2
@@ -313,11 +317,11 @@ def test_a_worker_host_dying_mid_scan_loses_no_track(net, deployed, music):
     assert {(final[t]["state"], final[t]["worker"]) for t in resent_ids} == {("SUCCESS", f"extract-1@{W1}")}
     rows = psql(
         net,
-        "SELECT path, coalesce(title, ''), coalesce(artist, '') FROM tracks "
+        "SELECT path, coalesce(title, ''), coalesce(artist, '') FROM present_tracks "
         "WHERE path LIKE '/srv/music/second/%' ORDER BY path",
     )
     assert rows == expected_rows(expected, staging, f"{multihost.LIBRARY}/second")
-    total, distinct = psql(net, "SELECT count(*), count(DISTINCT path) FROM tracks")[0]
+    total, distinct = psql(net, "SELECT count(*), count(DISTINCT path) FROM present_tracks")[0]
     assert int(total) == int(distinct) == first + n
     # PostgreSQL holds no connection of the dead host any more, so no lock of theirs can hold the
     # other workers up. (Here the machine's kernel closed its sockets as it died; a cut cable sends

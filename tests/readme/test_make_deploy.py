@@ -142,7 +142,9 @@ def test_a_scan_lands_the_exact_rows(machine, first_deploy, library):
     assert session["status"] == "completed", session
     counts = session["counts"]
     assert counts["discovered"] == counts["inserted"] == len(library) and counts["errors"] == 0, session
-    rows = psql(machine, "SELECT path, coalesce(title, ''), coalesce(artist, '') FROM tracks ORDER BY path")
+    rows = psql(
+        machine, "SELECT path, coalesce(title, ''), coalesce(artist, '') FROM present_tracks ORDER BY path"
+    )
     staging = machine.root / LIBRARY.lstrip("/") / "albums"
     assert rows == expected_rows(library, staging, f"{LIBRARY}/albums")
 
@@ -173,9 +175,21 @@ def test_new_music_shows_up_by_itself_and_leaves_when_deleted(machine, first_dep
     shutil.copytree(staging, machine.root / folder.lstrip("/"))
     seconds = wait_tracks_under(machine, folder, 10)
     print(f"10 files copied in: tracks after {seconds:.1f} s")
+    # Renamed: the tracks follow their files, ids kept (the app's playlists hold them), within 30 s.
+    ids = (
+        "SELECT id, album_id, artist_id, path FROM present_tracks "
+        f"WHERE starts_with(path, '{LIBRARY}/') ORDER BY id"
+    )
+    before = psql(machine, ids)
+    renamed = f"{LIBRARY}/incoming (2019)"
+    (machine.root / folder.lstrip("/")).rename(machine.root / renamed.lstrip("/"))
+    seconds = wait_tracks_under(machine, renamed, 10)
+    print(f"their folder renamed: at the new paths after {seconds:.1f} s")
+    assert psql(machine, ids) == [[*row[:3], row[3].replace(folder + "/", renamed + "/")] for row in before]
+    folder = renamed
     shutil.rmtree(machine.root / folder.lstrip("/"))
     seconds = wait_tracks_under(machine, folder, 0)
-    print(f"their folder deleted: gone after {seconds:.1f} s")
+    print(f"their folder deleted: gone (missing) after {seconds:.1f} s")
     # The rest of the library is untouched, and the sessions say who started them.
     assert tracks_under(machine, f"{LIBRARY}/albums") == 54
     status = machine.ssh("soniquebay status --limit 5").stdout.splitlines()
@@ -198,7 +212,8 @@ def test_a_file_written_slowly_is_imported_once_complete(machine, first_deploy, 
     wait_tracks_under(machine, folder, 1)
     time.sleep(12)  # a second session (the file read early, then again) would have started by now
     rows = psql(
-        machine, f"SELECT size, mtime_ns, title, length FROM tracks WHERE starts_with(path, '{folder}/')"
+        machine,
+        f"SELECT size, mtime_ns, title, length FROM present_tracks WHERE starts_with(path, '{folder}/')",
     )
     assert rows == [[str(final.st_size), str(final.st_mtime_ns), expected["title"], rows[0][3]]], rows
     assert abs(float(rows[0][3]) - 20) < 0.5, rows

@@ -166,6 +166,12 @@ CASES: dict[str, tuple[str, dict, str, str]] = {
         WATCH,
         "backend_worker_watch_quiet_seconds=0 must be a whole number of seconds, at least 1",
     ),
+    "retention-without-a-unit-we-know": (
+        "workers.yml",
+        {"backend_worker_missing_retention": "30 days"},
+        "backend_worker : Validate the missing tracks' retention",
+        "backend_worker_missing_retention=30 days must be a whole number and s, m, h or d",
+    ),
     "watch-host-not-a-worker": (
         "workers.yml",
         {"backend_worker_watch_host": "db1"},

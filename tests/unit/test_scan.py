@@ -82,17 +82,38 @@ def test_a_missing_folder_is_a_failed_folder_not_a_crash(tmp_path):
     assert "cannot list folder" in found.failed_dirs[0][1]
 
 
-def test_compare_sends_only_new_or_changed_files_and_finds_vanished_ones():
+def test_compare_sorts_files_into_unchanged_changed_new_and_vanished():
     files = [
-        scan.FileStat("/m/a/1.mp3", "/m/a", 100, 10),
-        scan.FileStat("/m/a/2.mp3", "/m/a", 200, 20),
-        scan.FileStat("/m/a/3.mp3", "/m/a", 300, 30),
+        scan.FileStat("/m/a/1.mp3", "/m/a", 100, 10, 1, 11),
+        scan.FileStat("/m/a/2.mp3", "/m/a", 200, 20, 1, 12),
+        scan.FileStat("/m/a/3.mp3", "/m/a", 300, 30, 1, 13),
+        scan.FileStat("/m/a/4.mp3", "/m/a", 400, 40, 1, 14),
+        scan.FileStat("/m/a/5.mp3", "/m/a", 500, 50, 1, 15),
+        scan.FileStat("/m/a/6.mp3", "/m/a", 600, 60, 1, 16),
+        scan.FileStat("/m/a/bad.mp3", "/m/a", 700, 70, 1, 17),
     ]
-    known = {"/m/a/1.mp3": (100, 10), "/m/a/2.mp3": (200, 21), "/m/a/gone.mp3": (1, 1)}
+    known = {
+        "/m/a/1.mp3": (100, 10, 1, 11),  # unchanged
+        "/m/a/2.mp3": (200, 21, 1, 12),  # changed
+        "/m/a/4.mp3": (400, 40, 1, 99),  # unchanged, another inode (a copy put back): refreshed
+        "/m/a/5.mp3": (500, 50, scan.MISSING_TRACK, 15),  # missing, back unchanged
+        "/m/a/6.mp3": (600, 60, scan.NO_AUDIO_KEY, 16),  # a row of an older release
+        "/m/a/bad.mp3": (700, 70, None, None),  # an error record, unchanged: not read again
+        "/m/a/gone.mp3": (1, 1, 1, 1),
+    }
     plan = scan.compare(files, known)
-    assert [f.path for f in plan.changed] == ["/m/a/2.mp3", "/m/a/3.mp3"]
-    assert plan.unchanged == 1
+    assert [f.path for f in plan.changed] == ["/m/a/2.mp3"]
+    assert [f.path for f in plan.fresh] == ["/m/a/3.mp3"]
+    assert [f.path for f in plan.restat] == ["/m/a/4.mp3", "/m/a/5.mp3", "/m/a/6.mp3"]
+    assert plan.unchanged == 5
     assert plan.vanished == ["/m/a/gone.mp3"]
+
+
+def test_the_walk_records_each_files_device_and_inode(tmp_path):
+    (tmp_path / "a.mp3").write_bytes(b"x")
+    (found,) = scan.walk([str(tmp_path)], max_entries=10).files
+    st = os.stat(tmp_path / "a.mp3")
+    assert (found.dev, found.ino, found.size, found.mtime_ns) == (st.st_dev, st.st_ino, 1, st.st_mtime_ns)
 
 
 def test_chunks_and_split_dirs_keep_order_and_cover_everything():

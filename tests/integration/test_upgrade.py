@@ -1,0 +1,95 @@
+"""A library ingested by the release before keeps its track ids through the upgrade: the migration
+keeps every row, and the first rescan fills in what identity needs without re-inserting a track.
+The release before runs for real (its code from git, its workers and its command)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from testkit import audio_fixtures, releases, services
+
+pytestmark = pytest.mark.integration
+
+DATABASE = "soniquebay_upgrade"
+
+
+def soniquebay(env: dict, *args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [str(services.VENV_BIN / "soniquebay"), *args], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert proc.returncode == 0, f"soniquebay {' '.join(args)}: {proc.stderr}"
+    return proc
+
+
+def scan(env: dict, root: Path) -> dict:
+    session = json.loads(soniquebay(env, "scan", str(root), "--wait", "--json").stdout.splitlines()[-1])
+    assert session["status"] == "completed", session
+    return session["counts"]
+
+
+def test_a_library_of_the_release_before_keeps_its_ids_after_the_upgrade(worker_procs, db_conn, library):
+    db_conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+    db_conn.execute(f"CREATE DATABASE {DATABASE}")
+    url = os.environ["SONIQUEBAY_DATABASE_URL"].rsplit("/", 1)[0] + "/" + DATABASE
+    before_release = releases.export(
+        releases.previous_release(), services.shared_tempdir("soniquebay-release-")
+    )
+    env_before = {**os.environ, "SONIQUEBAY_DATABASE_URL": url, "PYTHONPATH": str(before_release)}
+    env_now = {**os.environ, "SONIQUEBAY_DATABASE_URL": url}
+    logs = services.shared_tempdir("soniquebay-upgrade-logs-")
+
+    assert "0008" not in soniquebay(env_before, "db", "upgrade").stdout
+    audio_fixtures.build_library(library, artists=2, albums_per_artist=5, tracks_per_album=4)
+    worker_procs.stop()
+    try:
+        workers = services.Workers(logs / "before", env_before)
+        try:
+            workers.start()
+            assert scan(env_before, library)["inserted"] == 40
+        finally:
+            workers.stop()
+        with psycopg.connect(url) as conn:
+            ids = conn.execute("SELECT id, path, album_id, artist_id FROM tracks ORDER BY id").fetchall()
+        assert len(ids) == 40
+
+        assert "applied 0008_track_identity.sql" in soniquebay(env_now, "db", "upgrade").stdout
+        workers = services.Workers(logs / "now", env_now)
+        try:
+            workers.start()
+            # The first rescan reads each file's audio key (and notes its inode): nothing else.
+            counts = scan(env_now, library)
+            assert (counts["unchanged"], counts["extracted"], counts["inserted"]) == (40, 0, 0), counts
+            assert (counts["moved"], counts["missing"], counts["returned"]) == (0, 0, 0), counts
+            with psycopg.connect(url) as conn:
+                assert (
+                    conn.execute("SELECT id, path, album_id, artist_id FROM tracks ORDER BY id").fetchall()
+                    == ids
+                )
+                filled = "SELECT count(audio_key), count(ino), count(dev) FROM present_tracks"
+                assert conn.execute(filled).fetchone() == (40, 40, 40)
+            # And the identity holds from then on: the library reorganised, every id kept.
+            top = next(p for p in library.iterdir() if p.name != audio_fixtures.VARIOUS_ARTISTS)
+            below = sum(1 for p in top.rglob("*") if p.suffix in (".mp3", ".flac", ".ogg", ".opus", ".m4a"))
+            top.rename(library / "Renamed")
+            counts = scan(env_now, library)
+            assert (counts["moved"], counts["extracted"], counts["missing"]) == (below, 0, 0), counts
+            with psycopg.connect(url) as conn:
+                after = conn.execute(
+                    "SELECT id, path, album_id, artist_id FROM tracks ORDER BY id"
+                ).fetchall()
+            prefix = str(top) + "/"
+            assert after == [
+                (i, str(library / "Renamed") + "/" + p[len(prefix) :] if p.startswith(prefix) else p, al, ar)
+                for i, p, al, ar in ids
+            ]
+        finally:
+            workers.stop()
+    finally:
+        worker_procs.start()
+        db_conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
