@@ -9,6 +9,7 @@ import time
 
 import click
 
+from backend_worker import __version__
 from backend_worker.config import ConfigError, settings, url_without_credentials
 from backend_worker.errors import one_line
 from backend_worker.scans import ORIGINS, normalise_roots
@@ -43,6 +44,7 @@ class Cli(click.Group):
 
 
 @click.group(cls=Cli)
+@click.version_option(version=__version__, prog_name="soniquebay")
 def main():
     """SoniqueBay library ingest. Settings come from SONIQUEBAY_* environment variables."""
 

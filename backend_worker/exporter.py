@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import logging
 import math
+import platform
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg
 import redis
 
-from backend_worker import delivery, library
+from backend_worker import __version__, delivery, library
 from backend_worker.config import settings
 from backend_worker.pipeline import QUEUES, STAGE_QUEUES
 
@@ -20,6 +21,10 @@ log = logging.getLogger(__name__)
 
 HELP = {
     "soniquebay_up": ("gauge", "1 when the exporter could read both Redis and PostgreSQL."),
+    "soniquebay_build_info": (
+        "gauge",
+        "Always 1; the version of SoniqueBay this exporter runs and its Python version, as labels.",
+    ),
     "soniquebay_queue_messages": ("gauge", "Messages waiting in the queue (not yet taken by a worker)."),
     "soniquebay_queue_oldest_unfinished_seconds": (
         "gauge",
@@ -51,6 +56,12 @@ HELP = {
     "soniquebay_file_errors": ("gauge", "Files and folders recorded as errors."),
     "soniquebay_scrape_duration_seconds": ("gauge", "Time this scrape took."),
 }
+
+
+def build_info_sample() -> tuple[str, dict[str, str], float]:
+    """The release this exporter runs (the app's venv on its host) and its Python: always 1, so a
+    dashboard or an alert can join on it and an upgrade shows as a change of labels."""
+    return ("soniquebay_build_info", {"version": __version__, "python": platform.python_version()}, 1)
 
 
 def collect(
@@ -140,10 +151,10 @@ class Exporter:
             if self.conn is None or self.conn.closed or self.conn.broken:
                 self.conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=5)
             samples = collect(self.broker, self.conn, self.library_roots)
-            samples.insert(0, ("soniquebay_up", {}, 1))
+            samples[:0] = [("soniquebay_up", {}, 1), build_info_sample()]
         except (psycopg.Error, redis.RedisError) as exc:
             log.warning("scrape failed: %s", exc)
-            samples = [("soniquebay_up", {}, 0)]
+            samples = [("soniquebay_up", {}, 0), build_info_sample()]
         samples.append(("soniquebay_scrape_duration_seconds", {}, time.monotonic() - started))
         return render(samples)
 

@@ -39,9 +39,27 @@ CLOSED_CHANNEL = "soniquebay_session_closed"
 def create_session(conn: psycopg.Connection, roots: list[str], origin: str = "manual") -> str:
     session_id = str(uuid.uuid4())
     conn.execute(
-        "INSERT INTO scan_sessions (id, roots, origin) VALUES (%s, %s, %s)", (session_id, roots, origin)
+        "INSERT INTO scan_sessions (id, roots, origin, over_empty_library) "
+        "VALUES (%s, %s, %s, NOT EXISTS (SELECT FROM tracks))",
+        (session_id, roots, origin),
     )
     return session_id
+
+
+_OVER_EMPTY_LIBRARY: dict[str, bool] = {}
+
+
+def over_empty_library(conn: psycopg.Connection, session_id: str) -> bool:
+    """Whether the library held no track when the session started (it never changes: asked once
+    per process)."""
+    if session_id not in _OVER_EMPTY_LIBRARY:
+        if len(_OVER_EMPTY_LIBRARY) > 1000:
+            _OVER_EMPTY_LIBRARY.clear()
+        row = conn.execute(
+            "SELECT over_empty_library FROM scan_sessions WHERE id = %s", (session_id,)
+        ).fetchone()
+        _OVER_EMPTY_LIBRARY[session_id] = bool(row and row[0])
+    return _OVER_EMPTY_LIBRARY[session_id]
 
 
 def session_state(conn: psycopg.Connection, session_id: str) -> tuple[str, str] | None:

@@ -50,7 +50,7 @@ def tracks_below(conn: psycopg.Connection, root: str) -> int:
 # Identity: tracks whose file moved, came back, or is gone (docs/architecture.md).
 
 _CANDIDATE_COLUMNS = (
-    "t.id, t.path, t.dev, t.ino, t.size, t.mtime_ns, t.audio_key, t.missing_since IS NOT NULL"
+    "t.id, t.path, t.dev, t.ino, t.size, t.mtime_ns, t.audio_key::text, t.missing_since IS NOT NULL"
 )
 
 
@@ -78,7 +78,7 @@ def tracks_by_audio_key(conn: psycopg.Connection, session_id: str, keys: list[st
     if not keys:
         return []
     rows = conn.execute(
-        f"SELECT {_CANDIDATE_COLUMNS} FROM unnest(%(k)b::text[]) AS k(audio_key) "
+        f"SELECT {_CANDIDATE_COLUMNS} FROM unnest(%(k)b::uuid[]) AS k(audio_key) "
         f"JOIN tracks t USING (audio_key) WHERE {_NOT_WRITTEN_BY}",
         {"k": sorted(set(keys)), "s": session_id},
         prepare=False,
@@ -134,7 +134,7 @@ def refresh_identity(conn: psycopg.Connection, files: list, audio_keys: dict[str
         # Joined to itself: `was` is the row as it was before this update.
         "WITH u AS (UPDATE tracks t SET dev = f.dev, ino = f.ino, "
         "  audio_key = coalesce(f.audio_key, t.audio_key), missing_since = NULL "
-        "FROM unnest(%b::text[], %b::bigint[], %b::bigint[], %b::text[]) AS f(path, dev, ino, audio_key), "
+        "FROM unnest(%b::text[], %b::bigint[], %b::bigint[], %b::uuid[]) AS f(path, dev, ino, audio_key), "
         "  tracks was WHERE t.path = f.path AND was.id = t.id RETURNING was.missing_since) "
         "SELECT count(missing_since) FROM u",
         (

@@ -17,7 +17,7 @@ if [ -n "$(echo $missing | xargs)" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 # Debian's python3 (not a per-user Python under /root): the unprivileged test workers run it too.
-stamp=.venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)
+stamp=.venv/.installed-$(cat pyproject.toml backend_worker/__init__.py | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
     rm -rf .venv
     /usr/bin/python3 -m venv .venv

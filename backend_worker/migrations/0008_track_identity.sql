@@ -8,8 +8,9 @@ ALTER TABLE tracks
     ADD COLUMN dev bigint,
     ADD COLUMN ino bigint,
     -- A key over the file's audio data, tags left out (stages/identity.py): a retag or a copy to
-    -- another disk keeps it. '' is never written; NULL: not computed yet (rows of older releases).
-    ADD COLUMN audio_key text,
+    -- another disk keeps it. 128 bits, stored as a uuid (16 bytes: a smaller, faster index than
+    -- its 32 hex digits as text). NULL: not computed yet (rows of older releases).
+    ADD COLUMN audio_key uuid,
     -- Set when a session found the file gone: the track is kept (with its id, credits, album) and
     -- comes back when its file does; purged after the retention (SONIQUEBAY_MISSING_RETENTION).
     ADD COLUMN missing_since timestamptz;
@@ -25,7 +26,10 @@ ALTER TABLE scan_sessions
     ADD COLUMN moved integer NOT NULL DEFAULT 0,
     ADD COLUMN returned integer NOT NULL DEFAULT 0,
     ADD COLUMN missing integer NOT NULL DEFAULT 0,
-    ADD COLUMN purged integer NOT NULL DEFAULT 0;
+    ADD COLUMN purged integer NOT NULL DEFAULT 0,
+    -- The library held no track when the session started (a first ingest): none of its new files
+    -- can be a track's moved file, so it looks for none (the extract stage saves a query per chunk).
+    ADD COLUMN over_empty_library boolean NOT NULL DEFAULT false;
 
 -- The tracks whose file is present: what the SoniqueBay app lists. A migration adding a column to
 -- tracks recreates this view (CREATE OR REPLACE VIEW ... the same SELECT), so it keeps every column

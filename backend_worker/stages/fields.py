@@ -163,7 +163,7 @@ FIELDS: tuple[Tag | FileField, ...] = (
     Stat("mtime_ns", "bigint", lambda audio: audio.stat.st_mtime_ns),
     Identity("dev", "bigint", lambda audio: signed64(audio.stat.st_dev)),
     Identity("ino", "bigint", lambda audio: signed64(audio.stat.st_ino)),
-    Identity("audio_key", "text", lambda audio: audio.audio_key),
+    Identity("audio_key", "uuid", lambda audio: audio.audio_key),
     Tag("title", TEXT, id3=("TIT2",), mp4=("\xa9nam",), vorbis_ape=("title",), asf=("Title",)),
     Tag("artist", TEXT, id3=("TPE1",), mp4=("\xa9ART",), vorbis_ape=("artist",), asf=("Author",)),
     Tag("album", TEXT, id3=("TALB",), mp4=("\xa9alb",), vorbis_ape=("album",), asf=("WM/AlbumTitle",)),

@@ -114,7 +114,8 @@ class _Source:
 
 
 def audio_key(path: str) -> str:
-    """The audio key of a file: 32 lowercase hex chars (blake2b, digest_size=16), computed from the
+    """The audio key of a file: a 128-bit blake2b digest written as a UUID (the form of the
+    tracks.audio_key column, 8-4-4-4-12 lowercase hex digits), computed from the
     file's audio region only. Raises OSError (FileNotFoundError, PermissionError...) when the file
     cannot be read. Never raises for a malformed/unknown file: falls back to a key over the whole file
     (so an identical copy is still recognised, a retag of such a format is not)."""
@@ -183,7 +184,8 @@ def _digest(source: _Source, start: int, end: int, ogg: bool) -> str:
         if len(windows[-1]) != n:  # the last window ends where the region does
             raise OSError("the file shrank while being read")
     h.update(b"".join(windows))
-    return h.hexdigest()
+    d = h.hexdigest()
+    return f"{d[:8]}-{d[8:12]}-{d[12:16]}-{d[16:20]}-{d[20:]}"
 
 
 def _ogg_window(data: bytes, skip: int) -> bytes:

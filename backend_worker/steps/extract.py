@@ -114,7 +114,7 @@ def extract_unit(send: SendTask, session_id: str, unit_id: str, paths: list[str]
     audio_keys: dict[str, str] = {}
     moved: list = []
     with cpu_slot(settings().extract_slots):
-        if pipeline.is_new_files(unit_id):
+        if pipeline.is_new_files(unit_id) and not ledger.over_empty_library(conn, session_id):
             audio_keys, moved = _recognise(session_id, unit_id, paths)
         unchanged = {m.path for m in moved if m.same_file}  # the file the track was read from
         records, errors = _extract().extract_paths([p for p in paths if p not in unchanged], audio_keys)

@@ -32,7 +32,7 @@ def walk_unit(send: SendTask, session_id: str, unit_id: str, dirs: list[str], ro
     # Files at new paths that are a track's file moved within its file system (same inode, size
     # and time; the track's file gone from its path): they take the track's id, and nothing is read.
     moved = []
-    if plan.fresh:
+    if plan.fresh and not ledger.over_empty_library(db.thread_connection(), session_id):
         with db.transaction() as conn:
             candidates = library.tracks_by_inode(conn, session_id, [f.ino for f in plan.fresh])
         if candidates:

@@ -40,7 +40,7 @@ RULES = {
 # "m4a-faststart": the AAC seed remuxed with moov before mdat, so that a bigger tag moves mdat.
 TAGGABLE = [fmt for fmt in af.FORMATS if fmt not in af.UNTAGGABLE]
 RETAG_CASES = [("mp3", 3), *((fmt, 4) for fmt in TAGGABLE), ("m4a-faststart", 4)]
-HEX32 = re.compile(r"[0-9a-f]{32}")
+HEX32 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")  # a UUID's form
 
 
 def key(path: Path | str) -> str:

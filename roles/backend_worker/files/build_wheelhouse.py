@@ -15,6 +15,7 @@ Prints one JSON object: {"key", "tarball", "built", "lock_created", "version"}.
 from __future__ import annotations
 
 import argparse
+import ast
 import fcntl
 import hashlib
 import json
@@ -49,13 +50,42 @@ def project_metadata(source: Path) -> tuple[str, str, list[str]]:
     """Name, version and the package directories that go into the wheel."""
     data = tomllib.loads((source / "pyproject.toml").read_text())
     project = data.get("project", {})
+    setuptools_conf = data.get("tool", {}).get("setuptools", {})
     name, version = project.get("name"), project.get("version")
+    if not version and "version" in project.get("dynamic", []):
+        version = dynamic_version(source, setuptools_conf.get("dynamic", {}).get("version", {}))
     if not name or not version:
         fail(f"{source}/pyproject.toml has no [project] name and version")
-    find = data.get("tool", {}).get("setuptools", {}).get("packages", {}).get("find", {})
+    find = setuptools_conf.get("packages", {}).get("find", {})
     includes = find.get("include") or [name.replace("-", "_")]
     dirs = sorted({pattern.split(".")[0].rstrip("*") for pattern in includes})
     return name, version, dirs
+
+
+def dynamic_version(source: Path, spec: dict) -> str:
+    """The version pyproject.toml takes from the source ([tool.setuptools.dynamic] version = {attr =
+    "package.__version__"}), read the way setuptools reads it first: the string assigned in the module,
+    without importing it (its imports need the app's dependencies, which the controller may lack)."""
+    attr = spec.get("attr", "")
+    module, _, variable = attr.rpartition(".")
+    if not module or not variable:
+        fail(f"{source}/pyproject.toml: [tool.setuptools.dynamic] version needs attr = 'module.variable'")
+    base = source.joinpath(*module.split("."))
+    path = base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+    if not path.is_file():
+        fail(f"{source}/pyproject.toml: the version's module {module} ({path}) does not exist")
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign):
+            targets, value = [node.target], node.value
+        else:
+            continue
+        named = any(isinstance(target, ast.Name) and target.id == variable for target in targets)
+        if named and isinstance(value, ast.Constant) and isinstance(value.value, str):
+            return value.value
+    fail(f"{path} assigns no string to {variable} (the version pyproject.toml names: {attr})")
+    return ""
 
 
 def source_digest(source: Path, package_dirs: list[str]) -> str:
