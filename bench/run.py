@@ -378,6 +378,8 @@ def _identity(scanner, root: Path, database_url: str, rescan: dict) -> dict:
     renamed = root.with_name(root.name + "-renamed")
     moves = []
     for source, target in ((root, renamed), (renamed, root)):
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE tracks")  # what autovacuum does within a minute of a big change
         source.rename(target)
         run = scanner.scan(target)
         counts = run["session"]["counts"]

@@ -195,6 +195,10 @@ def test_a_scan_of_a_fixture_library_lands_the_right_rows(deployed, tmp_path):
 
     status = soniquebay_json(deployed, "status", "--json")
     assert status["library"]["tracks"] == n
+    # The library that was there before is missing (kept for its ids); the operator purges it.
+    deployed.ssh("soniquebay purge")
+    status = soniquebay_json(deployed, "status", "--json")
+    assert status["library"]["tracks"] == n and status["library"]["missing"] == 0
     album_keys = {(e["albumartist"] or e["artist"], e["album"], e["mb_albumid"]) for e in expected}
     assert status["library"]["albums"] == len(album_keys)
     assert status["library"]["errors"] == 0
