@@ -62,9 +62,10 @@ def walk_unit(send: SendTask, session_id: str, unit_id: str, dirs: list[str], ro
             "returned": sum(m.track.missing for m in moved)
             + library.refresh_identity(conn, plan.restat, audio_keys),
         }
-        tally = pipeline.moves_found(pipeline.WALK, unit_id)
-        ledger.register_units(conn, session_id, [tally])
-        ledger.finish_unit(conn, session_id, tally.id, identity)
+        if any(identity.values()):
+            tally = pipeline.moves_found(pipeline.WALK, unit_id)
+            ledger.register_units(conn, session_id, [tally])
+            ledger.finish_unit(conn, session_id, tally.id, identity)
         session_work.add_dirs(conn, session_id, found.listed_dirs, [d for d, _ in found.failed_dirs])
         session_work.add_vanished(conn, session_id, plan.vanished)
         library.forget_listing_errors(conn, found.listed_dirs)
