@@ -60,30 +60,27 @@ _CANDIDATE_COLUMNS = (
 _NOT_WRITTEN_BY = "t.session_id IS DISTINCT FROM %(s)s::uuid"
 
 
-def tracks_by_inode(conn: psycopg.Connection, session_id: str, inodes: list[int]) -> list[moves.Candidate]:
-    """Tracks whose file had one of these inode numbers (on any device: the caller compares)."""
-    if not inodes:
+def _candidates(conn: psycopg.Connection, session_id: str, column: str, sql_type: str, values: list):
+    """Tracks (not written by this session) whose `column` holds one of `values`."""
+    if not values:
         return []
     rows = conn.execute(
-        f"SELECT {_CANDIDATE_COLUMNS} FROM unnest(%(i)b::bigint[]) AS i(ino) JOIN tracks t USING (ino) "
-        f"WHERE {_NOT_WRITTEN_BY}",
-        {"i": sorted(set(inodes)), "s": session_id},
+        f"SELECT {_CANDIDATE_COLUMNS} FROM unnest(%(v)b::{sql_type}[]) AS v({column}) "
+        f"JOIN tracks t USING ({column}) WHERE {_NOT_WRITTEN_BY}",
+        {"v": sorted(set(values)), "s": session_id},
         prepare=False,  # planned for the table as it is (see stages.insert._known_paths)
     ).fetchall()
     return [moves.Candidate(*row) for row in rows]
 
 
+def tracks_by_inode(conn: psycopg.Connection, session_id: str, inodes: list[int]) -> list[moves.Candidate]:
+    """Tracks whose file had one of these inode numbers (on any device: the caller compares)."""
+    return _candidates(conn, session_id, "ino", "bigint", inodes)
+
+
 def tracks_by_audio_key(conn: psycopg.Connection, session_id: str, keys: list[str]) -> list[moves.Candidate]:
     """Tracks whose audio key is one of these."""
-    if not keys:
-        return []
-    rows = conn.execute(
-        f"SELECT {_CANDIDATE_COLUMNS} FROM unnest(%(k)b::uuid[]) AS k(audio_key) "
-        f"JOIN tracks t USING (audio_key) WHERE {_NOT_WRITTEN_BY}",
-        {"k": sorted(set(keys)), "s": session_id},
-        prepare=False,
-    ).fetchall()
-    return [moves.Candidate(*row) for row in rows]
+    return _candidates(conn, session_id, "audio_key", "uuid", keys)
 
 
 def move_tracks(conn: psycopg.Connection, found: list[moves.Move]) -> list[moves.Move]:

@@ -54,15 +54,15 @@ def is_gone(track: Candidate) -> bool:
         os.lstat(track.path)
     except (FileNotFoundError, NotADirectoryError):
         return True
-    except (OSError, ValueError):
-        return False
+    except (OSError, ValueError):  # cannot tell (no permission, a NUL in the path): kept
+        pass
     return False
 
 
 def _preference(path: str, size: int, mtime_ns: int) -> Callable[[Candidate], tuple]:
     """Several gone tracks can share a file's evidence (two copies of an album, both deleted): the
-    one with the same file name is taken first, then the same file (size and time), then the one
-    missing for the shortest time (present first), then the oldest track."""
+    one with the same file name is taken first, then the same file (size and time), then a present
+    one before a missing one, then the oldest track."""
     name = os.path.basename(path)
 
     def rank(track: Candidate) -> tuple:
