@@ -3,10 +3,17 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: deploy test deps lint unit dev dev-stop clean bench chaos sandbox sandbox-down
+.PHONY: deploy uninstall test deps lint unit dev dev-stop clean bench chaos sandbox sandbox-down
 
 deploy:
 	scripts/deploy.sh
+
+# Remove what `make deploy` installed (playbooks/uninstall.yml, inventory/local; INVENTORY= as for
+# deploy): the services, settings and app. The data (database, broker data, covers, service user,
+# backups) is kept unless ARGS='-e soniquebay_uninstall_data=true'; the music library never goes.
+uninstall:
+	@test -x $(VENV)/bin/ansible-playbook || { echo "uninstall: $(VENV) has no Ansible: run make deploy first" >&2; exit 1; }
+	ANSIBLE_CONFIG=$(CURDIR)/ansible.cfg $(VENV)/bin/ansible-playbook -i $${INVENTORY:-inventory/local/hosts.yml} playbooks/uninstall.yml $(ARGS)
 
 deps:
 	scripts/install-deps.sh

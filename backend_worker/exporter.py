@@ -54,6 +54,20 @@ HELP = {
         "track), returned (a missing track's file came back), missing (marked missing), purged.",
     ),
     "soniquebay_file_errors": ("gauge", "Files and folders recorded as errors."),
+    "soniquebay_backup_last_success_timestamp_seconds": (
+        "gauge",
+        "When the last good database backup (soniquebay-backup.service) finished, Unix time; 0 when none.",
+    ),
+    "soniquebay_backup_last_failure_timestamp_seconds": (
+        "gauge",
+        "When the last failed database backup finished, Unix time; 0 when none.",
+    ),
+    "soniquebay_backup_age_seconds": (
+        "gauge",
+        "Age of the last good database backup; when there is none yet, time since backups began "
+        "(the schema that records them was applied).",
+    ),
+    "soniquebay_backup_size_bytes": ("gauge", "Size of the last good database backup's dump."),
     "soniquebay_scrape_duration_seconds": ("gauge", "Time this scrape took."),
 }
 
@@ -116,7 +130,26 @@ def collect(
     for kind, value in counts.items():
         samples.append(("soniquebay_library_items", {"kind": kind}, value))
     samples.append(("soniquebay_file_errors", {}, errors))
+    samples += backup_samples(conn)
     return samples
+
+
+def backup_samples(conn: psycopg.Connection) -> list[tuple[str, dict[str, str], float]]:
+    """The database host's backups, as its backup unit recorded them in `backups`."""
+    good, size, failed, age = conn.execute(
+        "SELECT extract(epoch FROM g.finished_at), g.bytes, "
+        "  extract(epoch FROM (SELECT max(finished_at) FROM backups WHERE NOT ok)), "
+        "  extract(epoch FROM now() - coalesce(g.finished_at, "
+        "    (SELECT applied_at FROM schema_migrations WHERE name = '0009_backups.sql'), now())) "
+        "FROM (SELECT 1) AS one LEFT JOIN LATERAL "
+        "  (SELECT finished_at, bytes FROM backups WHERE ok ORDER BY finished_at DESC LIMIT 1) AS g ON true"
+    ).fetchone()
+    return [
+        ("soniquebay_backup_last_success_timestamp_seconds", {}, float(good or 0)),
+        ("soniquebay_backup_last_failure_timestamp_seconds", {}, float(failed or 0)),
+        ("soniquebay_backup_age_seconds", {}, float(age)),
+        ("soniquebay_backup_size_bytes", {}, float(size or 0)),
+    ]
 
 
 def render(samples: list[tuple[str, dict[str, str], float]]) -> str:
@@ -127,9 +160,17 @@ def render(samples: list[tuple[str, dict[str, str], float]]) -> str:
             lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
             seen.add(name)
         label_text = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
-        number = "+Inf" if value == math.inf else f"{float(value):g}"
+        number = _number(value)
         lines.append(f"{name}{{{label_text}}} {number}" if labels else f"{name} {number}")
     return "\n".join(lines) + "\n"
+
+
+def _number(value) -> str:
+    """A sample value in full: timestamps and byte counts keep every digit (`:g` keeps six)."""
+    value = float(value)
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return str(int(value)) if value.is_integer() else repr(value)
 
 
 def _label(value) -> str:

@@ -377,14 +377,15 @@ class Converge:
         return names
 
 
-def ansible_env(workdir: Path) -> dict[str, str]:
-    """This environment, for ansible-playbook of this venv with the project's ansible.cfg, its SSH
-    control sockets and temporary files under `workdir`."""
+def ansible_env(workdir: Path, tree: Path = REPO) -> dict[str, str]:
+    """This environment, for ansible-playbook of this venv with the ansible.cfg of `tree` (this
+    checkout, or a release's exported tree), its SSH control sockets and temporary files under
+    `workdir`."""
     venv_bin = Path(sys.executable).parent
     env = dict(os.environ)
     env.update(
         {
-            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+            "ANSIBLE_CONFIG": str(tree / "ansible.cfg"),
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_FORCE_COLOR": "0",
             "ANSIBLE_HOST_KEY_CHECKING": "False",
@@ -403,10 +404,15 @@ def run_playbook(
     *extra: str,
     credentials_dir: Path,
     source_dir: Path,
+    release: Path | None = None,
     timeout: float = 1800,
 ) -> tuple[subprocess.CompletedProcess, str, Path]:
     """ansible-playbook PLAYBOOK against INVENTORY, generated passwords going to credentials_dir and
-    the app built from source_dir: (the process, its output, the log file under workdir it is in)."""
+    the app built from source_dir: (the process, its output, the log file under workdir it is in).
+    With `release` (an exported tree, testkit.releases.export_tree), that tree's playbook, roles and
+    ansible.cfg run from it and build the app from it, as its own `make deploy` would."""
+    tree = release or REPO
+    source_dir = release or source_dir
     venv_bin = Path(sys.executable).parent
     ansible_playbook = venv_bin / "ansible-playbook"
     if not ansible_playbook.exists():
@@ -415,7 +421,7 @@ def run_playbook(
         str(ansible_playbook),
         "-i",
         str(inventory),
-        str(REPO / playbook),
+        str(tree / playbook),
         "-e",
         f"soniquebay_credentials_dir={credentials_dir}",
         "-e",
@@ -423,7 +429,7 @@ def run_playbook(
         *extra,
     ]
     proc = subprocess.run(
-        argv, cwd=REPO, env=ansible_env(workdir), capture_output=True, text=True, timeout=timeout
+        argv, cwd=tree, env=ansible_env(workdir, tree), capture_output=True, text=True, timeout=timeout
     )
     output = proc.stdout + proc.stderr
     log = workdir / f"converge-{int(time.time())}.log"

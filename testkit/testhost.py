@@ -222,8 +222,15 @@ class TestHost(Machine):
     def ssh_argv(self) -> list[str]:
         return ["ssh", *ssh_options(self.key), "-p", str(self.ssh_port), "root@127.0.0.1"]
 
-    def converge(self, playbook: str = "playbooks/site.yml", *extra: str, timeout: float = 1800) -> Converge:
-        """ansible-playbook against this machine (generated passwords go to the run's credentials dir)."""
+    def converge(
+        self,
+        playbook: str = "playbooks/site.yml",
+        *extra: str,
+        release: Path | None = None,
+        timeout: float = 1800,
+    ) -> Converge:
+        """ansible-playbook against this machine (generated passwords go to the run's credentials dir);
+        with `release`, the playbook of that exported tree (testkit.releases.export_tree)."""
         proc, output, _ = run_playbook(
             self.workdir,
             self.inventory_dir,
@@ -231,6 +238,7 @@ class TestHost(Machine):
             *extra,
             credentials_dir=self.credentials_dir,
             source_dir=self.source_dir,
+            release=release,
             timeout=timeout,
         )
         return Converge(proc.returncode, output, play_recap(output, self.name))

@@ -335,8 +335,15 @@ class TestNet:
         }
 
     def converge(
-        self, inventory: Path, playbook: str = "playbooks/site.yml", *extra: str, timeout: float = 1800
+        self,
+        inventory: Path,
+        playbook: str = "playbooks/site.yml",
+        *extra: str,
+        release: Path | None = None,
+        timeout: float = 1800,
     ) -> MultiConverge:
+        """ansible-playbook against the machines of `inventory`; with `release`, the playbook of that
+        exported tree (testkit.releases.export_tree)."""
         started = time.monotonic()
         proc, output, log = run_playbook(
             self.workdir,
@@ -345,6 +352,7 @@ class TestNet:
             *extra,
             credentials_dir=self.credentials_dir,
             source_dir=self.source_dir,
+            release=release,
             timeout=timeout,
         )
         recaps = {host: recap for host in self.hosts if (recap := play_recap(output, host))}

@@ -372,29 +372,31 @@ HOLDS = {
 LOCKER = "soniquebay-test-lock"  # application_name of the session holding it
 
 
-def hold_lock(host, statement) -> None:
+def hold_lock(host, statement, locker: str = LOCKER) -> None:
     """A psql session on the host holds `statement`'s lock until release_lock (or resume); a
-    callable statement (HOLDS["extract"]) is given the host first."""
+    callable statement (HOLDS["extract"]) is given the host first. Locks held under different
+    `locker` names are released one by one."""
     if callable(statement):
         statement = statement(host)
     sql = f"BEGIN; {statement}; SELECT pg_sleep(3600);"
     host.ssh(
-        f"PGAPPNAME={LOCKER} nohup runuser -u postgres -- psql -q soniquebay -c '{sql}' >/dev/null 2>&1 &"
+        f"PGAPPNAME={locker} nohup runuser -u postgres -- psql -q soniquebay -c '{sql}' >/dev/null 2>&1 &"
     )
-    wait_for(
-        lambda: psql(
+    wait_for(lambda: lock_held(host, locker), timeout=30, interval=0.5, what="the lock to be held")
+
+
+def lock_held(host, locker: str = LOCKER) -> bool:
+    return bool(
+        psql(
             host,
-            f"SELECT 1 FROM pg_stat_activity WHERE application_name = '{LOCKER}' "
+            f"SELECT 1 FROM pg_stat_activity WHERE application_name = '{locker}' "
             "AND query LIKE '%pg_sleep%' AND state = 'active'",
-        ),
-        timeout=30,
-        interval=0.5,
-        what="the lock to be held",
+        )
     )
 
 
-def release_lock(host) -> None:
-    psql(host, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{LOCKER}'")
+def release_lock(host, locker: str = LOCKER) -> None:
+    psql(host, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{locker}'")
 
 
 def transactions_left_open(host, settle: float = 3.0) -> list[list[str]]:

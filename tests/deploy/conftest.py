@@ -1,4 +1,7 @@
-"""Deployment tests: one booted Debian 12 machine per pytest session, converged once with site.yml.
+"""Deployment tests: one booted Debian 12 machine per pytest session. Its first converge is an
+upgrade in place: the release before (testkit.releases) is deployed, a 20,000-file scan started,
+and playbooks/site.yml of this checkout runs while the scan is in flight (the `upgrade` fixture);
+every test then checks the upgraded host.
 
 The machine (testkit/testhost.py) shares this host's network, so nginx, Flower, Redis and PostgreSQL
 of the deployment answer on this machine's loopback ports while it runs. It is destroyed at the end
@@ -8,17 +11,26 @@ of the session, also when a test fails or the run is interrupted.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 
 import pytest
 
-from testkit import stack
+from testkit import audio_fixtures, releases, stack
+from testkit.deploy.checks import LIBRARY
 from testkit.deploy.layout import ALL_UNITS
 from testkit.machine import Converge
+from testkit.stack import soniquebay_json
 from testkit.testhost import TestHost
+from testkit.upgrade import Upgrade, upgrade_during_scan
 
 # What creating the machine may take on top of a test's own time: debootstrap on a new controller
-# (about 2 min), boot, and the first converge (5-10 min on 2 cores; its own limit is 1800 s).
-HOST_BUDGET = 2400
+# (about 2 min), boot, and the first converge: the release before (5-10 min on 2 cores), then this
+# one over it during a scan (2-4 min); each converge's own limit is 1800 s.
+HOST_BUDGET = 3000
+# The library scanned during the upgrade: 20,000 files (200 artists x 10 albums x 10 tracks).
+UPGRADE_FOLDER = f"{LIBRARY}/upgrade"
+UPGRADE_SHAPE = {"artists": 200, "albums_per_artist": 10, "tracks_per_album": 10, "seconds": 0.5, "seed": 30}
 
 
 @pytest.hookimpl(trylast=True)  # after -k/-m deselection: the items that will run, in their final order
@@ -49,9 +61,51 @@ def test_host():
 
 
 @pytest.fixture(scope="session")
-def first_converge(test_host) -> Converge:
+def upgrade(test_host) -> Upgrade | None:
+    """The release before converged on the fresh host, a 20,000-file scan of it started, and
+    playbooks/site.yml of this checkout run while it is in flight (testkit.upgrade). What the test
+    of the upgrade checks is read here; then the library is taken away and its tracks purged, so
+    the other tests start from an empty library. None on a machine kept up (SONIQUEBAY_TESTHOST):
+    it already runs this release."""
+    if test_host.kept:
+        return None
+    commit = releases.previous_release()
+    tree = releases.export_tree(commit, test_host.workdir / "release-before")
+    before = test_host.converge(release=tree)
+    assert before.ok, f"site.yml of the release before ({commit}) failed:\n{before.tail(120)}"
+    states = test_host.wait_active(ALL_UNITS, timeout=180)
+    assert all(state == "active" for state in states.values()), states
+    folder = test_host.root / UPGRADE_FOLDER.lstrip("/")
+    expected = audio_fixtures.build_library(folder, **UPGRADE_SHAPE)
+    subprocess.run(["chmod", "-R", "a+rX", str(test_host.root / LIBRARY.lstrip("/"))], check=True)
+    result = upgrade_during_scan(
+        lambda: test_host.converge(),
+        commit,
+        test_host,
+        [test_host],
+        UPGRADE_FOLDER,
+        stack.expected_rows(expected, folder, UPGRADE_FOLDER),
+    )
+    assert result.run.converge.ok, (
+        f"site.yml over the release before failed:\n{result.run.converge.tail(120)}"
+    )
+    # The folder emptied (not the root: a scan refuses an empty root that holds tracks), scanned,
+    # its tracks missing, then purged as an operator does.
+    shutil.rmtree(folder)
+    folder.mkdir()
+    session = soniquebay_json(test_host, "scan", UPGRADE_FOLDER, "--wait", "--json")
+    assert session["status"] == "completed", session
+    test_host.ssh("soniquebay purge")
+    folder.rmdir()
+    return result
+
+
+@pytest.fixture(scope="session")
+def first_converge(test_host, upgrade) -> Converge:
+    if upgrade is not None:
+        return upgrade.run.converge
     result = test_host.converge()
-    assert result.ok, f"ansible-playbook playbooks/site.yml failed on the fresh host:\n{result.tail(120)}"
+    assert result.ok, f"ansible-playbook playbooks/site.yml failed on the kept host:\n{result.tail(120)}"
     return result
 
 

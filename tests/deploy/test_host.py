@@ -29,6 +29,7 @@ from testkit.deploy.ops import pool_children
 from testkit.machine import REPO
 from testkit.stack import http, psql, soniquebay_json
 from testkit.testhost import TestHost
+from testkit.upgrade import assert_upgraded_during_scan
 
 pytestmark = pytest.mark.deploy
 
@@ -38,6 +39,17 @@ COVERS = "/var/lib/soniquebay/covers"
 def main_pids(host: TestHost, units: list[str]) -> dict[str, int]:
     out = host.ssh("for u in " + " ".join(units) + "; do systemctl show -P MainPID $u; done").stdout.split()
     return dict(zip(units, map(int, out), strict=True))
+
+
+# ---- the upgrade in place (the session's first converge) -------------------------------------------
+
+
+def test_the_first_converge_upgraded_the_release_before_in_place_during_a_20000_file_scan(upgrade):
+    """The release before ran a scan; this release's site.yml migrated the schema and restarted every
+    worker while the session ran, and the session still completed with every file a track, once."""
+    assert upgrade is not None, "the upgrade runs on a fresh test host (not with SONIQUEBAY_TESTHOST)"
+    host = next(iter(upgrade.builds))
+    assert_upgraded_during_scan(upgrade, {host: set(WORKER_UNITS)})
 
 
 # ---- the converged host ---------------------------------------------------------------------------

@@ -49,6 +49,8 @@ ALERTS = {
     "SoniqueBayWorkerOffline",
     "SoniqueBayScanStalled",
     "SoniqueBayMetricsDown",
+    "SoniqueBayBackupFailed",
+    "SoniqueBayBackupTooOld",
 }
 
 

@@ -117,3 +117,34 @@ def test_metrics_say_down_when_the_database_is_unreachable(services_up, monkeypa
     monkeypatch.setenv("SONIQUEBAY_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
     text = Exporter().scrape()
     assert "soniquebay_up 0" in text.splitlines()
+
+
+def test_metrics_give_the_last_good_and_failed_backups(db_conn):
+    from backend_worker import exporter
+
+    db_conn.execute("DELETE FROM backups")
+
+    def backups() -> dict[str, float]:
+        return {name: value for name, _, value in exporter.backup_samples(db_conn)}
+
+    # None yet: the age counts from the migration that began recording them.
+    applied = db_conn.execute(
+        "SELECT extract(epoch FROM now() - applied_at) FROM schema_migrations WHERE name = '0009_backups.sql'"
+    ).fetchone()[0]
+    none = backups()
+    assert none["soniquebay_backup_last_success_timestamp_seconds"] == 0
+    assert none["soniquebay_backup_last_failure_timestamp_seconds"] == 0
+    assert abs(none["soniquebay_backup_age_seconds"] - float(applied)) < 5
+    db_conn.execute(
+        "INSERT INTO backups (started_at, finished_at, ok, file, bytes, error) VALUES "
+        "(now() - interval '50 hours', now() - interval '49 hours', true, '/b/old.dump', 100, NULL), "
+        "(now() - interval '26 hours', now() - interval '25 hours', true, '/b/new.dump', 300, NULL), "
+        "(now() - interval '2 hours', now() - interval '1 hour', false, NULL, NULL, 'pg_dump failed')"
+    )
+    now = db_conn.execute("SELECT extract(epoch FROM now())").fetchone()[0]
+    m = backups()
+    assert abs(m["soniquebay_backup_last_success_timestamp_seconds"] - (float(now) - 25 * 3600)) < 5
+    assert abs(m["soniquebay_backup_last_failure_timestamp_seconds"] - (float(now) - 3600)) < 5
+    assert 25 * 3600 - 5 < m["soniquebay_backup_age_seconds"] < 25 * 3600 + 5
+    assert m["soniquebay_backup_size_bytes"] == 300
+    db_conn.execute("DELETE FROM backups")

@@ -2,8 +2,10 @@
 hosts, each in its own network namespace, plus an outsider on the same network.
 
 The tests share the machines (tests/multihost/conftest.py) and run in file order: a missing library
-fails early; the stack without worker2, then worker2 added; placement, Flower, listen addresses and
-the firewall; a scan across both hosts; a scan during which worker2 dies; removing worker2.
+fails early; the stack without worker2, then worker2 added, both by the release before
+(testkit.releases); this release upgrading it in place during a scan, one worker host at a time;
+placement, Flower, listen addresses and the firewall; a scan across both hosts; a scan during which
+worker2 dies; removing worker2.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from testkit import audio_fixtures, multihost, stack
+from testkit import audio_fixtures, multihost, releases, stack
+from testkit import upgrade as upgrading
 from testkit.deploy.ops import every_cpu_slot, hold_lock, release_lock
 from testkit.stack import expected_rows, soniquebay_json
 from testkit.testnet import NetHost, TestNet
@@ -31,6 +34,9 @@ ENV = "set -a; . /etc/soniquebay/soniquebay.env; set +a; "
 VENV_PY = "/opt/soniquebay/venv/bin/python"
 # The broker and database servers of db1 (Debian 12's PostgreSQL cluster unit).
 DB_SERVICES = ["redis-server.service", "postgresql@15-main.service"]
+# The library scanned during the upgrade: 20,000 files (200 artists x 10 albums x 10 tracks).
+UPGRADE_FOLDER = f"{multihost.LIBRARY}/upgrade"
+UPGRADE_SHAPE = {"artists": 200, "albums_per_artist": 10, "tracks_per_album": 10, "seconds": 0.5, "seed": 30}
 
 
 def worker_units(host: str) -> set[str]:
@@ -92,9 +98,22 @@ def client_check(host: NetHost) -> str:
 
 
 @pytest.fixture(scope="module")
-def phase_a(net, inventories):
-    """The stack before worker2 joins: db1 and worker1 (every queue) converged in one run."""
-    result = net.converge(inventories["without_worker2"])
+def release_before(net):
+    """The release before (testkit.releases), exported: phases a and b deploy it, and this release
+    upgrades it in place. None on machines kept up (SONIQUEBAY_MULTIHOST_KEEP attached to them): they
+    run this release already."""
+    if net.kept:
+        return None
+    commit = releases.previous_release()
+    return commit, releases.export_tree(commit, net.workdir / "release-before")
+
+
+@pytest.fixture(scope="module")
+def phase_a(net, inventories, release_before):
+    """The stack before worker2 joins, as the release before deploys it: db1 and worker1 (every
+    queue) converged in one run."""
+    tree = release_before[1] if release_before else None
+    result = net.converge(inventories["without_worker2"], release=tree)
     assert result.ok, f"site.yml without worker2 failed:\n{result.tail(120)}"
     stack.trust(net.credentials_dir / f"flower-certificate-{DB}.pem")
     states = net.hosts[W1].units()
@@ -106,11 +125,62 @@ def phase_a(net, inventories):
 
 
 @pytest.fixture(scope="module")
-def deployed(net, inventories, phase_a):
-    """worker2 added to the inventory and site.yml run again on all three hosts."""
-    result = net.converge(inventories["full"])
+def worker2_added(net, inventories, phase_a, release_before):
+    """worker2 added to the inventory and site.yml (of the same release) run again on all three hosts."""
+    tree = release_before[1] if release_before else None
+    result = net.converge(inventories["full"], release=tree)
     assert result.ok, f"site.yml with worker2 added failed:\n{result.tail(120)}"
-    return {"pids_before": phase_a, "converge": result}
+    pids_after = {
+        W1: net.hosts[W1].main_pids(sorted(worker_units(W1))),
+        DB: net.hosts[DB].main_pids(DB_SERVICES),
+    }
+    return {"pids_before": phase_a, "pids_after": pids_after, "converge": result}
+
+
+@pytest.fixture(scope="module")
+def upgrade(net, inventories, worker2_added, release_before, music) -> upgrading.Upgrade | None:
+    """This release's site.yml over the release before on all three hosts (the worker hosts one at
+    a time), while a 20,000-file scan of the release before is in flight (testkit.upgrade). What
+    the test of the upgrade checks is read here; then the library goes and its tracks are purged."""
+    if release_before is None:
+        return None
+    commit, _ = release_before
+    staging = net.workdir / "upgrade-staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    expected = audio_fixtures.build_library(staging, **UPGRADE_SHAPE)
+    subprocess.run(["chmod", "-R", "a+rX", str(staging)], check=True)
+    folder = Path(music) / "upgrade"
+    staging.rename(folder)  # at once: the watch on worker1 sees one folder arrive
+    result = upgrading.upgrade_during_scan(
+        lambda: net.converge(inventories["full"]),
+        commit,
+        net.hosts[DB],
+        [net.hosts[W1], net.hosts[W2]],
+        UPGRADE_FOLDER,
+        expected_rows(expected, staging, UPGRADE_FOLDER),
+    )
+    assert result.run.converge.ok, (
+        f"site.yml over the release before failed:\n{result.run.converge.tail(120)}"
+    )
+    # The folder moved out at once and left empty (a scan refuses an empty root that holds tracks,
+    # not an emptied folder below it), scanned: its tracks missing, then purged as an operator does.
+    staging.mkdir()
+    folder.rename(staging / "upgrade")
+    folder.mkdir(mode=0o755)
+    session = soniquebay_json(net.hosts[W1], "scan", UPGRADE_FOLDER, "--wait", "--json")
+    assert session["status"] == "completed" and session["counts"]["missing"] == len(expected), session
+    net.hosts[W1].ssh("soniquebay purge")
+    shutil.rmtree(staging)
+    return result
+
+
+@pytest.fixture(scope="module")
+def deployed(net, inventories, worker2_added, upgrade):
+    """Every host on this release: upgraded in place, or (machines kept up) converged again."""
+    if upgrade is None:
+        result = net.converge(inventories["full"])
+        assert result.ok, f"site.yml failed:\n{result.tail(120)}"
+    return worker2_added
 
 
 # ---- tests ----------------------------------------------------------------------------------------
@@ -135,17 +205,29 @@ def test_a_library_missing_on_a_worker_host_fails_early_naming_host_and_path(net
     assert "TASK [backend_worker : Enable and start the worker units" not in result.output
 
 
-def test_adding_a_worker_host_starts_its_units_without_restarting_the_others(net, deployed):
+def test_adding_a_worker_host_starts_its_units_without_restarting_the_others(net, worker2_added):
+    """Of the release the machines ran then: the release before, which this release upgrades below."""
     assert net.hosts[W2].units() == dict.fromkeys(sorted(worker_units(W2)), "active")
-    after = net.hosts[W1].main_pids(sorted(worker_units(W1)))
-    assert after == deployed["pids_before"][W1], "worker1's units were restarted when worker2 was added"
+    before, after = worker2_added["pids_before"], worker2_added["pids_after"]
+    assert after[W1] == before[W1], "worker1's units were restarted when worker2 was added"
     # db1 lets the new host in (pg_hba.conf, the Redis firewall) with a reload, not a restart.
-    assert net.hosts[DB].main_pids(DB_SERVICES) == deployed["pids_before"][DB]
-    converge = deployed["converge"]
+    assert after[DB] == before[DB]
+    converge = worker2_added["converge"]
     assert "RUNNING HANDLER [postgresql : Reload PostgreSQL]" in converge.output
     assert converge.recaps[W1]["changed"] == 0, converge.changed_tasks()
     restarts = [t for t in converge.changed_tasks() if "Restart" in t]
     assert restarts == [], restarts
+
+
+def test_an_upgrade_in_place_host_by_host_during_a_20000_file_scan_loses_nothing(upgrade):
+    """This release's site.yml over the release before: the schema migrated, then worker1's units
+    restarted while worker2 still ran the release before, then worker2's, all during one session of
+    the release before; it completes with every file a track, once."""
+    assert upgrade is not None, "the upgrade runs on machines of this run (not on kept ones)"
+    upgrading.assert_upgraded_during_scan(upgrade, {host: worker_units(host) for host in (W1, W2)})
+    # One host at a time (serial: 1): worker2's restart began once worker1's units were back.
+    run = upgrade.run
+    assert max(s.at for s in run.after[W1].values()) < run.restart_began[W2], run.restart_began
 
 
 def test_the_units_are_spread_as_the_inventory_says(net, deployed):

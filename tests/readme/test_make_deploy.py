@@ -10,6 +10,7 @@ machine's NAT with this machine's own trust settings (CA bundle, pip's configura
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import subprocess
@@ -274,3 +275,86 @@ def test_a_second_make_deploy_changes_nothing(machine, first_deploy):
     output = second.stdout + second.stderr
     assert second.returncode == 0, output[-5000:]
     assert recap(output)["changed"] == 0, re.findall(r"^changed: .*$", output, re.MULTILINE)
+
+
+# ---- make uninstall (playbooks/uninstall.yml), last: it takes the deployment away -----------------
+
+SECRETS = ("/etc/soniquebay/soniquebay.env", "/etc/soniquebay/flower.env", "/usr/local/sbin/soniquebay")
+DATA = ("/var/lib/soniquebay", "/var/lib/soniquebay-flower", "/var/backups/soniquebay")
+
+
+def make_uninstall(machine: NetHost, args: str = "") -> subprocess.CompletedProcess:
+    return machine.ssh(f"cd {PROJECT} && make uninstall {args}", check=False, timeout=900)
+
+
+def existing(machine: NetHost, paths) -> list[str]:
+    return [path for path in paths if (machine.root / path.lstrip("/")).exists()]
+
+
+def library_files(machine: NetHost) -> dict[str, tuple[int, int, str]]:
+    root = machine.root / LIBRARY.lstrip("/")
+    return {
+        str(path.relative_to(root)): (
+            path.stat().st_size,
+            path.stat().st_mtime_ns,
+            hashlib.sha256(path.read_bytes()).hexdigest(),
+        )
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_make_uninstall_removes_the_services_and_keeps_the_data(machine, first_deploy):
+    tracks = psql(machine, "SELECT id, path FROM tracks ORDER BY id")
+    assert tracks and existing(machine, SECRETS) == list(SECRETS)
+    started = time.monotonic()
+    proc = make_uninstall(machine)
+    output = proc.stdout + proc.stderr
+    print(f"make uninstall: {time.monotonic() - started:.0f} s")
+    assert proc.returncode == 0, output[-5000:]
+    words = " ".join(output.split())
+    assert "Kept on localhost: the database soniquebay and its role soniquebay in the PostgreSQL 17" in words
+    assert "Kept on localhost: the covers in /var/lib/soniquebay/covers" in words
+    units = machine.ssh(
+        "systemctl list-unit-files 'soniquebay*' --no-legend; "
+        "systemctl list-units --all --plain --no-legend 'soniquebay*'",
+        check=False,
+    )
+    assert units.stdout.strip() == "", units.stdout
+    ports = {int(line.split()[3].rsplit(":", 1)[1]) for line in machine.ssh("ss -Hltn").stdout.splitlines()}
+    assert ports.isdisjoint({5555, 9808, 80, 443}), (
+        ports
+    )  # Flower, the exporter, nginx (nothing left to serve)
+    assert existing(machine, [*SECRETS, "/opt/soniquebay", "/etc/redis/soniquebay.conf"]) == []
+    assert (
+        machine.ssh("systemctl is-active redis-server postgresql prometheus").stdout.split() == ["active"] * 3
+    )
+    assert psql(machine, "SELECT id, path FROM tracks ORDER BY id") == tracks
+    assert existing(machine, DATA[:2]) == list(DATA[:2])
+    again = make_uninstall(machine)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-5000:]
+    assert recap(again.stdout)["changed"] == 0, re.findall(r"^changed: .*$", again.stdout, re.MULTILINE)
+
+
+def test_make_uninstall_with_the_data_removes_it_and_never_the_library(machine, first_deploy):
+    library = library_files(machine)
+    assert library
+    bad = make_uninstall(machine, "ARGS='-e soniquebay_uninstall_data=maybe'")
+    assert bad.returncode != 0 and recap(bad.stdout)["changed"] == 0
+    words = " ".join((bad.stdout + bad.stderr).split())
+    assert 'soniquebay_uninstall_data="maybe" must be true' in words, words[-3000:]
+    proc = make_uninstall(machine, "ARGS='-e soniquebay_uninstall_data=true'")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-5000:]
+    assert "Kept on" not in output
+    as_postgres = "runuser -u postgres -- psql -XAt -c"
+    found = machine.ssh(
+        f"{as_postgres} \"SELECT count(*) FROM pg_database WHERE datname = 'soniquebay'\"; "
+        f"{as_postgres} \"SELECT count(*) FROM pg_roles WHERE rolname = 'soniquebay'\""
+    ).stdout.split()
+    assert found == ["0", "0"]
+    assert machine.ssh("redis-cli -n 0 dbsize").stdout.strip() == "0"
+    assert existing(machine, DATA) == []
+    assert machine.ssh("getent passwd soniquebay; getent group soniquebay", check=False).stdout == ""
+    assert library_files(machine) == library
+    assert recap(make_uninstall(machine, "ARGS='-e soniquebay_uninstall_data=true'").stdout)["changed"] == 0

@@ -160,6 +160,18 @@ CASES: dict[str, tuple[str, dict, str, str]] = {
         PASSWORDS,
         "backend_worker_db_password must be at least 12 characters of letters, digits and ._~-",
     ),
+    "no-backup-kept": (
+        "database.yml",
+        {"postgresql_backup_keep": 0},
+        "postgresql : Validate the backup settings",
+        "postgresql_backup_keep=0 (how many dumps to keep, 1 or more)",
+    ),
+    "relative-backup-directory": (
+        "database.yml",
+        {"postgresql_backup_dir": "backups"},
+        "postgresql : Validate the backup settings",
+        'postgresql_backup_dir="backups" (an absolute path without spaces)',
+    ),
     "zero-quiet-period": (
         "workers.yml",
         {"backend_worker_watch_quiet_seconds": 0},
