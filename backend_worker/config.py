@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 DEFAULT_TIME_LIMITS = {"scan": 600, "extract": 600, "batch": 300, "insert": 600, "deferred": 900}
 
@@ -21,6 +21,20 @@ def url_without_credentials(url: str) -> str:
     except ValueError:
         port = ""
     return f"{parts.scheme}://{parts.hostname or 'localhost'}{port}{parts.path}"
+
+
+def broker_url() -> str:
+    """SONIQUEBAY_BROKER_URL, logged in as SONIQUEBAY_BROKER_USER with SONIQUEBAY_BROKER_PASSWORD when
+    set: each service has its own broker user (the workers' env file names theirs, Flower's and the
+    exporter's env files override it), all on the one URL."""
+    url = os.environ.get("SONIQUEBAY_BROKER_URL", "redis://127.0.0.1:6379/0")
+    user = os.environ.get("SONIQUEBAY_BROKER_USER", "")
+    if not user:
+        return url
+    parts = urlsplit(url)
+    address = parts.netloc.rpartition("@")[2]
+    password = quote(os.environ.get("SONIQUEBAY_BROKER_PASSWORD", ""), safe="")
+    return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}:{password}@{address}"))
 
 
 def _int(name: str, default: int, minimum: int = 1) -> int:
@@ -85,7 +99,7 @@ class Settings:
     def from_env(cls) -> Settings:
         roots = os.environ.get("SONIQUEBAY_LIBRARY_ROOTS", "")
         settings = cls(
-            broker_url=os.environ.get("SONIQUEBAY_BROKER_URL", "redis://127.0.0.1:6379/0"),
+            broker_url=broker_url(),
             database_url=os.environ.get("SONIQUEBAY_DATABASE_URL", "postgresql:///soniquebay"),
             covers_dir=os.environ.get("SONIQUEBAY_COVERS_DIR", "/var/lib/soniquebay/covers"),
             library_roots=tuple(r for r in roots.split(":") if r),

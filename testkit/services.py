@@ -112,22 +112,50 @@ def shared_tempdir(prefix: str) -> Path:
     return path
 
 
+def redis_user_rules() -> dict[str, str]:
+    """The broker's users as the redis role ships them (redis_users): name -> ACL rules."""
+    import yaml
+
+    defaults = yaml.safe_load((REPO / "roles/redis/defaults/main.yml").read_text())
+    return {user["name"]: user["rules"] for user in defaults["redis_users"]}
+
+
 class Redis:
+    """A private redis-server with the shipped users (the `default` user off); `url` logs in as the
+    workers, `url_for(name)` as another of them."""
+
     def __init__(self, workdir: Path, port: int):
         self.port = port
         self.workdir = workdir
         self.proc: subprocess.Popen | None = None
+        self.passwords = {name: f"{name}-test-password" for name in redis_user_rules()}
+
+    def url_for(self, user: str) -> str:
+        return f"redis://{user}:{self.passwords[user]}@127.0.0.1:{self.port}/0"
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self.url_for("workers")
+
+    @property
+    def admin_url(self) -> str:
+        return self.url_for("admin")
+
+    def login_env(self, user: str) -> dict[str, str]:
+        """The environment of a service logging in as `user` (as its deployed env file does)."""
+        return {"SONIQUEBAY_BROKER_USER": user, "SONIQUEBAY_BROKER_PASSWORD": self.passwords[user]}
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        users = self.workdir / "users.acl"
+        rules = redis_user_rules()
+        lines = [f"user {name} on >{self.passwords[name]} {rules[name]}" for name in rules]
+        users.write_text("\n".join(["user default off resetpass resetkeys resetchannels -@all", *lines, ""]))
         with open(self.workdir / "redis.log", "ab") as log:
             self.proc = subprocess.Popen(
                 ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
-                 "--save", "", "--appendonly", "yes", "--maxmemory-policy", "noeviction"],
+                 "--save", "", "--appendonly", "yes", "--maxmemory-policy", "noeviction",
+                 "--aclfile", str(users)],
                 stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         wait_for_port(self.port)

@@ -63,6 +63,12 @@ def services_up():
 
 
 @pytest.fixture(scope="session")
+def broker(services_up) -> services.Redis:
+    """The suite's Redis server: its users' URLs (the suite itself runs as `workers`)."""
+    return _REDIS
+
+
+@pytest.fixture(scope="session")
 def postgres(services_up) -> services.Postgres:
     """The suite's PostgreSQL server, for tests that stop and start it."""
     return _POSTGRES

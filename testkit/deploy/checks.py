@@ -15,6 +15,16 @@ from testkit.testhost import TestHost
 
 FLOWER = "https://127.0.0.1/flower/"
 LIBRARY = "/srv/music"
+# Every password a converge generates into the controller's credentials dir.
+SECRETS = (
+    "flower-admin",
+    "flower-viewer",
+    "redis",
+    "redis-admin",
+    "redis-flower",
+    "redis-exporter",
+    "postgresql",
+)
 
 
 def flower_auth(host: TestHost) -> tuple[str, str]:

@@ -18,6 +18,7 @@ from testkit import audio_fixtures
 from testkit.deploy.checks import (
     FLOWER,
     LIBRARY,
+    SECRETS,
     celery_inspect,
     flower_auth,
     flower_workers,
@@ -25,7 +26,7 @@ from testkit.deploy.checks import (
     wait_all_active,
 )
 from testkit.deploy.layout import SONIQUEBAY_UNITS, WORKER_UNITS, expected_layout
-from testkit.deploy.ops import pool_children
+from testkit.deploy.ops import pool_children, redis
 from testkit.machine import REPO
 from testkit.stack import http, psql, soniquebay_json
 from testkit.testhost import TestHost
@@ -148,35 +149,66 @@ def test_flower_redis_and_postgresql_listen_on_loopback_only(deployed):
 
 
 def test_secrets_are_generated_private_and_never_on_a_command_line(deployed):
-    for name in ("flower-admin", "redis", "postgresql"):
+    for name in SECRETS:
         path = deployed.credentials_dir / name
         assert path.stat().st_mode & 0o777 == 0o600, path
         assert len(deployed.credential(name)) >= 20
     modes = deployed.ssh(
-        "stat -c '%a %U %G %n' /etc/soniquebay/soniquebay.env /etc/soniquebay/flower.env"
+        "stat -c '%a %U %G %n' /etc/soniquebay/soniquebay.env /etc/soniquebay/flower.env "
+        "/etc/soniquebay/exporter.env /etc/redis/soniquebay-users.acl"
     ).stdout
     assert modes.splitlines() == [
         "640 root soniquebay /etc/soniquebay/soniquebay.env",
         "640 root soniquebay /etc/soniquebay/flower.env",
+        "600 root root /etc/soniquebay/exporter.env",
+        "640 redis redis /etc/redis/soniquebay-users.acl",
     ]
     public = deployed.ssh(
-        "cat /etc/systemd/system/soniquebay-*.service /etc/nginx/sites-enabled/*; ps -eo args"
+        "cat /etc/systemd/system/soniquebay-*.service /etc/nginx/sites-enabled/* /etc/redis/*; ps -eo args"
     ).stdout  # fmt: skip
-    for name in ("flower-admin", "redis", "postgresql"):
-        assert deployed.credential(name) not in public, f"the {name} password shows in a unit file or in ps"
-    # Redis refuses clients without the password.
+    for name in SECRETS:
+        assert deployed.credential(name) not in public, (
+            f"the {name} password shows in a unit, a file of Redis or ps"
+        )
+    # Redis refuses clients without a user, and its users file holds hashes only.
     noauth = deployed.ssh("redis-cli ping", check=False)
     assert "NOAUTH" in noauth.stdout + noauth.stderr
-    settings = deployed.ssh(
-        "export REDISCLI_AUTH=$(cat); redis-cli --no-auth-warning config get appendonly; "
-        "redis-cli --no-auth-warning config get maxmemory-policy",
-        input=deployed.credential("redis"),
-    ).stdout.split()
-    assert settings == ["appendonly", "yes", "maxmemory-policy", "noeviction"]
+    settings = [redis(deployed, "config get", key).split() for key in ("appendonly", "maxmemory-policy")]
+    assert settings == [["appendonly", "yes"], ["maxmemory-policy", "noeviction"]]
     # PostgreSQL stores a SCRAM verifier.
     assert psql(deployed, "SELECT left(rolpassword, 14) FROM pg_authid WHERE rolname = 'soniquebay'") == [
         ["SCRAM-SHA-256$"]
     ]
+
+
+def test_each_service_has_its_own_broker_user_without_admin_commands(deployed):
+    """The users as deployed (the integration test runs Flower and the exporter on theirs): each
+    env file names its service's user, and no service user runs an admin command or the exporter
+    a write; the `default` user is off."""
+    logins = deployed.ssh(
+        "grep -h '^SONIQUEBAY_BROKER_USER=' /etc/soniquebay/soniquebay.env /etc/soniquebay/flower.env "
+        "/etc/soniquebay/exporter.env"
+    ).stdout.split()
+    assert logins == [f"SONIQUEBAY_BROKER_USER={user}" for user in ("workers", "flower", "exporter")]
+    users = redis(deployed, "acl list")
+    assert "user default off" in users and users.count("user ") == 5, users
+    refusals = {
+        "workers": ["flushall", "config set maxmemory 1", "shutdown nosave", "acl setuser intruder on"],
+        "flower": ["flushall", "flushdb", "config get maxmemory", "shutdown nosave"],
+        "exporter": [
+            "set soniquebay-probe 1",
+            "lpush extract x",
+            "del scan",
+            "flushall",
+            "config get maxmemory",
+        ],
+    }
+    for user, commands in refusals.items():
+        for command in commands:
+            answer = redis(deployed, command, user=user)
+            assert answer.startswith("NOPERM"), (user, command, answer)
+    assert redis(deployed, "llen extract", user="exporter").isdigit()
+    assert redis(deployed, "config get maxmemory").split() == ["maxmemory", "0"]
 
 
 def test_postgresql_probes_idle_clients_so_a_dead_hosts_connections_close_within_minutes(deployed):

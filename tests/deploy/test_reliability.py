@@ -22,7 +22,7 @@ import pytest
 
 from backend_worker.config import DEFAULT_TIME_LIMITS
 from testkit.deploy import chaos
-from testkit.deploy.checks import FLOWER, LIBRARY, wait_all_active
+from testkit.deploy.checks import FLOWER, LIBRARY, SECRETS, wait_all_active
 from testkit.deploy.layout import LAYOUT, POOLS, WORKER_UNITS
 from testkit.deploy.ops import (
     RECOVERY_LIMIT,
@@ -248,7 +248,7 @@ def test_a_unit_with_a_wrong_broker_password_retries_instead_of_crash_looping(de
     dropin = f"/run/systemd/system/{unit}.d"
     wrong = "/run/soniquebay-wrong.env"
     # /run is the machine's tmpfs: written over SSH. Read after the main env file, so it wins.
-    deployed.ssh(f"cat > {wrong}", input="SONIQUEBAY_BROKER_URL=redis://:not-the-password@127.0.0.1:6379/0\n")
+    deployed.ssh(f"cat > {wrong}", input="SONIQUEBAY_BROKER_PASSWORD=not-the-password\n")
     deployed.ssh(
         f"mkdir -p {dropin} && cat > {dropin}/wrong.conf", input=f"[Service]\nEnvironmentFile={wrong}\n"
     )
@@ -282,12 +282,12 @@ def test_the_cli_names_a_wrong_database_or_broker_in_one_line(deployed):
             "soniquebay: cannot use PostgreSQL at postgresql://127.0.0.1:5999/soniquebay: ",
             "refused",
         ),
-        "SONIQUEBAY_BROKER_URL=redis://:wrong-password@127.0.0.1:6379/0": (
+        "SONIQUEBAY_BROKER_PASSWORD=wrong-password": (
             "scan /srv/music",
             "soniquebay: cannot use the broker at redis://127.0.0.1:6379/0: ",
             "password",
         ),
-        "SONIQUEBAY_BROKER_URL=redis://:wrong-password@127.0.0.1:6999/0": (
+        "SONIQUEBAY_BROKER_URL=redis://127.0.0.1:6999/0": (
             "scan /srv/music",
             "soniquebay: cannot use the broker at redis://127.0.0.1:6999/0: ",
             "refused",
@@ -327,17 +327,17 @@ def test_services_run_unprivileged_and_no_secret_shows_in_logs_or_the_repository
     logs = deployed.ssh(
         "journalctl --no-pager -o cat; cat /var/log/nginx/*.log 2>/dev/null", timeout=120
     ).stdout
-    for name in ("flower-admin", "redis", "postgresql"):
+    for name in SECRETS:
         secret = deployed.credential(name)
         assert secret not in logs, f"the {name} password is in a log"
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
-    for name in ("flower-admin", "redis", "postgresql"):
+    for name in SECRETS:
         secret = deployed.credential(name).encode()
         for path in tracked.split(b"\0"):
             if path and (REPO / path.decode()).is_file():
                 assert secret not in (REPO / path.decode()).read_bytes(), (name, path)
     world = deployed.ssh(
         "find /etc/soniquebay /var/lib/soniquebay /etc/nginx /etc/redis -perm -o=r -type f "
-        "\\( -name '*.env' -o -name '*htpasswd*' -o -name '*.conf' -path '*redis*' \\)"
+        "\\( -name '*.env' -o -name '*htpasswd*' -o -name '*.conf' -path '*redis*' -o -name '*.acl' \\)"
     ).stdout.split()
     assert world == [], f"world-readable secrets: {world}"

@@ -28,10 +28,12 @@ def scrape(port: int) -> dict[str, float]:
 
 
 @pytest.fixture()
-def exporter_port(services_up):
+def exporter_port(broker):
+    """The exporter, logged in to the broker as its own read-only user (as deployed)."""
     port = services.free_port()
+    env = {**os.environ, **broker.login_env("exporter")}
     with services.process_listening(
-        [str(services.VENV_BIN / "soniquebay"), "exporter", "--port", str(port)], port
+        [str(services.VENV_BIN / "soniquebay"), "exporter", "--port", str(port)], port, env=env
     ):
         yield port
 
@@ -88,17 +90,19 @@ def test_metrics_follow_the_library_queues_and_stalled_sessions(pipeline, librar
     assert m['soniquebay_queue_messages{queue="scan"}'] == 1
 
 
-def test_metrics_give_the_age_of_the_last_complete_scan_of_each_library_root(pipeline, library, tmp_path):
+def test_metrics_give_the_age_of_the_last_complete_scan_of_each_library_root(
+    pipeline, library, tmp_path, broker
+):
     from backend_worker import exporter
 
     audio_fixtures.build_library(library / "a", artists=1, albums_per_artist=1, tracks_per_album=1)
     audio_fixtures.build_library(library / "b", artists=1, albums_per_artist=1, tracks_per_album=1)
     never = tmp_path / "never scanned"
     roots = (str(library), str(never))
-    broker = redis.Redis.from_url(os.environ["SONIQUEBAY_BROKER_URL"])
+    exporter_broker = redis.Redis.from_url(broker.url_for("exporter"))  # the exporter's own user
 
     def ages() -> dict[str, float]:
-        samples = exporter.collect(broker, pipeline.conn, roots)
+        samples = exporter.collect(exporter_broker, pipeline.conn, roots)
         return {s[1]["root"]: s[2] for s in samples if s[0] == "soniquebay_last_completed_scan_age_seconds"}
 
     assert ages() == {str(library): math.inf, str(never): math.inf}
@@ -107,7 +111,7 @@ def test_metrics_give_the_age_of_the_last_complete_scan_of_each_library_root(pip
     assert pipeline.scan(library)["status"] == "completed"
     pipeline.conn.execute("UPDATE scan_sessions SET ended_at = ended_at - interval '1 hour'")
     assert 3600 <= ages()[str(library)] < 3700 and ages()[str(never)] == math.inf
-    text = exporter.render(exporter.collect(broker, pipeline.conn, roots))
+    text = exporter.render(exporter.collect(exporter_broker, pipeline.conn, roots))
     assert f'soniquebay_last_completed_scan_age_seconds{{root="{never}"}} +Inf' in text.splitlines()
 
 

@@ -279,7 +279,13 @@ def test_a_second_make_deploy_changes_nothing(machine, first_deploy):
 
 # ---- make uninstall (playbooks/uninstall.yml), last: it takes the deployment away -----------------
 
-SECRETS = ("/etc/soniquebay/soniquebay.env", "/etc/soniquebay/flower.env", "/usr/local/sbin/soniquebay")
+SECRETS = (
+    "/etc/soniquebay/soniquebay.env",
+    "/etc/soniquebay/flower.env",
+    "/etc/soniquebay/exporter.env",
+    "/etc/redis/soniquebay-users.acl",
+    "/usr/local/sbin/soniquebay",
+)
 DATA = ("/var/lib/soniquebay", "/var/lib/soniquebay-flower", "/var/backups/soniquebay")
 
 

@@ -126,3 +126,15 @@ def test_urls_are_shown_without_credentials():
     assert url_without_credentials("redis://:s3cret@127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
     assert url_without_credentials("postgresql:///soniquebay") == "postgresql://localhost/soniquebay"
     assert url_without_credentials("redis://:s3cret@host:notaport/0") == "redis://host/0"
+
+
+def test_the_broker_login_comes_from_the_user_and_password_settings(monkeypatch):
+    monkeypatch.setenv("SONIQUEBAY_BROKER_URL", "redis://10.0.0.10:6379/2")
+    monkeypatch.delenv("SONIQUEBAY_BROKER_USER", raising=False)
+    assert Settings.from_env().broker_url == "redis://10.0.0.10:6379/2"
+    monkeypatch.setenv("SONIQUEBAY_BROKER_USER", "flower")
+    monkeypatch.setenv("SONIQUEBAY_BROKER_PASSWORD", "p@ss:word/1")
+    assert Settings.from_env().broker_url == "redis://flower:p%40ss%3Aword%2F1@10.0.0.10:6379/2"
+    # A login in the URL gives way to the user's: Flower's env file overrides the workers' login.
+    monkeypatch.setenv("SONIQUEBAY_BROKER_URL", "redis://workers:theirs@10.0.0.10:6379/2")
+    assert Settings.from_env().broker_url == "redis://flower:p%40ss%3Aword%2F1@10.0.0.10:6379/2"

@@ -190,6 +190,26 @@ CASES: dict[str, tuple[str, dict, str, str]] = {
         WATCH,
         f"backend_worker_watch_host=db1 must be a host of the workers group ({HOST})",
     ),
+    "a-broker-user-named-default": (
+        "broker.yml",
+        {
+            "redis_users": [
+                {"name": "admin", "password": GOOD_PASSWORD, "rules": "~* +@all"},
+                {"name": "workers", "password": GOOD_PASSWORD, "rules": "~* +@all -@dangerous"},
+                {"name": "default", "password": GOOD_PASSWORD, "rules": "~* +@all"},
+            ]
+        },
+        "redis : Validate the Redis users",
+        "Bad redis_users (names admin, workers, default): each name once, lower case letters, digits, "
+        "_ and -, not `default`",
+    ),
+    "short-flower-broker-password": (
+        "monitoring.yml",
+        {"soniquebay_redis_flower_password": "short"},
+        "flower : Validate the Flower settings",
+        "flower_redis_password must be at least 12 characters of letters, digits and ._~- "
+        "(it is 5 characters)",
+    ),
     # The whole site: the broker tier validates its password before installing Redis.
     "site-empty-broker-password": (
         "site.yml",
