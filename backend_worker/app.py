@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Exchange, Queue
 
-from backend_worker.config import settings
+from backend_worker.config import broker_tls, settings
 from backend_worker.pipeline import QUEUES
 
 # The app's settings that depend on nothing, grouped by why they are set.
@@ -55,6 +55,8 @@ def build_app() -> Celery:
         task_serializer="json",
         accept_content=["json"],
         broker_transport_options={"visibility_timeout": conf.visibility_timeout},
+        # rediss:// between hosts: the broker's certificate and name verified (Flower uses it too).
+        broker_use_ssl=broker_tls(conf) or False,
         timezone="UTC",
         **NO_RESULTS,
         **AT_LEAST_ONCE,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -83,6 +84,8 @@ def queue_time_limits() -> dict[str, int]:
 @dataclass(frozen=True)
 class Settings:
     broker_url: str
+    # rediss:// only: the CA the broker's certificate is verified against (None: the system's).
+    broker_ca: str | None
     database_url: str
     covers_dir: str
     library_roots: tuple[str, ...]
@@ -100,6 +103,7 @@ class Settings:
         roots = os.environ.get("SONIQUEBAY_LIBRARY_ROOTS", "")
         settings = cls(
             broker_url=broker_url(),
+            broker_ca=os.environ.get("SONIQUEBAY_BROKER_CA") or None,
             database_url=os.environ.get("SONIQUEBAY_DATABASE_URL", "postgresql:///soniquebay"),
             covers_dir=os.environ.get("SONIQUEBAY_COVERS_DIR", "/var/lib/soniquebay/covers"),
             library_roots=tuple(r for r in roots.split(":") if r),
@@ -118,6 +122,22 @@ class Settings:
                 f"task time limit ({longest} s), or running tasks get delivered twice"
             )
         return settings
+
+
+def broker_tls(conf: Settings) -> dict:
+    """The TLS options of a rediss:// broker (Celery's broker_use_ssl, redis-py's keywords): the
+    broker's certificate verified, against SONIQUEBAY_BROKER_CA, with its name or address (redis-py
+    checks neither by default). Empty for redis://."""
+    if urlsplit(conf.broker_url).scheme != "rediss":
+        return {}
+    return {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": conf.broker_ca, "ssl_check_hostname": True}
+
+
+def broker_client(conf: Settings, **options):
+    """A redis-py client of the broker (the exporter's, the reconciler's), TLS as the workers'."""
+    import redis
+
+    return redis.Redis.from_url(conf.broker_url, **broker_tls(conf), **options)
 
 
 def settings() -> Settings:

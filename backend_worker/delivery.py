@@ -278,11 +278,9 @@ class Watch:
 
     def _redis(self) -> redis.Redis:
         if self._broker is None:
-            from backend_worker.config import settings
+            from backend_worker.config import broker_client, settings
 
-            self._broker = redis.Redis.from_url(
-                settings().broker_url, socket_timeout=10, socket_connect_timeout=5
-            )
+            self._broker = broker_client(settings(), socket_timeout=10, socket_connect_timeout=5)
         return self._broker
 
     def _drop(self) -> None:

@@ -14,7 +14,7 @@ import psycopg
 import redis
 
 from backend_worker import __version__, delivery, library
-from backend_worker.config import settings
+from backend_worker.config import broker_client, settings
 from backend_worker.pipeline import QUEUES, STAGE_QUEUES
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ def _label(value) -> str:
 class Exporter:
     def __init__(self):
         conf = settings()
-        self.broker = redis.Redis.from_url(conf.broker_url, socket_timeout=5, socket_connect_timeout=5)
+        self.broker = broker_client(conf, socket_timeout=5, socket_connect_timeout=5)
         self.database_url = conf.database_url
         self.library_roots = conf.library_roots
         self.conn: psycopg.Connection | None = None

@@ -62,6 +62,19 @@ def peer_addresses(hosts: list[str], hostvars: dict, this_host: str) -> list[str
     return found
 
 
+def ip_addresses(items: list) -> list[str]:
+    """The items that are IP addresses (host names and empty strings left out), once each, in order."""
+    found: list[str] = []
+    for item in items:
+        try:
+            address = str(ipaddress.ip_address(str(item)))
+        except ValueError:
+            continue
+        if address not in found:
+            found.append(address)
+    return found
+
+
 def host_network(address: str) -> str:
     """An address as the network of that one host: 10.0.0.21/32, fd00::21/128."""
     return str(ipaddress.ip_network(address))
@@ -80,5 +93,6 @@ class FilterModule:
             "worker_units": worker_units,
             "peer_addresses": peer_addresses,
             "host_network": host_network,
+            "ip_addresses": ip_addresses,
             "app_revision": app_revision,
         }

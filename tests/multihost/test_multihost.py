@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from testkit import audio_fixtures, multihost, releases, stack
+from testkit import audio_fixtures, multihost, releases, stack, wire
 from testkit import upgrade as upgrading
 from testkit.deploy.ops import every_cpu_slot, hold_lock, release_lock
 from testkit.stack import expected_rows, soniquebay_json
@@ -86,8 +86,9 @@ def tcp_refused(net: TestNet, port: int) -> str:
 def client_check(host: NetHost) -> str:
     """From a worker host, with the deployed settings: Redis PING and a PostgreSQL query."""
     code = (
-        "import os, psycopg, redis\n"
-        "print(redis.Redis.from_url(os.environ['SONIQUEBAY_BROKER_URL'], socket_timeout=5).ping())\n"
+        "import os, psycopg\n"
+        "from backend_worker import config\n"
+        "print(config.broker_client(config.settings(), socket_timeout=5).ping())\n"
         "with psycopg.connect(os.environ['SONIQUEBAY_DATABASE_URL'], connect_timeout=5) as c:\n"
         "    print(c.execute('select 1').fetchone()[0])\n"
     )
@@ -288,7 +289,7 @@ def test_redis_and_postgresql_listen_on_loopback_and_the_private_address_only(ne
     block = "/BEGIN SoniqueBay worker hosts/,/END SoniqueBay worker hosts/p"
     hba = net.hosts[DB].ssh(f"sed -n '{block}' /etc/postgresql/*/main/pg_hba.conf").stdout.splitlines()[1:-1]
     assert [line.split() for line in hba] == [
-        ["host", "soniquebay", "soniquebay", f"{net.hosts[h].address}/32", "scram-sha-256"]
+        ["hostssl", "soniquebay", "soniquebay", f"{net.hosts[h].address}/32", "scram-sha-256"]
         for h in multihost.WORKER_HOSTS
     ]
 
@@ -323,6 +324,173 @@ def test_a_scan_fans_out_across_both_worker_hosts_and_lands_the_exact_rows(net, 
     # Both worker hosts read files: extract tasks ran on extract-1@worker1 and extract-1@worker2.
     extract_workers = {t["worker"] for t in flower_tasks(net, "extract.files") if t.get("state") == "SUCCESS"}
     assert extract_workers == {f"extract-1@{W1}", f"extract-1@{W2}"}, extract_workers
+
+
+def scan_new_folder(net: TestNet, music: str, name: str, seed: int, during=None) -> tuple[list, dict]:
+    """A new folder of 60 tracks under the library, scanned from worker1 (`during()` runs while the
+    scan does): the expected records and the session."""
+    staging = Path(music) / name
+    expected = audio_fixtures.build_library(
+        staging, artists=1, albums_per_artist=5, tracks_per_album=12, seconds=0.5, seed=seed
+    )
+    subprocess.run(["chmod", "-R", "a+rX", music], check=True)
+    command = f"soniquebay scan {multihost.LIBRARY}/{name} --wait --json"
+    scan = subprocess.Popen(
+        [*net.hosts[W1].ssh_argv(), command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        if during:
+            during()
+        out, _ = scan.communicate(timeout=600)
+    finally:
+        if scan.poll() is None:
+            scan.kill()
+    session = json.loads(out.strip().splitlines()[-1])
+    rows = psql(
+        net,
+        "SELECT path, coalesce(title, ''), coalesce(artist, '') FROM present_tracks "
+        f"WHERE path LIKE '{multihost.LIBRARY}/{name}/%' ORDER BY path",
+    )
+    assert session["status"] == "completed" and session["counts"]["errors"] == 0, session
+    assert rows == expected_rows(expected, staging, f"{multihost.LIBRARY}/{name}")
+    return expected, session
+
+
+def test_nothing_crosses_the_network_in_clear_during_a_scan(net, deployed, music, tmp_path):
+    """Everything between the worker hosts and db1 (Redis 6379, PostgreSQL 5432) during a scan,
+    captured on the machines' link: TLS records, and none of the passwords, the scanned files'
+    paths or the rows' text, as is or base64 (kombu's message bodies)."""
+    name = "wire-" + tmp_path.name[-6:].lower()
+    pcap = tmp_path / "scan.pcap"
+    with wire.capture(net.bridge, net.hosts[DB].address, (6379, 5432), pcap):
+        expected, session = scan_new_folder(net, music, name, seed=41)
+    assert session["counts"]["inserted"] == len(expected), session
+    assert pcap.stat().st_size > 100_000 and wire.tls_records(pcap) > 100, "nothing captured"
+    paths = {
+        f"path {i}": f"{name}/{Path(e['path']).relative_to(Path(music) / name)}"
+        for i, e in enumerate(expected)
+    }
+    titles = {f"title {i}": e["title"] for i, e in enumerate(expected) if e["title"] and len(e["title"]) >= 8}
+    secrets = {
+        f"password {n}": net.credential(n) for n in ("redis", "redis-flower", "redis-exporter", "postgresql")
+    }
+    assert titles, "no title long enough to look for"
+    assert wire.found_in(pcap, {"folder": name, **paths, **titles, **secrets}) == []
+
+
+def test_a_worker_host_with_a_wrong_ca_is_refused_and_says_why(net, deployed, tmp_path):
+    """worker2's CA certificate replaced by another CA's: its units cannot verify db1 and say so in
+    their journal (the broker's and PostgreSQL's), and the command names the cause."""
+    worker2 = net.hosts[W2]
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-days", "2", "-keyout", str(tmp_path / "other.key"), "-out", str(tmp_path / "other.crt"),
+         "-subj", "/CN=Another CA"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    unit = "soniquebay-worker-extract-1.service"
+    since = worker2.ssh("date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
+    worker2.ssh("cp /etc/soniquebay/tls/ca.crt /root/ca.crt.good && cat > /etc/soniquebay/tls/ca.crt",
+                input=(tmp_path / "other.crt").read_text())  # fmt: skip
+    try:
+        worker2.ssh(f"systemctl restart {unit}")
+        deadline = time.monotonic() + 60
+        while "certificate verify failed" not in (
+            journal := worker2.ssh(f"journalctl -u {unit} --since '{since}' --no-pager -o cat").stdout
+        ):
+            assert time.monotonic() < deadline, journal[-3000:]
+            time.sleep(2)
+        assert worker2.ssh(f"systemctl is-active {unit}", check=False).stdout.strip() == "active"
+        status = worker2.ssh("soniquebay status", check=False)
+        assert status.returncode == 2, status.stdout + status.stderr
+        assert "certificate verify failed" in status.stderr, status.stderr
+    finally:
+        worker2.ssh(f"cp /root/ca.crt.good /etc/soniquebay/tls/ca.crt && systemctl restart {unit}")
+    assert client_check(worker2) == ["True", "1"]
+
+
+def test_a_plain_connection_from_another_host_is_refused_and_logged(net, deployed):
+    """From worker2 (let through by the firewall): Redis without TLS, PostgreSQL without TLS. Both
+    refused; db1's logs name why."""
+    worker2, db1 = net.hosts[W2], net.hosts[DB]
+    since = db1.ssh("date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
+    ping = f"import redis; print(redis.Redis(host={db1.address!r}, port=6379, socket_timeout=5).ping())"
+    plain_redis = worker2.ssh(f"{VENV_PY} -c {shlex.quote(ping)}", check=False, timeout=30)
+    assert plain_redis.returncode != 0 and "ConnectionError" in plain_redis.stderr, plain_redis
+    code = (
+        "import os, psycopg\n"
+        "try:\n"
+        "    psycopg.connect(os.environ['SONIQUEBAY_DATABASE_URL'], sslmode='disable', connect_timeout=5)\n"
+        "except psycopg.OperationalError as exc: print(exc)\n"
+    )
+    plain_pg = worker2.ssh(ENV + f"{VENV_PY} -c {shlex.quote(code)}", check=False, timeout=30).stdout
+    assert "no pg_hba.conf entry" in plain_pg and "no encryption" in plain_pg, plain_pg
+    deadline = time.monotonic() + 30
+    while "wrong version number" not in (
+        redis_log := db1.ssh("cat /var/log/redis/redis-server.log").stdout[-20000:]
+    ):
+        assert time.monotonic() < deadline, redis_log[-2000:]
+        time.sleep(1)
+    postgres_log = db1.ssh(
+        f"journalctl --since '{since}' --no-pager -o cat; cat /var/log/postgresql/*.log"
+    ).stdout
+    assert (
+        f'no pg_hba.conf entry for host "{worker2.address}"' in postgres_log
+        and "no encryption" in postgres_log
+    )
+
+
+def test_a_redis_restart_during_a_scan_over_tls_loses_nothing(net, deployed, music):
+    """issue 11's Redis restart, on the TLS layout: db1's Redis restarts while a scan runs; the
+    workers of both hosts reconnect over TLS and the scan lands the exact rows."""
+    db1 = net.hosts[DB]
+
+    def restart_redis_once_tracks_arrive() -> None:
+        deadline = time.monotonic() + 120
+        while psql(net, "SELECT count(*) FROM scan_sessions WHERE status = 'running'") == [["0"]]:
+            assert time.monotonic() < deadline, "the scan never started"
+            time.sleep(0.3)
+        db1.ssh("systemctl restart redis-server.service", timeout=120)
+
+    expected, session = scan_new_folder(
+        net, music, "redis-restart", seed=42, during=restart_redis_once_tracks_arrive
+    )
+    assert session["counts"]["inserted"] == len(expected), session
+    for host in multihost.WORKER_HOSTS:
+        assert client_check(net.hosts[host]) == ["True", "1"], host
+
+
+def test_rerunning_the_play_near_the_end_of_a_certificate_renews_it(net, deployed, inventories):
+    """db1's certificate on the controller replaced by one of the CA's valid for 20 days, within
+    the renewal window (pki_renew_before, 30 days): site.yml renews it (once: Redis and PostgreSQL
+    serve the same new one, valid a year), and the workers go on over TLS."""
+
+    def served(port: int, starttls: str = "") -> str:
+        """The certificate db1 serves on `port`, as worker1 (let through by the firewall) sees it."""
+        command = (
+            f"openssl s_client -connect {net.hosts[DB].address}:{port} {starttls} </dev/null 2>/dev/null"
+            " | openssl x509 -noout -serial -enddate"
+        )
+        return net.hosts[W1].ssh(command, check=False, timeout=60).stdout
+
+    before = (served(6379), served(5432, "-starttls postgres"))
+    assert "serial=" in before[0] and before[0] == before[1], before
+    tls = net.credentials_dir / "tls"
+    subprocess.run(
+        ["openssl", "x509", "-req", "-in", f"{DB}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-days", "20",
+         "-copy_extensions", "copyall", "-out", f"{DB}.crt"],
+        cwd=tls, check=True, capture_output=True,
+    )  # fmt: skip
+    result = net.converge(inventories["full"])
+    assert result.ok, result.tail(120)
+    after = (served(6379), served(5432, "-starttls postgres"))
+    assert after[0] == after[1] and after[0] != before[0], (before, after)
+    end = after[0].split("notAfter=")[1].strip()
+    days_left = (datetime.datetime.strptime(end, "%b %d %H:%M:%S %Y %Z") - datetime.datetime.now()).days
+    assert 363 <= days_left <= 365, end
+    for host in multihost.WORKER_HOSTS:
+        assert client_check(net.hosts[host]) == ["True", "1"], host
+    flower_workers(net, {f"{name}@{host}" for host, names in multihost.PLACEMENT.items() for name in names})
 
 
 def test_a_worker_host_dying_mid_scan_loses_no_track(net, deployed, music):

@@ -24,7 +24,7 @@ def pool(queue: str, units: int = 1, **more) -> dict:
 
 def test_the_filters_are_registered_under_their_names():
     assert set(filters.FilterModule().filters()) == {
-        "host_pools", "worker_units", "peer_addresses", "host_network", "app_revision"
+        "host_pools", "worker_units", "peer_addresses", "host_network", "ip_addresses", "app_revision"
     }  # fmt: skip
 
 
@@ -103,3 +103,8 @@ def test_app_revision_names_the_build_and_changes_with_the_settings():
     assert revision == "soniquebay-1.0-py3.11-x86_64-0123abcd-0123456789ab"
     assert filters.app_revision(Path(build).name, "0123456789abcdef0123") == revision
     assert filters.app_revision(build, "ffff456789abcdef0123") != revision
+
+
+def test_ip_addresses_keeps_the_addresses_once_each():
+    given = ["10.0.0.10", "", "db1.example", "127.0.0.1", "10.0.0.10", "fd00::10"]
+    assert filters.ip_addresses(given) == ["10.0.0.10", "127.0.0.1", "fd00::10"]
