@@ -78,14 +78,14 @@ def get_json(url: str, timeout: float = 10):
     return json.loads(urllib.request.urlopen(url, timeout=timeout).read())
 
 
-def test_flower_works_on_its_own_user(pipeline, library, broker):
+def test_flower_works_on_its_own_user(pipeline, library, broker, tmp_path):
     """Flower as deployed logs in as `flower`: the workers' list (remote control through the broker),
     the broker's queues, a task revoked, and the events of a scan's tasks."""
     audio_fixtures.build_library(library, artists=1, albums_per_artist=2, tracks_per_album=3)
     port = services.free_port()
     # The API without a login: loopback, this test only (deployed, Flower asks for its password).
     env = {**os.environ, **broker.login_env("flower"), "FLOWER_UNAUTHENTICATED_API": "true"}
-    log = services.shared_tempdir("soniquebay-flower-") / "flower.log"
+    log = tmp_path / "flower.log"  # Flower runs as root here
     argv = [str(services.VENV_BIN / "celery"), "-A", "backend_worker", "flower", "--address=127.0.0.1",
             f"--port={port}", "--url_prefix=flower"]  # fmt: skip
     with (
