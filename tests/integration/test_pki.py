@@ -134,3 +134,24 @@ def test_the_operator_s_certificate_is_checked_never_replaced(tmp_path, case, ca
         -3000:
     ]
     assert (tls / "localhost.crt").read_text() == given and not (tls / "ca.key").exists()
+
+
+def test_deleting_a_key_or_the_ca_rotates_them_as_the_docs_say(tmp_path):
+    """docs/deployment.md, "Rotating the certificates now": a host's key and certificate deleted
+    on the controller are made again (a new key); all of credentials/tls/ deleted, a new CA too."""
+    assert changed(run(tmp_path)) > 0
+    tls, installed = tmp_path / "tls", tmp_path / "installed"
+    first = {name: (tls / name).read_text() for name in ("ca.crt", "localhost.key", "localhost.crt")}
+    for name in ("localhost.key", "localhost.crt"):
+        (tls / name).unlink()
+    proc = run(tmp_path)
+    assert changed(proc) > 0 and "certificate installed" in proc.stdout
+    assert (tls / "localhost.key").read_text() != first["localhost.key"]
+    assert (tls / "ca.crt").read_text() == first["ca.crt"]
+    assert (installed / "server.key").read_text() == (tls / "localhost.key").read_text()
+    for path in tls.iterdir():
+        path.unlink()
+    assert changed(run(tmp_path)) > 0
+    assert (tls / "ca.crt").read_text() != first["ca.crt"]
+    assert (installed / "ca.crt").read_text() == (tls / "ca.crt").read_text()
+    openssl("verify", "-CAfile", str(installed / "ca.crt"), str(installed / "server.crt"), cwd=tls)
