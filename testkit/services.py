@@ -120,6 +120,24 @@ def redis_user_rules() -> dict[str, str]:
     return {user["name"]: user["rules"] for user in defaults["redis_users"]}
 
 
+def render_redis_users(dest: Path, passwords: dict[str, str]) -> None:
+    """The shipped ACL file (templates/redis-users.acl.j2), rendered by Ansible as the role does."""
+    import json
+
+    rules = redis_user_rules()
+    users = [{"name": name, "password": passwords[name], "rules": rules[name]} for name in rules]
+    extra = dest.with_suffix(".vars.json")
+    extra.write_text(json.dumps({"redis_users": users, "redis_users_legacy_default": False}))
+    template = REPO / "templates/redis-users.acl.j2"
+    subprocess.run(
+        [str(Path(sys.executable).parent / "ansible"), "localhost", "-c", "local", "-i", "localhost,",
+         "-m", "ansible.builtin.template", "-a", f"src={template} dest={dest} mode=0600",
+         "-e", f"@{extra}", "-e", f"ansible_python_interpreter={sys.executable}"],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    extra.unlink()
+
+
 class Redis:
     """A private redis-server with the shipped users (the `default` user off); `url` logs in as the
     workers, `url_for(name)` as another of them."""
@@ -148,9 +166,7 @@ class Redis:
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         users = self.workdir / "users.acl"
-        rules = redis_user_rules()
-        lines = [f"user {name} on >{self.passwords[name]} {rules[name]}" for name in rules]
-        users.write_text("\n".join(["user default off resetpass resetkeys resetchannels -@all", *lines, ""]))
+        render_redis_users(users, self.passwords)
         with open(self.workdir / "redis.log", "ab") as log:
             self.proc = subprocess.Popen(
                 ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
