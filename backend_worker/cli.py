@@ -57,9 +57,18 @@ def db():
 @db.command()
 def upgrade():
     """Apply pending schema migrations (safe to run again)."""
+    import psycopg
+
     from backend_worker import db as database
 
-    applied = database.upgrade()
+    try:
+        applied = database.upgrade()
+    except psycopg.errors.InsufficientPrivilege as exc:
+        # The workers' role (the env file's) owns nothing: the schema is the owner role's.
+        fail(
+            f"{one_line(exc)}: migrations run as the database's owner role (soniquebay_owner), with "
+            "SONIQUEBAY_DATABASE_URL naming it; the deployment's playbooks run them"
+        )
     click.echo(f"applied {', '.join(applied)}" if applied else "schema is up to date")
 
 

@@ -182,9 +182,37 @@ class Redis:
             self.proc.wait(timeout=20)
 
 
+# The deployment's two database roles (roles/postgresql/defaults/main.yml) and the SQL that gives
+# the owner everything and the workers their privileges, the same file the role applies.
+OWNER_ROLE = "soniquebay_owner"
+WORKERS_ROLE = "soniquebay"
+DATABASE_ROLES_SQL = REPO / "roles/postgresql/files/database_roles.sql"
+
+
+def database_roles_statements() -> list[str]:
+    """The statements of roles/postgresql/files/database_roles.sql, split as the role splits them."""
+    return [part.strip() for part in DATABASE_ROLES_SQL.read_text().split(";\n\n") if part.strip()]
+
+
+def apply_database_roles(superuser_url: str, owner: str = OWNER_ROLE, workers: str = WORKERS_ROLE) -> bool:
+    """Run roles/postgresql/files/database_roles.sql in the database of superuser_url as the role
+    does (one transaction, client-side parameters as psycopg2's): the owner owns everything, the
+    workers get their privileges. True when it changed any."""
+    import psycopg
+
+    with psycopg.connect(superuser_url) as conn, psycopg.ClientCursor(conn) as cur:
+        for statement in database_roles_statements():
+            cur.execute(statement, {"owner": owner, "workers": workers})
+        return cur.fetchone()[0]
+
+
 class Postgres:
     """A throwaway cluster owned by the `postgres` system user (initdb refuses root). Tests trade
-    durability for speed; `durable=True` keeps Debian's settings (the benchmarks measure those)."""
+    durability for speed; `durable=True` keeps Debian's settings (the benchmarks measure those).
+
+    Its roles are the deployment's (trust authentication): `owner_url` owns the database and
+    migrates it, `workers_url` is what the workers and the command use, `url` the superuser (for
+    fixtures that empty or inspect the database)."""
 
     FAST = "-c fsync=off -c full_page_writes=off -c synchronous_commit=off"
 
@@ -194,9 +222,29 @@ class Postgres:
         self.workdir = workdir
         self.durable = durable
 
+    def url_for(self, role: str, database: str = "soniquebay") -> str:
+        return f"postgresql://{role}@127.0.0.1:{self.port}/{database}"
+
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/soniquebay"
+        return self.url_for("postgres")
+
+    @property
+    def owner_url(self) -> str:
+        return self.url_for(OWNER_ROLE)
+
+    @property
+    def workers_url(self) -> str:
+        return self.url_for(WORKERS_ROLE)
+
+    def create_database(self, name: str) -> None:
+        """A database laid out as the postgresql role makes it: owned by the owner, the workers'
+        privileges granted (those of the tables migrations create included)."""
+        import psycopg
+
+        with psycopg.connect(self.url_for("postgres", "postgres"), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name} OWNER {OWNER_ROLE} TEMPLATE template0 ENCODING 'UTF8'")
+        apply_database_roles(self.url_for("postgres", name))
 
     def postmaster_pid(self) -> int:
         return int((self.datadir / "postmaster.pid").read_text().split()[0])
@@ -220,16 +268,12 @@ class Postgres:
             "start", stdout=subprocess.DEVNULL,
         )  # fmt: skip
         if fresh:
-            self._as_postgres(
-                str(PG_BIN / "createdb"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-U",
-                "postgres",
-                "soniquebay",
-            )
+            import psycopg
+
+            with psycopg.connect(self.url_for("postgres", "postgres"), autocommit=True) as conn:
+                for role in (OWNER_ROLE, WORKERS_ROLE):
+                    conn.execute(f"CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE")
+            self.create_database("soniquebay")
 
     def stop(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):

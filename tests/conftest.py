@@ -28,7 +28,8 @@ COVERS_DIR = _RUN_DIR / "covers"
 os.environ.update(
     {
         "SONIQUEBAY_BROKER_URL": _REDIS.url,
-        "SONIQUEBAY_DATABASE_URL": _POSTGRES.url,
+        # The workers' role, as deployed: it owns nothing (the suite proves its privileges suffice).
+        "SONIQUEBAY_DATABASE_URL": _POSTGRES.workers_url,
         "SONIQUEBAY_COVERS_DIR": str(COVERS_DIR),
         # Small units so a test library of a few hundred files still fans out and batches.
         "SONIQUEBAY_EXTRACT_CHUNK_FILES": "40",
@@ -46,13 +47,13 @@ LIBRARY_TABLES = (
 
 @pytest.fixture(scope="session")
 def services_up():
-    """Redis and PostgreSQL running, schema migrated."""
+    """Redis and PostgreSQL running, schema migrated (by the owner role, as deployed)."""
     try:
         _REDIS.start()
         _POSTGRES.start()
         from backend_worker import db
 
-        db.upgrade()
+        db.upgrade(_POSTGRES.owner_url)
         COVERS_DIR.mkdir(exist_ok=True)
         shutil.chown(COVERS_DIR, services.WORKER_USER)
         yield
@@ -76,7 +77,7 @@ def postgres(services_up) -> services.Postgres:
 
 @pytest.fixture()
 def db_conn(services_up):
-    """A connection to an emptied library database."""
+    """A connection to an emptied library database (as the superuser: the workers cannot TRUNCATE)."""
     import psycopg
 
     with psycopg.connect(_POSTGRES.url, autocommit=True) as conn:

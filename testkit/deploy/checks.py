@@ -24,6 +24,7 @@ SECRETS = (
     "redis-flower",
     "redis-exporter",
     "postgresql",
+    "postgresql-owner",
 )
 
 

@@ -7,6 +7,7 @@ then a second converge, a layout change, restarts, a killed worker and a reboot.
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -337,3 +338,47 @@ def test_everything_comes_back_after_a_reboot(deployed):
     assert soniquebay_json(deployed, "status", "--json")["library"]["tracks"] == tracks_before
     # Flower saved its state at the clean stop and loaded it again (persistent mode).
     deployed.ssh("ls /var/lib/soniquebay-flower/flower.db*")
+
+
+def test_the_workers_database_role_owns_nothing_and_cannot_change_the_schema(deployed):
+    """The owner role owns the database and every table and sequence; the env file's role (the
+    workers') is refused schema changes; the owner's password is in no file under /etc/soniquebay."""
+    assert psql(deployed, "SELECT datdba::regrole FROM pg_database WHERE datname = current_database()") == [
+        ["soniquebay_owner"]
+    ]
+    owners = psql(
+        deployed,
+        "SELECT DISTINCT c.relowner::regrole FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'S', 'v', 'i')",
+    )
+    assert owners == [["soniquebay_owner"]]
+    assert psql(
+        deployed, "SELECT count(*) FROM pg_shdepend WHERE deptype = 'o' AND refobjid = 'soniquebay'::regrole"
+    ) == [["0"]]
+    # As the service user, with the env file's URL (the workers' role): rows yes, schema no.
+    script = (
+        "import os, psycopg\n"
+        "with psycopg.connect(os.environ['SONIQUEBAY_DATABASE_URL'], autocommit=True) as c:\n"
+        "    print('user', c.execute('SELECT current_user').fetchone()[0])\n"
+        "    print('tracks', c.execute('SELECT count(*) FROM tracks').fetchone()[0])\n"
+        "    for sql in ('CREATE TABLE intruder (id integer)', 'DROP TABLE tracks', 'TRUNCATE tracks'):\n"
+        "        try:\n"
+        "            c.execute(sql)\n"
+        "            print('allowed', sql)\n"
+        "        except psycopg.errors.InsufficientPrivilege as e:\n"
+        "            print('refused', sql, '|', str(e).splitlines()[0])\n"
+    )
+    out = deployed.ssh(
+        "set -a; . /etc/soniquebay/soniquebay.env; set +a; "
+        f"runuser -u soniquebay -- /opt/soniquebay/venv/bin/python -c {shlex.quote(script)}"
+    ).stdout
+    lines = out.splitlines()
+    assert lines[0] == "user soniquebay", out
+    assert lines[1].startswith("tracks "), out
+    refused = [line for line in lines if line.startswith("refused ")]
+    assert len(refused) == 3 and not any(line.startswith("allowed ") for line in lines), out
+    assert all("permission denied" in line or "must be owner" in line for line in refused), out
+    # The owner's password: in the migration's environment only, in no file of the host's settings.
+    owner_password = deployed.credential("postgresql-owner")
+    found = deployed.ssh(f"grep -rlF -- {shlex.quote(owner_password)} /etc/soniquebay", check=False)
+    assert found.returncode == 1 and found.stdout == "", found.stdout

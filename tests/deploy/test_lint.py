@@ -198,6 +198,6 @@ def test_passwords_come_from_the_one_credential_lookup():
     assert len(names) == lookups.count("lookup('soniquebay_credential'")
     # Each role that uses a password looks it up itself (a role stands alone), by the same name.
     assert sorted(set(names)) == [
-        *("flower-admin", "flower-viewer", "postgresql"),
+        *("flower-admin", "flower-viewer", "postgresql", "postgresql-owner"),
         *("redis", "redis-admin", "redis-exporter", "redis-flower"),
     ]

@@ -35,10 +35,13 @@ def scan(env: dict, root: Path) -> dict:
     return session["counts"]
 
 
-def test_a_library_of_the_release_before_keeps_its_ids_after_the_upgrade(worker_procs, db_conn, library):
+def test_a_library_of_the_release_before_keeps_its_ids_after_the_upgrade(
+    worker_procs, db_conn, library, postgres
+):
     db_conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-    db_conn.execute(f"CREATE DATABASE {DATABASE}")
-    url = os.environ["SONIQUEBAY_DATABASE_URL"].rsplit("/", 1)[0] + "/" + DATABASE
+    postgres.create_database(DATABASE)  # as deployed: the owner migrates, the workers' role scans
+    url = postgres.url_for(services.WORKERS_ROLE, DATABASE)
+    owner_url = postgres.url_for(services.OWNER_ROLE, DATABASE)
     before_release = releases.export(
         releases.previous_release(), services.shared_tempdir("soniquebay-release-")
     )
@@ -47,7 +50,8 @@ def test_a_library_of_the_release_before_keeps_its_ids_after_the_upgrade(worker_
     logs = services.shared_tempdir("soniquebay-upgrade-logs-")
 
     newest = db.migrations()[-1][1]  # what the release before lacks (it was added after it)
-    assert newest not in soniquebay(env_before, "db", "upgrade").stdout
+    # Migrations log in as the owner role (its URL only in their environment, as deployed).
+    assert newest not in soniquebay({**env_before, "SONIQUEBAY_DATABASE_URL": owner_url}, "db", "upgrade").stdout
     audio_fixtures.build_library(library, artists=2, albums_per_artist=5, tracks_per_album=4)
     worker_procs.stop()
     try:
@@ -61,7 +65,8 @@ def test_a_library_of_the_release_before_keeps_its_ids_after_the_upgrade(worker_
             ids = conn.execute("SELECT id, path, album_id, artist_id FROM tracks ORDER BY id").fetchall()
         assert len(ids) == 40
 
-        assert f"applied {newest}" in soniquebay(env_now, "db", "upgrade").stdout
+        migrated = soniquebay({**env_now, "SONIQUEBAY_DATABASE_URL": owner_url}, "db", "upgrade").stdout
+        assert f"applied {newest}" in migrated
         workers = services.Workers(logs / "now", env_now)
         try:
             workers.start()

@@ -160,6 +160,19 @@ CASES: dict[str, tuple[str, dict, str, str]] = {
         PASSWORDS,
         "backend_worker_db_password must be at least 12 characters of letters, digits and ._~-",
     ),
+    "short-owner-password": (
+        "workers.yml",
+        {"soniquebay_postgresql_owner_password": "short"},
+        PASSWORDS,
+        "backend_worker_db_owner_password must be at least 12 characters of letters, digits and ._~- "
+        "(it goes into a URL); set it with soniquebay_postgresql_owner_password",
+    ),
+    "owner-password-that-breaks-the-url": (
+        "database.yml",
+        {"soniquebay_postgresql_owner_password": "pass@word:with/slashes"},
+        "postgresql : Validate the PostgreSQL passwords",
+        "postgresql_owner_password must be at least 12 characters of letters, digits and ._~-",
+    ),
     "no-backup-kept": (
         "database.yml",
         {"postgresql_backup_keep": 0},

@@ -1,9 +1,10 @@
 """Run `soniquebay db upgrade` and say whether it changed the schema.
 
-Run with the app's venv Python: argv = ENV_FILE SONIQUEBAY_COMMAND. Loads the env file, takes a
-fingerprint of the database schema (tables, columns, indexes, constraints) before and after the
-upgrade and prints one JSON object {"changed": bool, "output": "..."}; exits with the upgrade's
-status. This lets Ansible report changed only when a migration actually ran.
+Run with the app's venv Python: argv = ENV_FILE SONIQUEBAY_COMMAND. Loads the env file (a variable
+already in the environment wins: the task sets SONIQUEBAY_DATABASE_URL to the owner role's, which
+no file holds), takes a fingerprint of the database schema (tables, columns, indexes, constraints)
+before and after the upgrade and prints one JSON object {"changed": bool, "output": "..."}; exits
+with the upgrade's status. This lets Ansible report changed only when a migration actually ran.
 """
 
 import json
@@ -36,7 +37,7 @@ def load_env(path):
             line = line.strip()
             if line and not line.startswith("#") and "=" in line:
                 name, value = line.split("=", 1)
-                os.environ[name] = value
+                os.environ.setdefault(name, value)
 
 
 def fingerprint():
