@@ -51,7 +51,8 @@ def test_a_library_of_the_release_before_keeps_its_ids_after_the_upgrade(
 
     newest = db.migrations()[-1][1]  # what the release before lacks (it was added after it)
     # Migrations log in as the owner role (its URL only in their environment, as deployed).
-    assert newest not in soniquebay({**env_before, "SONIQUEBAY_DATABASE_URL": owner_url}, "db", "upgrade").stdout
+    as_owner_before = {**env_before, "SONIQUEBAY_DATABASE_URL": owner_url}
+    assert newest not in soniquebay(as_owner_before, "db", "upgrade").stdout
     audio_fixtures.build_library(library, artists=2, albums_per_artist=5, tracks_per_album=4)
     worker_procs.stop()
     try:
