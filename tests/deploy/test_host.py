@@ -262,10 +262,52 @@ def test_a_scan_of_a_fixture_library_lands_the_right_rows(deployed, tmp_path):
         deployed.ssh(f"test -s {COVERS}/{digest[:2]}/{digest}")
 
 
-def test_a_second_converge_changes_nothing(deployed):
-    result = deployed.converge()
+# Reads every process's argv on the host every 20 ms until /run/argv-sampler.stop exists; the
+# secrets come on stdin (never on its own command line). Prints how many samples it took, which
+# processes showed a secret (their name only) and whether it saw the migration runner.
+ARGV_SAMPLER = """
+import json, os, sys, time
+secrets = [line.strip() for line in sys.stdin if line.strip()]
+samples, hits, saw_migration = 0, set(), False
+while not os.path.exists("/run/argv-sampler.stop"):
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                argv = handle.read().replace(b"\\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        saw_migration = saw_migration or "db_upgrade.py" in argv
+        hits.update(argv.split()[0] for secret in secrets if secret in argv)
+    samples += 1
+    time.sleep(0.02)
+print(json.dumps({"samples": samples, "hits": sorted(hits), "saw_migration": saw_migration}))
+"""
+
+
+def test_a_second_converge_changes_nothing_and_shows_no_password_in_ps(deployed):
+    """The whole play over a deployed host changes nothing; while it runs (the broker's checks as
+    its admin and the migration as the owner role included) no process on the host carries a
+    password in its argv, what `ps` shows every user."""
+    deployed.ssh("rm -f /run/argv-sampler.stop; cat > /run/argv-sampler.py", input=ARGV_SAMPLER)
+    deployed.ssh(
+        "umask 077; cat > /run/argv-sampler.secrets; setsid /usr/bin/python3 /run/argv-sampler.py "
+        "< /run/argv-sampler.secrets > /run/argv-sampler.json 2>&1 &",
+        input="\n".join(deployed.credential(name) for name in SECRETS),
+    )
+    try:
+        result = deployed.converge()
+    finally:
+        deployed.ssh("touch /run/argv-sampler.stop")
     assert result.ok, result.tail(120)
     assert result.changed == 0, f"changed tasks on the second run: {result.changed_tasks()}"
+    deadline = time.monotonic() + 30
+    while not (report := deployed.ssh("cat /run/argv-sampler.json", check=False).stdout.strip()):
+        assert time.monotonic() < deadline, "the argv sampler did not report"
+        time.sleep(0.5)
+    deployed.ssh("rm -f /run/argv-sampler.*")
+    sampled = json.loads(report)
+    assert sampled["saw_migration"] and sampled["samples"] > 100, sampled
+    assert sampled["hits"] == [], f"processes with a password in their argv: {sampled['hits']}"
 
 
 def test_changing_one_pool_restarts_only_its_units(deployed):

@@ -319,7 +319,10 @@ def test_make_uninstall_removes_the_services_and_keeps_the_data(machine, first_d
     print(f"make uninstall: {time.monotonic() - started:.0f} s")
     assert proc.returncode == 0, output[-5000:]
     words = " ".join(output.split())
-    assert "Kept on localhost: the database soniquebay and its role soniquebay in the PostgreSQL 17" in words
+    assert (
+        "Kept on localhost: the database soniquebay and its roles soniquebay and soniquebay_owner in the "
+        "PostgreSQL 17" in words
+    ), words[-3000:]
     assert "Kept on localhost: the covers in /var/lib/soniquebay/covers" in words
     units = machine.ssh(
         "systemctl list-unit-files 'soniquebay*' --no-legend; "

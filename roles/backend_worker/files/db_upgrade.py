@@ -1,8 +1,7 @@
 """Run `soniquebay db upgrade` and say whether it changed the schema.
 
-Run with the app's venv Python: argv = ENV_FILE SONIQUEBAY_COMMAND. Loads the env file (a variable
-already in the environment wins: the task sets SONIQUEBAY_DATABASE_URL to the owner role's, which
-no file holds), takes a fingerprint of the database schema (tables, columns, indexes, constraints)
+Run with the app's venv Python: argv = ENV_FILE SONIQUEBAY_COMMAND, the owner role's database URL
+on stdin (no file holds it; it wins over the env file's). Loads the env file, takes a fingerprint of the database schema (tables, columns, indexes, constraints)
 before and after the upgrade and prints one JSON object {"changed": bool, "output": "..."}; exits
 with the upgrade's status. This lets Ansible report changed only when a migration actually ran.
 """
@@ -47,6 +46,9 @@ def fingerprint():
 
 def main():
     env_file, command = sys.argv[1], sys.argv[2]
+    owner_url = sys.stdin.readline().strip()
+    if owner_url:
+        os.environ["SONIQUEBAY_DATABASE_URL"] = owner_url
     load_env(env_file)
     before = fingerprint()
     proc = subprocess.run([command, "db", "upgrade"], capture_output=True, text=True)
