@@ -1,9 +1,10 @@
 """Run `soniquebay db upgrade` and say whether it changed the schema.
 
 Run with the app's venv Python: argv = ENV_FILE SONIQUEBAY_COMMAND, the owner role's database URL
-on stdin (no file holds it; it wins over the env file's). Loads the env file, takes a fingerprint of the database schema (tables, columns, indexes, constraints)
-before and after the upgrade and prints one JSON object {"changed": bool, "output": "..."}; exits
-with the upgrade's status. This lets Ansible report changed only when a migration actually ran.
+on stdin (no file holds it; it wins over the env file's). Loads the env file, takes a fingerprint
+of the database schema (tables, columns, indexes, constraints) before and after the upgrade and
+prints one JSON object {"changed": bool, "output": "..."}; exits with the upgrade's status. This
+lets Ansible report changed only when a migration actually ran.
 """
 
 import json
