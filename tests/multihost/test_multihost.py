@@ -288,8 +288,9 @@ def test_redis_and_postgresql_listen_on_loopback_and_the_private_address_only(ne
     assert addresses == {"127.0.0.1", "[::1]", net.hosts[DB].address}, listening
     block = "/BEGIN SoniqueBay worker hosts/,/END SoniqueBay worker hosts/p"
     hba = net.hosts[DB].ssh(f"sed -n '{block}' /etc/postgresql/*/main/pg_hba.conf").stdout.splitlines()[1:-1]
+    roles = "soniquebay,soniquebay_owner"  # the workers' and the owner (migrations run on worker1)
     assert [line.split() for line in hba] == [
-        ["hostssl", "soniquebay", "soniquebay", f"{net.hosts[h].address}/32", "scram-sha-256"]
+        ["hostssl", "soniquebay", roles, f"{net.hosts[h].address}/32", "scram-sha-256"]
         for h in multihost.WORKER_HOSTS
     ]
 
