@@ -287,11 +287,12 @@ def freeze_a_task(host, units: list[str], then=None, attempts: int = 5) -> tuple
     raise AssertionError(f"no pool process of {units} could be caught in a task in {attempts} attempts")
 
 
-def redis(host, *args: str, user: str = "admin") -> str:
-    """redis-cli on the host as one of the broker's users (admin: the operator's)."""
+def redis(host, *args: str, user: str = "admin", password: str | None = None) -> str:
+    """redis-cli on the host as one of the broker's users (admin: the operator's), with its
+    credential or the `password` given."""
     return host.ssh(
         f"export REDISCLI_AUTH=$(cat); redis-cli --user {user} --no-auth-warning " + " ".join(args),
-        input=host.credential("redis" if user == "workers" else f"redis-{user}"),
+        input=password or host.credential("redis" if user == "workers" else f"redis-{user}"),
     ).stdout.strip()
 
 

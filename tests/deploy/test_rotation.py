@@ -19,8 +19,7 @@ ROTATED = {"redis": "workers", "redis-admin": "admin", "redis-flower": "flower"}
 def ping(host, user: str, password: str) -> str:
     """redis-cli's answer to PING, with its AUTH failure if any (redis-cli reports a refused AUTH
     and still sends the command, which then gets NOAUTH)."""
-    login = f"export REDISCLI_AUTH=$(cat); redis-cli --user {user} --no-auth-warning"
-    return host.ssh(f"{login} ping 2>&1", input=password).stdout.strip()
+    return redis(host, "ping 2>&1", user=user, password=password)
 
 
 def test_rotated_broker_passwords_replace_the_old_ones(deployed):

@@ -37,7 +37,7 @@ def load_env(path):
             line = line.strip()
             if line and not line.startswith("#") and "=" in line:
                 name, value = line.split("=", 1)
-                os.environ.setdefault(name, value)
+                os.environ[name] = value
 
 
 def fingerprint():
@@ -47,10 +47,10 @@ def fingerprint():
 
 def main():
     env_file, command = sys.argv[1], sys.argv[2]
+    load_env(env_file)
     owner_url = sys.stdin.readline().strip()
     if owner_url:
         os.environ["SONIQUEBAY_DATABASE_URL"] = owner_url
-    load_env(env_file)
     before = fingerprint()
     proc = subprocess.run([command, "db", "upgrade"], capture_output=True, text=True)
     output = (proc.stdout + proc.stderr).strip()
