@@ -6,7 +6,7 @@ The app is built on first use, so importing a stage module does not read the set
 # The one place the version is written: pyproject.toml reads it ([tool.setuptools.dynamic]), so does
 # the wheelhouse builder; a tree run from PYTHONPATH without being installed reports its own.
 # A new release: change it here and add its section to CHANGELOG.md.
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 
 def __getattr__(name: str):

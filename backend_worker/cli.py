@@ -433,7 +433,9 @@ def extract(files, as_json):
     """Read FILES as the pipeline would and print the records; broken files give an error line."""
     from backend_worker.stages.extract import ExtractError, read_record
     from backend_worker.stages.scan import printable
+    from backend_worker.stages.tags import name_splitter
 
+    name_splitter()  # bad separators settings: one configuration error, before any file
     for path in files:
         path = os.path.abspath(path)
         if not os.path.lexists(path):

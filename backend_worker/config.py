@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
 from dataclasses import dataclass
@@ -71,6 +72,37 @@ def _duration(name: str, default: str) -> int:
         raise ConfigError(f"{name}={raw!r} is {exc}") from None
 
 
+# How one tagged name holding several is split ("A feat. B"), and names never split (the role's
+# backend_worker_artist_separators and backend_worker_artist_names_kept: the same defaults).
+DEFAULT_ARTIST_SEPARATORS = (" feat. ", " ft. ", "; ", " / ")
+DEFAULT_ARTIST_NAMES_KEPT = ("AC/DC",)
+
+
+def _string_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise ConfigError(f"{name}={raw!r} is not a JSON list of non-empty strings")
+    return tuple(value)
+
+
+def artist_name_settings() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(separators, names kept whole): SONIQUEBAY_ARTIST_SEPARATORS, SONIQUEBAY_ARTIST_NAMES_KEPT."""
+    separators = _string_list("SONIQUEBAY_ARTIST_SEPARATORS", DEFAULT_ARTIST_SEPARATORS)
+    blank = [s for s in separators if not s.strip()]
+    if blank:
+        raise ConfigError(
+            f"SONIQUEBAY_ARTIST_SEPARATORS holds {blank[0]!r}: a separator of only spaces would split "
+            "every name that has one"
+        )
+    return separators, _string_list("SONIQUEBAY_ARTIST_NAMES_KEPT", DEFAULT_ARTIST_NAMES_KEPT)
+
+
 def queue_time_limits() -> dict[str, int]:
     """Hard time limit per queue, SONIQUEBAY_TIME_LIMIT_<QUEUE> overriding the default. The soft
     limit is 30 s lower so a task can record what it was doing; units' TimeoutStopSec and the
@@ -97,10 +129,14 @@ class Settings:
     watch_quiet_seconds: int
     # How long a track whose file is gone stays in the library, missing, before it is purged.
     missing_retention: int
+    # Splitting "A feat. B": separators, and names kept whole (tags.NameSplitter).
+    artist_separators: tuple[str, ...]
+    artist_names_kept: tuple[str, ...]
 
     @classmethod
     def from_env(cls) -> Settings:
         roots = os.environ.get("SONIQUEBAY_LIBRARY_ROOTS", "")
+        separators, names_kept = artist_name_settings()
         settings = cls(
             broker_url=broker_url(),
             broker_ca=os.environ.get("SONIQUEBAY_BROKER_CA") or None,
@@ -114,6 +150,8 @@ class Settings:
             extract_slots=_int("SONIQUEBAY_EXTRACT_SLOTS", len(os.sched_getaffinity(0)), minimum=0),
             watch_quiet_seconds=_int("SONIQUEBAY_WATCH_QUIET_SECONDS", 10),
             missing_retention=_duration("SONIQUEBAY_MISSING_RETENTION", "30d"),
+            artist_separators=separators,
+            artist_names_kept=names_kept,
         )
         longest = max(queue_time_limits().values())
         if settings.visibility_timeout <= longest:

@@ -7,7 +7,7 @@ import os
 
 import psycopg
 
-from backend_worker.stages import insert, moves, scan
+from backend_worker.stages import fields, insert, moves, scan
 
 TOTAL_NAMES = ("tracks", "missing", "albums", "artists", "genres", "errors")
 
@@ -26,13 +26,21 @@ def totals(conn: psycopg.Connection) -> dict[str, int]:
 def known_files(conn: psycopg.Connection, dirs: list[str]) -> dict[str, tuple]:
     """path -> (mtime_ns, size, dev, ino) of the tracks and failed files in these folders, as
     scan.compare takes them: a track's dev is scan.MISSING_TRACK when it is marked missing and
-    scan.NO_AUDIO_KEY when it has no audio key yet; a failed file's dev and ino are None."""
+    scan.NO_AUDIO_KEY when it has no audio key yet; a failed file's dev and ino are None. A track
+    written by an older record layout (fields.RECORD_VERSION) has no mtime, so its file is read
+    again."""
     rows = conn.execute(
-        "SELECT path, mtime_ns, size, CASE WHEN missing_since IS NOT NULL THEN %(missing)s "
+        "SELECT path, CASE WHEN record_version < %(layout)s THEN NULL ELSE mtime_ns END, size, "
+        "  CASE WHEN missing_since IS NOT NULL THEN %(missing)s "
         "  WHEN audio_key IS NULL THEN %(keyless)s ELSE dev END, ino FROM tracks WHERE dir = ANY(%(d)b) "
         "UNION ALL SELECT path, mtime_ns, size, NULL, NULL FROM file_errors "
         "WHERE stage <> 'scan' AND dir = ANY(%(d)b)",
-        {"d": dirs, "missing": scan.MISSING_TRACK, "keyless": scan.NO_AUDIO_KEY},
+        {
+            "d": dirs,
+            "missing": scan.MISSING_TRACK,
+            "keyless": scan.NO_AUDIO_KEY,
+            "layout": fields.RECORD_VERSION,
+        },
     ).fetchall()
     # An error row comes last: it is the newer fact.
     return {path: (mtime_ns, size, dev, ino) for path, mtime_ns, size, dev, ino in rows}

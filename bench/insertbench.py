@@ -3,11 +3,11 @@
 Stage: what one ``insert.records`` task does, batch after batch (``SONIQUEBAY_INSERT_BATCH_ROWS``
 records each, one transaction per batch): check the unit, take the batch's records out of
 ``record_buffer``, upsert artists, albums and genres, write the tracks (COPY for new paths,
-INSERT ... ON CONFLICT for known ones), write their genres, clear their error rows, mark the unit
+INSERT ... ON CONFLICT for known ones), write their genres and credits, clear their error rows, mark the unit
 done. The buffer is filled beforehand (the extract stage's work), untimed.
 
-COPY: the same track rows (all columns, ids already known) and the same track_genres rows
-COPYed into empty tables defined like ``tracks`` / ``track_genres`` (same columns, indexes and
+COPY: the same track rows (all columns, ids already known) and the same track_genres and
+track_credits rows COPYed into empty tables defined like them (same columns, indexes and
 unique keys; neither has foreign keys), in the same batches, one transaction per batch: the least
 any importer must do to get those rows into PostgreSQL.
 """
@@ -46,12 +46,19 @@ def records_from_library(conn: psycopg.Connection) -> list[dict]:
 
 
 _TABLES = (
-    "track_genres, tracks, albums, artists, genres, file_errors, record_buffer, scan_units, scan_sessions"
+    "track_genres, track_credits, album_credits, tracks, albums, artists, genres, file_errors, "
+    "record_buffer, scan_units, scan_sessions"
+)
+# The rows that hang off a track, COPYed after it by the reference: (table, columns).
+_LINKS = (
+    ("track_genres", "track_id, genre_id, position"),
+    ("track_credits", "track_id, role, position, artist_id, subrole"),
 )
 
 
 def _reset(conn: psycopg.Connection) -> None:
-    conn.execute(f"TRUNCATE {_TABLES}, copy_tracks, copy_track_genres RESTART IDENTITY CASCADE")
+    copies = ", ".join(f"copy_{table}" for table, _ in _LINKS)
+    conn.execute(f"TRUNCATE {_TABLES}, copy_tracks, {copies} RESTART IDENTITY CASCADE")
     conn.execute("CHECKPOINT")
 
 
@@ -95,14 +102,15 @@ def _stage(conn: psycopg.Connection, records: list[dict], batch_rows: int) -> tu
                 written += n
     columns = ", ".join(insert.TRACK_COLUMNS)
     tracks = conn.execute(f"SELECT id, {columns} FROM tracks ORDER BY path").fetchall()
-    genres = conn.execute("SELECT track_id, genre_id, position FROM track_genres ORDER BY 1, 3").fetchall()
-    return clock, written, [tracks, genres, len(batch_ids)]
+    links = [conn.execute(f"SELECT {cols} FROM {table} ORDER BY 1, 3").fetchall() for table, cols in _LINKS]
+    return clock, written, [tracks, links, len(batch_ids)]
 
 
-def _copy(conn: psycopg.Connection, tracks: list[tuple], genres: list[tuple], batch_rows: int) -> _Clock:
-    by_track: dict[int, list[tuple]] = {}
-    for row in genres:
-        by_track.setdefault(row[0], []).append(row)
+def _copy(conn: psycopg.Connection, tracks: list[tuple], links: list[list[tuple]], batch_rows: int) -> _Clock:
+    by_track: list[dict[int, list[tuple]]] = [{} for _ in _LINKS]
+    for rows, grouped in zip(links, by_track, strict=True):
+        for row in rows:
+            grouped.setdefault(row[0], []).append(row)
     conn.execute("CHECKPOINT")
     columns = ", ".join(insert.TRACK_COLUMNS)
     with _Clock(conn) as clock:
@@ -112,10 +120,11 @@ def _copy(conn: psycopg.Connection, tracks: list[tuple], genres: list[tuple], ba
                 with cur.copy(f"COPY copy_tracks (id, {columns}) FROM STDIN") as copy:
                     for row in batch:
                         copy.write_row(row)
-                with cur.copy("COPY copy_track_genres (track_id, genre_id, position) FROM STDIN") as copy:
-                    for row in batch:
-                        for genre_row in by_track.get(row[0], ()):
-                            copy.write_row(genre_row)
+                for (table, cols), grouped in zip(_LINKS, by_track, strict=True):
+                    with cur.copy(f"COPY copy_{table} ({cols}) FROM STDIN") as copy:
+                        for row in batch:
+                            for link_row in grouped.get(row[0], ()):
+                                copy.write_row(link_row)
     return clock
 
 
@@ -130,23 +139,25 @@ def run(admin_url: str, records: list[dict], batch_rows: int, repeat: int = 2) -
         with psycopg.connect(url, autocommit=True) as conn:
             # Like the real tables, which have no foreign keys either (migration 0006).
             conn.execute("CREATE TABLE copy_tracks (LIKE tracks INCLUDING ALL)")
-            conn.execute("CREATE TABLE copy_track_genres (LIKE track_genres INCLUDING ALL)")
+            for table, _ in _LINKS:
+                conn.execute(f"CREATE TABLE copy_{table} (LIKE {table} INCLUDING ALL)")
             stages, copies = [], []
             shape: list = []
             for _ in range(repeat):
                 _reset(conn)
                 clock, written, shape = _stage(conn, records, batch_rows)
                 stages.append(clock)
-                tracks, genres, batches = shape
-                conn.execute("TRUNCATE copy_tracks, copy_track_genres")
+                tracks, links, batches = shape
+                conn.execute("TRUNCATE copy_tracks, " + ", ".join(f"copy_{table}" for table, _ in _LINKS))
                 conn.execute("CHECKPOINT")
-                copies.append(_copy(conn, tracks, genres, batch_rows))
-            tracks, genres, batches = shape
+                copies.append(_copy(conn, tracks, links, batch_rows))
+            tracks, links, batches = shape
             stage = min(stages, key=lambda c: c.wall)
             copy = min(copies, key=lambda c: c.wall)
             return {
                 "rows": written,
-                "genre_rows": len(genres),
+                "genre_rows": len(links[0]),
+                "credit_rows": len(links[1]),
                 "batches": batches,
                 "batch_rows": batch_rows,
                 "stage_seconds": stage.wall,

@@ -8,11 +8,9 @@ from pathlib import Path
 
 from backend_worker.pipeline import QUEUES
 from bench.stack import REPO
+from testkit import services
 
-LIBRARY_TABLES = (
-    "track_genres, tracks, albums, artists, genres, file_errors, cover_plans, record_buffer, "
-    "session_dirs, session_vanished, scan_units, scan_sessions"
-)
+LIBRARY_TABLES = services.LIBRARY_TABLES
 DOC = REPO / "docs" / "performance.md"
 PLOT = REPO / "docs" / "performance.png"
 TESTHOST_PLOT = REPO / "docs" / "performance-testhost.png"

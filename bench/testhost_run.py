@@ -17,13 +17,11 @@ import time
 from pathlib import Path
 
 from bench import baselines, library
+from testkit import services
 
 MUSIC = "/srv/music"
 VENV_PY = "/opt/soniquebay/venv/bin/python"
-TABLES = (
-    "track_genres, tracks, albums, artists, genres, file_errors, cover_plans, record_buffer, "
-    "session_dirs, session_vanished, scan_units, scan_sessions"
-)
+TABLES = services.LIBRARY_TABLES
 
 RAW_SCRIPT = """
 import json, multiprocessing, os, sys, time

@@ -39,7 +39,9 @@ from mutagen.id3 import (
     COMM,
     ID3,
     TALB,
+    TIPL,
     TIT2,
+    TMCL,
     TPE1,
     TXXX,
     UFID,
@@ -52,6 +54,7 @@ from mutagen.oggvorbis import OggVorbis
 from mutagen.wave import WAVE
 
 from backend_worker.stages import fields, identity
+from backend_worker.stages import tags as tag_reading
 
 RECIPE_VERSION = 1  # bump when a seed recipe changes: cached seeds are keyed by it
 
@@ -305,6 +308,22 @@ SAMPLE_TAGS: dict[str, Any] = {
     "mb_artistid": "f6f2326f-6b25-4170-b89d-e235b25508e8",
     "mb_albumartistid": "89ad4ac3-39f7-470e-963a-56509c546377",
     "mb_releasegroupid": "5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a",
+    # Every credit, several names each (a file's "composer" is its first composer, "mb_artistid"
+    # its first artist's id: one tag holds both).
+    "artists": ["Sigur Rós", "Amiina"],
+    "albumartists": ["Sigur Rós", "Friends of Ásbyrgi"],
+    "composers": ["Jón Þór Birgisson", "Kjartan Sveinsson"],
+    "lyricists": ["Jón Þór Birgisson", "Georg Hólm"],
+    "conductors": ["Anna Þorvaldsdóttir"],
+    "remixers": ["Ólafur Arnalds", "Nils Frahm"],
+    "arrangers": ["Kjartan Sveinsson"],
+    "producers": ["Ken Thomas", "Sigur Rós"],
+    "engineers": ["Birgir Jón Birgisson"],
+    "mixers": ["Ken Thomas"],
+    "djmixers": ["DJ Flugvél og Geimskip"],
+    "performers": [["Jónsi", "vocals"], ["Orri Páll Dýrason", "drums"], ["Amiina", ""]],
+    "mb_artistids": ["f6f2326f-6b25-4170-b89d-e235b25508e8", "0a2b4c6d-8e0f-4a1b-9c2d-3e4f5a6b7c8d"],
+    "mb_albumartistids": ["89ad4ac3-39f7-470e-963a-56509c546377", "1b3d5f7a-9c0e-4b2d-8f1a-3c5e7a9b0d2f"],
     "rg_track_gain": -6.5,
     "rg_track_peak": 0.988553,
     "rg_album_gain": -7.25,
@@ -384,12 +403,21 @@ def _write_id3(f, tags: dict, version: int, replace: bool) -> None:
             values = value if isinstance(value, list) else [str(value)]
             t.add(Frames[frame_id](encoding=3, text=values))
 
-    def txxx(desc: str, value: str | None) -> None:
+    def txxx(desc: str, value: str | list | None) -> None:
         for frame in t.getall("TXXX"):
             if frame.desc.lower() == desc.lower():
                 del t[frame.HashKey]
-        if value is not None:
-            t.add(TXXX(encoding=3, desc=desc, text=[value]))
+        if not _blank(value):
+            t.add(TXXX(encoding=3, desc=desc, text=value if isinstance(value, list) else [value]))
+
+    def people(frame_id: str, involvement: str | None, entries: list) -> None:
+        """TIPL entries of one involvement (None: TMCL, the performers) replaced by ``entries``."""
+        kept = [] if involvement is None else [p for p in (t[frame_id].people if frame_id in t else ())
+                                                 if p[0].lower() != involvement.lower()]  # fmt: skip
+        t.delall(frame_id)
+        wanted = kept + [[involvement or instrument, name] for name, instrument in entries]
+        if wanted:
+            t.add((TMCL if involvement is None else TIPL)(encoding=3, people=wanted))
 
     for key, frame_id in _ID3_TEXT.items():
         if key in tags:
@@ -415,6 +443,16 @@ def _write_id3(f, tags: dict, version: int, replace: bool) -> None:
     for key in _RG:
         if key in tags:
             txxx(_rg_name(key).upper(), None if tags[key] is None else _rg_text(key, tags[key]))
+    for key, desc in _ID3_LISTS.items():
+        if key in tags:
+            txxx(desc, tags[key])
+    for key, involvement in _ID3_PEOPLE.items():
+        if key in tags:
+            entries = tags[key] or []
+            if involvement is None:
+                people("TMCL", None, entries)
+            else:
+                people("TIPL", involvement, [(name, "") for name in entries])
     if "cover" in tags:
         t.delall("APIC")
         if tags["cover"]:
@@ -429,9 +467,29 @@ _ID3_TEXT = {
     "album": "TALB",
     "albumartist": "TPE2",
     "composer": "TCOM",
+    "composers": "TCOM",  # several values: NUL-separated (v2.3 too, see _write_id3)
+    "lyricists": "TEXT",
+    "conductors": "TPE3",
+    "remixers": "TPE4",
     "initial_key": "TKEY",
     "genres": "TCON",  # several values: NUL-separated
     "bpm": "TBPM",
+}
+# Multi-valued TXXX frames, as Picard writes them.
+_ID3_LISTS = {
+    "artists": "ARTISTS",
+    "albumartists": "ALBUMARTISTS",
+    "mb_artistids": "MusicBrainz Artist Id",
+    "mb_albumartistids": "MusicBrainz Album Artist Id",
+}
+# TIPL involvements (v2.4; v2.3 keeps both frames as one IPLS); None: TMCL, the performers.
+_ID3_PEOPLE = {
+    "arrangers": "arranger",
+    "producers": "producer",
+    "engineers": "engineer",
+    "mixers": "mix",
+    "djmixers": "DJ-mix",
+    "performers": None,
 }
 _MP4_TEXT = {
     "title": "\xa9nam",
@@ -439,7 +497,24 @@ _MP4_TEXT = {
     "album": "\xa9alb",
     "albumartist": "aART",
     "composer": "\xa9wrt",
+    "composers": "\xa9wrt",
     "genres": "\xa9gen",
+}
+# Freeform atoms (----:com.apple.iTunes:<name>) holding lists, one value each.
+_MP4_LISTS = {
+    "artists": "ARTISTS",
+    "albumartists": "ALBUMARTISTS",
+    "lyricists": "LYRICIST",
+    "conductors": "CONDUCTOR",
+    "remixers": "REMIXER",
+    "arrangers": "ARRANGER",
+    "producers": "PRODUCER",
+    "engineers": "ENGINEER",
+    "mixers": "MIXER",
+    "djmixers": "DJMIXER",
+    "performers": "PERFORMER",  # "Name (instrument)"
+    "mb_artistids": "MusicBrainz Artist Id",
+    "mb_albumartistids": "MusicBrainz Album Artist Id",
 }
 _FREEFORM = "----:com.apple.iTunes:"
 
@@ -451,11 +526,12 @@ def _write_mp4(f: MP4, tags: dict, replace: bool) -> None:
     if replace:
         t.clear()
 
-    def freeform(name: str, value: str | None) -> None:
+    def freeform(name: str, value: str | list | None) -> None:
         for key in [k for k in t if k.lower() == (_FREEFORM + name).lower()]:
             del t[key]
         if value is not None:
-            t[_FREEFORM + name] = [MP4FreeForm(value.encode("utf-8"))]
+            values = value if isinstance(value, list) else [value]
+            t[_FREEFORM + name] = [MP4FreeForm(v.encode("utf-8")) for v in values]
 
     for key, atom in _MP4_TEXT.items():
         if key in tags:
@@ -492,6 +568,9 @@ def _write_mp4(f: MP4, tags: dict, replace: bool) -> None:
     for key in _RG:
         if key in tags:
             freeform(_rg_name(key), None if tags[key] is None else _rg_text(key, tags[key]))
+    for key, name in _MP4_LISTS.items():
+        if key in tags:
+            freeform(name, _field_values(key, tags[key]))
     if "cover" in tags:
         t.pop("covr", None)
         if tags["cover"]:
@@ -517,6 +596,18 @@ _VORBIS_NAMES = {
     "album": ("ALBUM",),
     "albumartist": ("ALBUMARTIST", "ALBUM ARTIST", "ALBUM_ARTIST"),
     "composer": ("COMPOSER",),
+    "artists": ("ARTISTS",),  # several fields, as every list below
+    "albumartists": ("ALBUMARTISTS", "ALBUM_ARTISTS", "ALBUM ARTISTS"),
+    "composers": ("COMPOSER",),
+    "lyricists": ("LYRICIST",),
+    "conductors": ("CONDUCTOR",),
+    "remixers": ("REMIXER", "MIXARTIST"),
+    "arrangers": ("ARRANGER",),
+    "producers": ("PRODUCER",),
+    "engineers": ("ENGINEER",),
+    "mixers": ("MIXER",),
+    "djmixers": ("DJMIXER",),
+    "performers": ("PERFORMER",),  # "Name (instrument)", as Picard writes them
     "initial_key": ("INITIALKEY",),
     "genres": ("GENRE",),  # several GENRE= fields
     "track": ("TRACKNUMBER", "TRACK"),
@@ -529,6 +620,8 @@ _VORBIS_NAMES = {
     "mb_albumid": ("MUSICBRAINZ_ALBUMID",),
     "mb_artistid": ("MUSICBRAINZ_ARTISTID",),
     "mb_albumartistid": ("MUSICBRAINZ_ALBUMARTISTID",),
+    "mb_artistids": ("MUSICBRAINZ_ARTISTID",),
+    "mb_albumartistids": ("MUSICBRAINZ_ALBUMARTISTID",),
     "mb_releasegroupid": ("MUSICBRAINZ_RELEASEGROUPID",),
     "rg_track_gain": ("REPLAYGAIN_TRACK_GAIN",),
     "rg_track_peak": ("REPLAYGAIN_TRACK_PEAK",),
@@ -545,6 +638,8 @@ def _field_values(key: str, value: Any) -> list[str] | None:
         return None
     if key in _RG:
         return [_rg_text(key, value)]
+    if key == "performers":
+        return [f"{name} ({instrument})" if instrument else name for name, instrument in value]
     if isinstance(value, list):
         return [str(v) for v in value]
     return [str(value)]
@@ -589,6 +684,18 @@ _APE_NAMES = {
     "album": "Album",
     "albumartist": "Album Artist",
     "composer": "Composer",
+    "artists": "Artists",  # lists: one text value, NUL-separated
+    "albumartists": "AlbumArtists",
+    "composers": "Composer",
+    "lyricists": "Lyricist",
+    "conductors": "Conductor",
+    "remixers": "MixArtist",  # Picard's name
+    "arrangers": "Arranger",
+    "producers": "Producer",
+    "engineers": "Engineer",
+    "mixers": "Mixer",
+    "djmixers": "DJMixer",
+    "performers": "Performer",
     "initial_key": "INITIALKEY",
     "genres": "Genre",  # one text value, NUL-separated
     "bpm": "BPM",
@@ -646,6 +753,18 @@ _ASF_NAMES = {
     "album": "WM/AlbumTitle",
     "albumartist": "WM/AlbumArtist",
     "composer": "WM/Composer",
+    "artists": "WM/ARTISTS",  # lists: one attribute per value
+    "albumartists": "WM/AlbumArtists",
+    "composers": "WM/Composer",
+    "lyricists": "WM/Writer",
+    "conductors": "WM/Conductor",
+    "remixers": "WM/ModifiedBy",
+    "arrangers": "WM/Arranger",
+    "producers": "WM/Producer",
+    "engineers": "WM/Engineer",
+    "mixers": "WM/Mixer",
+    "djmixers": "WM/DJMixer",
+    "performers": "WM/Performer",
     "initial_key": "INITIALKEY",
     "genres": "WM/Genre",
     "track": "WM/TrackNumber",
@@ -657,6 +776,8 @@ _ASF_NAMES = {
     "mb_albumid": "MusicBrainz/Album Id",
     "mb_artistid": "MusicBrainz/Artist Id",
     "mb_albumartistid": "MusicBrainz/Album Artist Id",
+    "mb_artistids": "MusicBrainz/Artist Id",
+    "mb_albumartistids": "MusicBrainz/Album Artist Id",
     "mb_releasegroupid": "MusicBrainz/Release Group Id",
 } | {key: _rg_name(key) for key in _RG}
 
@@ -775,6 +896,31 @@ def make_distinct(path: Path | str, label: str) -> None:
             f.write(hashlib.blake2b(label.encode(), digest_size=16).digest())
 
 
+_LIST_FIELDS = {field.name for field in fields.TAG_FIELDS if isinstance(field.type.default, list)}
+# A list read from the single-valued tag when the file has no list (fields.py): list -> single.
+_LIST_FALLBACKS = {
+    "artists": "artist",
+    "albumartists": "albumartist",
+    "composers": "composer",
+    "mb_artistids": "mb_artistid",
+    "mb_albumartistids": "mb_albumartistid",
+}
+
+
+def expected_tags(tags: dict[str, Any]) -> dict[str, Any]:
+    """The record's EXPECTED_KEYS for a file tagged with ``tags`` by write_tags (an absent list is
+    [], a list the file lacks is its single tag, split as read_record splits it)."""
+    record = {key: tags.get(key) for key in EXPECTED_KEYS}
+    record["comp"] = bool(tags.get("comp"))
+    for key in _LIST_FIELDS:
+        value = tags.get(key)
+        if not value and _LIST_FALLBACKS.get(key) and tags.get(_LIST_FALLBACKS[key]):
+            single = tags[_LIST_FALLBACKS[key]]
+            value = [single] if key.startswith("mb_") else tag_reading.name_splitter().split(single)
+        record[key] = list(value or [])
+    return record
+
+
 def build_library(
     root: Path | str,
     *,
@@ -865,9 +1011,18 @@ def build_library(
                 track_artist, track_artist_mbid = artist_name, artist_mbid
                 if compilation:
                     track_artist, _, track_artist_mbid = names[track_index % len(names)]
+                # As Picard tags them: ARTISTS and one id per name; every fourth track features
+                # another artist of the library ("A feat. B", two credits).
+                credited = [(track_artist, track_artist_mbid)]
+                if track_index % 4 == 1 and len(names) > 1:
+                    guest = names[(names.index((artist_name, artist_folder, artist_mbid)) + 1) % len(names)]
+                    if guest[0] != track_artist:
+                        credited.append((guest[0], guest[2]))
                 tags: dict[str, Any] = {
                     "title": title,
-                    "artist": track_artist,
+                    "artist": " feat. ".join(name for name, _ in credited),
+                    "artists": [name for name, _ in credited],
+                    "mb_artistids": [mbid for _, mbid in credited],
                     "album": album_title,
                     "albumartist": albumartist,
                     "genres": genres,
@@ -880,6 +1035,7 @@ def build_library(
                     "mb_trackid": _uuid(rng),
                     "mb_albumid": album_mbid,
                     "mb_artistid": track_artist_mbid,
+                    "mb_albumartistids": [albumartist_mbid],
                     "mb_albumartistid": albumartist_mbid,
                     "mb_releasegroupid": group_mbid,
                     "rg_track_gain": round(rng.uniform(-12, 3), 2),
@@ -889,6 +1045,7 @@ def build_library(
                     "composer": f"{rng.choice(_WORDS)} {rng.choice(_NOUNS)}"
                     if track_index % 2 == 0
                     else None,
+                    "performers": [[track_artist, "vocals"]] if track_index % 3 == 1 else None,
                     "initial_key": rng.choice(_KEYS) if track_index % 3 == 0 else None,
                     "bpm": rng.randrange(60, 180) if track_index % 2 == 1 else None,
                 }
@@ -904,13 +1061,11 @@ def build_library(
                     tags = {}
                 else:
                     write_tags(path, tags, replace=True)
-                record = {key: tags.get(key) for key in EXPECTED_KEYS}
+                record = expected_tags(tags)
                 record.update(
                     path=str(path),
                     size=path.stat().st_size,
                     format=FORMAT_NAMES[fmt],
-                    genres=list(tags.get("genres") or []),
-                    comp=bool(tags.get("comp")),
                     has_cover=bool(tags.get("cover")),
                 )
                 expected.append(record)

@@ -25,15 +25,28 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 WORKER_USER = "nobody"
 
 
-# Rows of tracks and track_genres that point at a row that is not there: (tracks, track_genres).
-# Those tables have no foreign keys (migration 0006); the library lock keeps them whole.
+# Every table of the library and the ledger: what a test or a benchmark empties to start afresh.
+LIBRARY_TABLES = (
+    "track_genres, track_credits, album_credits, tracks, albums, artists, genres, file_errors, "
+    "cover_plans, record_buffer, session_dirs, session_vanished, scan_units, scan_sessions"
+)
+
+# Rows of tracks, track_genres and the credits tables that point at a row that is not there:
+# (tracks, track_genres, credits). Those tables have no foreign keys (migrations 0006, 0010); the
+# library lock and 0010's triggers keep them whole.
 DANGLING_REFERENCES_SQL = (
     "SELECT (SELECT count(*) FROM tracks t"
     "  WHERE NOT EXISTS (SELECT 1 FROM albums a WHERE a.id = t.album_id)"
     "  OR NOT EXISTS (SELECT 1 FROM artists a WHERE a.id = t.artist_id)), "
     "(SELECT count(*) FROM track_genres g"
     "  WHERE NOT EXISTS (SELECT 1 FROM tracks t WHERE t.id = g.track_id)"
-    "  OR NOT EXISTS (SELECT 1 FROM genres n WHERE n.id = g.genre_id))"
+    "  OR NOT EXISTS (SELECT 1 FROM genres n WHERE n.id = g.genre_id)), "
+    "(SELECT count(*) FROM track_credits c"
+    "  WHERE NOT EXISTS (SELECT 1 FROM tracks t WHERE t.id = c.track_id)"
+    "  OR NOT EXISTS (SELECT 1 FROM artists a WHERE a.id = c.artist_id))"
+    " + (SELECT count(*) FROM album_credits c"
+    "  WHERE NOT EXISTS (SELECT 1 FROM albums al WHERE al.id = c.album_id)"
+    "  OR NOT EXISTS (SELECT 1 FROM artists a WHERE a.id = c.artist_id))"
 )
 
 

@@ -152,7 +152,7 @@ class Upgrade:
     rows: list[list[str]]  # the same of the library's tracks after the session
     duplicates: int  # track rows beyond one per path
     file_errors: int
-    dangling: list[str]  # tracks and genre links pointing at a removed row
+    dangling: list[str]  # tracks, genre links and credits pointing at a removed row
 
 
 def current_builds(workers: list) -> dict[str, str]:
@@ -209,7 +209,7 @@ def assert_upgraded_during_scan(upgrade: Upgrade, worker_units: dict[str, set[st
     assert session["counts"]["discovered"] == n and session["counts"]["inserted"] == n, session
     assert session["counts"]["errors"] == 0, session
     assert upgrade.rows == upgrade.expected
-    assert (upgrade.duplicates, upgrade.file_errors, upgrade.dangling) == (0, 0, ["0", "0"])
+    assert (upgrade.duplicates, upgrade.file_errors, upgrade.dangling) == (0, 0, ["0", "0", "0"])
     assert run.running_at_restart == dict.fromkeys(worker_units, True), run.running_at_restart
     for host, units in worker_units.items():
         assert set(run.after[host]) == units, host

@@ -39,10 +39,7 @@ os.environ.update(
 )
 os.environ.pop("SONIQUEBAY_LIBRARY_ROOTS", None)
 
-LIBRARY_TABLES = (
-    "track_genres, tracks, albums, artists, genres, file_errors, cover_plans, record_buffer, "
-    "session_dirs, session_vanished, scan_units, scan_sessions"
-)
+LIBRARY_TABLES = services.LIBRARY_TABLES
 
 
 @pytest.fixture(scope="session")

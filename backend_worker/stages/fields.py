@@ -12,8 +12,10 @@ extract`` prints):
   recognise the file when its path changes.
 
 A row's ``column`` is the SQL type of its ``tracks`` column (None: not a column of ``tracks``;
-genres are rows of ``track_genres``). Everything else derives from this table: extract's
-RECORD_KEYS and read_record, insert's column list, temp table and range checks, the test
+genres are rows of ``track_genres``, credits rows of ``track_credits`` and ``album_credits``). A
+tag row with a ``role`` is a credit: its names (artists, composers, performers...) are credited to
+the track in that role (docs/tags.md, "Artists and credits"). Everything else derives from this
+table: extract's RECORD_KEYS and read_record, insert's column list, temp table and range checks, the test
 fixtures' expectations; tests/unit/test_record_schema.py and the integration test of the same
 name fail when a layer (or the migrations) disagrees with it. Adding a tag field: a ``Tag`` row
 and a migration adding its column (README, "Adding a tag field").
@@ -33,11 +35,14 @@ from backend_worker.stages.tags import (
     conv_int,
     conv_list,
     conv_number,
+    conv_performers,
     conv_soundcheck_gain,
     conv_soundcheck_peak,
+    conv_split_names,
     conv_text,
     conv_total,
     conv_uuid,
+    conv_uuid_list,
     conv_year,
 )
 
@@ -58,8 +63,19 @@ YEAR = ValueType(conv_year, "integer")
 FLAG = ValueType(conv_bool, "boolean", default=False)
 MUSICBRAINZ_ID = ValueType(conv_uuid, "uuid")
 DECIMAL = ValueType(conv_float, "double precision")
+# Credits (rows of track_credits / album_credits, see credits()): names, one value split on the
+# configured separators ("A feat. B"); MusicBrainz ids in the names' order; performers with
+# their instrument.
+NAMES = ValueType(conv_split_names, None, default=[])
+MUSICBRAINZ_IDS = ValueType(conv_uuid_list, None, default=[])
+PERFORMERS = ValueType(conv_performers, None, default=[])
 
 Keys = tuple  # of str, or (str, Converter) where the key holds the value in another shape
+
+
+def _listed(*keys: str) -> tuple[tuple[str, Converter], ...]:
+    """Keys of a multi-valued tag: their values are the list, never split on separators."""
+    return tuple((key, conv_list) for key in keys)
 
 
 def total_in(key: str) -> tuple[str, Converter]:
@@ -76,6 +92,8 @@ class Tag(NamedTuple):
     mp4: Keys
     vorbis_ape: Keys  # Vorbis comment and APEv2 field names (case-insensitive)
     asf: Keys
+    role: str | None = None  # a credit: the role its names are credited in (a credit_role label)
+    ids: str | None = None  # the field holding the names' MusicBrainz ids, position for position
 
     @property
     def column(self) -> str | None:
@@ -177,6 +195,124 @@ FIELDS: tuple[Tag | FileField, ...] = (
     ),
     Tag("composer", TEXT, id3=("TCOM",), mp4=("\xa9wrt",), vorbis_ape=("composer",), asf=("WM/Composer",)),
     Tag(
+        "artists",
+        NAMES,
+        id3=(("TXXX:ARTISTS", conv_list), "TPE1"),
+        mp4=((_ITUNES + "ARTISTS", conv_list), "\xa9ART"),
+        vorbis_ape=(("artists", conv_list), "artist"),
+        asf=(("WM/ARTISTS", conv_list), "Author"),
+        role="artist",
+        ids="mb_artistids",
+    ),
+    Tag(
+        "albumartists",
+        NAMES,
+        id3=(*_listed("TXXX:ALBUMARTISTS", "TXXX:ALBUM_ARTISTS", "TXXX:ALBUM ARTISTS"), "TPE2"),
+        mp4=(
+            *_listed(*(_ITUNES + name for name in ("ALBUMARTISTS", "ALBUM_ARTISTS", "ALBUM ARTISTS"))),
+            "aART",
+        ),
+        vorbis_ape=(
+            *_listed("albumartists", "album_artists", "album artists"),
+            "album artist",
+            "album_artist",
+            "albumartist",
+        ),
+        asf=(("WM/AlbumArtists", conv_list), "WM/AlbumArtist"),
+        role="albumartist",
+        ids="mb_albumartistids",
+    ),
+    Tag(
+        "composers",
+        NAMES,
+        id3=("TCOM",),
+        mp4=("\xa9wrt",),
+        vorbis_ape=("composer",),
+        asf=("WM/Composer",),
+        role="composer",
+    ),
+    Tag(
+        "lyricists",
+        NAMES,
+        id3=("TEXT",),
+        mp4=(_ITUNES + "LYRICIST",),
+        vorbis_ape=("lyricist",),
+        asf=("WM/Writer",),
+        role="lyricist",
+    ),
+    Tag(
+        "conductors",
+        NAMES,
+        id3=("TPE3",),
+        mp4=(_ITUNES + "CONDUCTOR",),
+        vorbis_ape=("conductor",),
+        asf=("WM/Conductor",),
+        role="conductor",
+    ),
+    Tag(
+        "remixers",
+        NAMES,
+        id3=("TPE4",),
+        mp4=(_ITUNES + "REMIXER", _ITUNES + "REMIXERS"),
+        vorbis_ape=("remixer", "mixartist"),
+        asf=("WM/ModifiedBy", "WM/REMIXERS"),
+        role="remixer",
+    ),
+    Tag(
+        "arrangers",
+        NAMES,
+        id3=("TIPL:arranger",),
+        mp4=(_ITUNES + "ARRANGER",),
+        vorbis_ape=("arranger",),
+        asf=("WM/Arranger", "beets/Arranger"),
+        role="arranger",
+    ),
+    Tag(
+        "producers",
+        NAMES,
+        id3=("TIPL:producer",),
+        mp4=(_ITUNES + "PRODUCER",),
+        vorbis_ape=("producer",),
+        asf=("WM/Producer",),
+        role="producer",
+    ),
+    Tag(
+        "engineers",
+        NAMES,
+        id3=("TIPL:engineer",),
+        mp4=(_ITUNES + "ENGINEER",),
+        vorbis_ape=("engineer",),
+        asf=("WM/Engineer",),
+        role="engineer",
+    ),
+    Tag(
+        "mixers",
+        NAMES,
+        id3=("TIPL:mix",),
+        mp4=(_ITUNES + "MIXER",),
+        vorbis_ape=("mixer",),
+        asf=("WM/Mixer",),
+        role="mixer",
+    ),
+    Tag(
+        "djmixers",
+        NAMES,
+        id3=("TIPL:DJ-mix",),
+        mp4=(_ITUNES + "DJMIXER",),
+        vorbis_ape=("djmixer",),
+        asf=("WM/DJMixer",),
+        role="djmixer",
+    ),
+    Tag(
+        "performers",
+        PERFORMERS,
+        id3=("TMCL",),
+        mp4=(_ITUNES + "PERFORMER",),
+        vorbis_ape=("performer",),
+        asf=("WM/Performer",),
+        role="performer",
+    ),
+    Tag(
         "initial_key",
         TEXT,
         id3=("TKEY",),
@@ -259,6 +395,22 @@ FIELDS: tuple[Tag | FileField, ...] = (
         asf=("MusicBrainz/Album Artist Id",),
     ),
     Tag(
+        "mb_artistids",
+        MUSICBRAINZ_IDS,
+        id3=("TXXX:MusicBrainz Artist Id",),
+        mp4=(_ITUNES + "MusicBrainz Artist Id",),
+        vorbis_ape=("musicbrainz_artistid",),
+        asf=("MusicBrainz/Artist Id",),
+    ),
+    Tag(
+        "mb_albumartistids",
+        MUSICBRAINZ_IDS,
+        id3=("TXXX:MusicBrainz Album Artist Id",),
+        mp4=(_ITUNES + "MusicBrainz Album Artist Id",),
+        vorbis_ape=("musicbrainz_albumartistid",),
+        asf=("MusicBrainz/Album Artist Id",),
+    ),
+    Tag(
         "mb_releasegroupid",
         MUSICBRAINZ_ID,
         id3=("TXXX:MusicBrainz Release Group Id",),
@@ -300,6 +452,11 @@ FIELDS: tuple[Tag | FileField, ...] = (
     ),
     Picture("has_cover", "boolean", lambda audio: audio.has_picture()),
 )
+
+# The layout of the records the workers write (tracks.record_version): a track whose row is
+# older is read again by the next scan, so a field added since fills in (migration 0010). Bump it
+# with a migration when rows written before a field existed must be read again to get it.
+RECORD_VERSION = 2
 
 # --------------------------------------------------------------------------------------------
 # Derived: what the stages and the tests read instead of lists of their own.
@@ -353,3 +510,45 @@ def merge_album_facts(facts: tuple | None, record: dict) -> tuple:
 
 def genres(record: dict) -> list[str]:
     return record.get("genres") or []
+
+
+# --------------------------------------------------------------------------------------------
+# Credits: the artists a record names, each in a role (rows of track_credits), and its album's
+# artists (rows of album_credits). A role is a credit_role label in the database: adding one is a
+# Tag row with ``role`` here and a migration adding the label (README, "Adding a credit role").
+
+ALBUM_ROLE = "albumartist"  # credited on the album, not the track
+CREDIT_FIELDS: tuple[Tag, ...] = tuple(field for field in TAG_FIELDS if field.role)
+TRACK_ROLES: tuple[str, ...] = tuple(field.role for field in CREDIT_FIELDS if field.role != ALBUM_ROLE)
+_TRACK_CREDIT_FIELDS = tuple(field for field in CREDIT_FIELDS if field.role != ALBUM_ROLE)
+_BY_NAME = {field.name: field for field in TAG_FIELDS}
+
+ArtistKey = tuple[str, str]  # (name, MusicBrainz id or ''): the artists table's key
+
+
+def _credited(record: dict, field: Tag) -> list[tuple[ArtistKey, str]]:
+    """(artist key, sub-role) per name of a credit field, in order. The names' MusicBrainz ids
+    pair with them by position, as Picard writes both, and only when the counts agree."""
+    values = record.get(field.name) or ()
+    ids = (record.get(field.ids) or ()) if field.ids else ()
+    if len(ids) != len(values):
+        ids = ("",) * len(values)
+    return [
+        ((value[0], mb), value[1]) if value.__class__ is not str else ((value, mb), "")
+        for value, mb in zip(values, ids, strict=True)
+    ]
+
+
+def track_credits(record: dict) -> list[tuple[str, int, ArtistKey, str]]:
+    """(role, position, artist key, sub-role) of every name the record credits on its track."""
+    return [
+        (field.role, position, key, subrole)
+        for field in _TRACK_CREDIT_FIELDS
+        for position, (key, subrole) in enumerate(_credited(record, field))
+    ]
+
+
+def album_credits(record: dict) -> list[ArtistKey]:
+    """The album's artists as this record names them (its artists when it names no album artist)."""
+    credited = _credited(record, _BY_NAME["albumartists"]) or _credited(record, _BY_NAME["artists"])
+    return [key for key, _ in credited]

@@ -17,7 +17,13 @@ from backend_worker.stages import fields
 
 # The tracks columns, shared by the temp table, COPY and the upsert: the record's own (the field
 # table's, path first), then those this stage fills in.
-_FILLED_HERE = (("dir", "text"), ("artist_id", "bigint"), ("album_id", "bigint"), ("session_id", "uuid"))
+_FILLED_HERE = (
+    ("dir", "text"),
+    ("artist_id", "bigint"),
+    ("album_id", "bigint"),
+    ("session_id", "uuid"),
+    ("record_version", "smallint"),
+)
 _COLUMN_TYPES = (*fields.COLUMNS, *_FILLED_HERE)
 TRACK_COLUMNS = tuple(name for name, _ in _COLUMN_TYPES)
 _RECORD_COLUMNS = tuple(name for name, _ in fields.COLUMNS)  # taken from the record as they are
@@ -97,9 +103,14 @@ def upsert_records(
     lock_library(conn, exclusive=False)
     cur = conn.cursor()
 
-    # Artists.
+    # Artists: the display ones and every credited one.
     keys_of = [fields.artist_keys(r) for r in records]
-    wanted_artists = sorted({key for keys in keys_of for key in keys})
+    credits_of = [fields.track_credits(r) for r in records]
+    wanted_artists = sorted(
+        {key for keys in keys_of for key in keys}
+        | {credit[2] for credits in credits_of for credit in credits}
+        | {key for r in records for key in fields.album_credits(r)}
+    )
     names, mbs = [k[0] for k in wanted_artists], [k[1] for k in wanted_artists]
     cur.execute(
         "INSERT INTO artists (name, mb_key) SELECT * FROM unnest(%b::text[], %b::text[]) "
@@ -114,12 +125,16 @@ def upsert_records(
     )
     artist_ids = {(name, mb): id_ for id_, name, mb in cur.fetchall()}
 
-    # Albums: one row per key; attributes from the last record of the batch that has them.
+    # Albums: one row per key; attributes (and artists) from the last record of the batch that has them.
     albums: dict[tuple[int, str, str], dict] = {}
+    album_artists: dict[tuple[int, str, str], list[int]] = {}
     for r, (_, albumartist_key) in zip(records, keys_of, strict=True):
         title, mb_key = fields.album_title_and_key(r)
         key = (artist_ids[albumartist_key], title, mb_key)
         albums[key] = fields.merge_album_facts(albums.get(key), r)
+        credited = [artist_ids[k] for k in fields.album_credits(r)]
+        if credited or key not in album_artists:
+            album_artists[key] = credited or [key[0]]
     keys = sorted(albums)
     # (albumartist_id, title, mb_key) then the facts, in the order of fields.ALBUM_FACTS.
     columns = tuple(list(column) for column in zip(*(key + albums[key] for key in keys), strict=True))
@@ -132,6 +147,7 @@ def upsert_records(
         prepare=False,  # planned for the table as it is now (see _known_paths)
     )
     album_ids = {(aa, title, mb): id_ for id_, aa, title, mb in cur.fetchall()}
+    _write_album_credits(cur, {album_ids[key]: artists for key, artists in album_artists.items()})
 
     # Genres.
     genre_names = sorted({g for r in records for g in fields.genres(r)})
@@ -167,6 +183,7 @@ def upsert_records(
                 artist_ids[artist_key],
                 album_ids[(artist_ids[albumartist_key], *fields.album_title_and_key(r))],
                 session_id,
+                fields.RECORD_VERSION,
             )
 
     pairs = list(zip(records, keys_of, strict=True))
@@ -180,10 +197,11 @@ def upsert_records(
             known = dict.fromkeys(paths, False)
     if known:
         updated = _upsert_tracks(cur, rows([pair for pair in pairs if pair[0]["path"] in known]))
-        cur.execute(
-            "DELETE FROM track_genres g USING unnest(%b::bigint[]) AS u(id) WHERE g.track_id = u.id",
-            (list(updated.values()),),
-        )
+        for table in ("track_genres", "track_credits"):  # written afresh below
+            cur.execute(
+                f"DELETE FROM {table} g USING unnest(%b::bigint[]) AS u(id) WHERE g.track_id = u.id",
+                (list(updated.values()),),
+            )
         track_ids.update(updated)
 
     if genre_ids:
@@ -194,10 +212,37 @@ def upsert_records(
                     track_id = track_ids[r["path"]]
                     for pos, g in enumerate(dict.fromkeys(genres)):
                         copy.write_row((track_id, genre_ids[g], pos))
+    with cur.copy("COPY track_credits (track_id, role, position, artist_id, subrole) FROM STDIN") as copy:
+        for r, credits in zip(records, credits_of, strict=True):
+            if credits:
+                track_id = track_ids[r["path"]]
+                for role, position, key, subrole in credits:
+                    copy.write_row((track_id, role, position, artist_ids[key], subrole))
     cur.execute(
         "DELETE FROM file_errors e USING unnest(%b::text[]) AS p(path) WHERE e.path = p.path", (paths,)
     )
     return len(records)
+
+
+def _write_album_credits(cur: psycopg.Cursor, artists_of: dict[int, list[int]]) -> None:
+    """Set each album's artists (album id -> artist ids in order). An upsert, in key order, then
+    the positions past the new count: batches of one album may run at once (a delete and insert
+    would make the second fail on the first's rows)."""
+    rows = sorted(
+        (album, pos, artist) for album, artists in artists_of.items() for pos, artist in enumerate(artists)
+    )
+    cur.execute(
+        "INSERT INTO album_credits (album_id, position, artist_id) "
+        "SELECT * FROM unnest(%b::bigint[], %b::smallint[], %b::bigint[]) "
+        "ON CONFLICT (album_id, position) DO UPDATE SET artist_id = EXCLUDED.artist_id "
+        "WHERE album_credits.artist_id <> EXCLUDED.artist_id",
+        tuple(list(column) for column in zip(*rows, strict=True)),
+    )
+    cur.execute(
+        "DELETE FROM album_credits c USING unnest(%b::bigint[], %b::smallint[]) AS n(album_id, count) "
+        "WHERE c.album_id = n.album_id AND c.position >= n.count",
+        (list(artists_of), [len(artists) for artists in artists_of.values()]),
+    )
 
 
 def _known_paths(cur: psycopg.Cursor, paths: list[str]) -> dict[str, bool]:
@@ -260,7 +305,8 @@ def _upsert_tracks(cur: psycopg.Cursor, rows: Iterable[tuple]) -> dict[str, int]
 
 
 def remove_tracks(conn: psycopg.Connection, paths: list[str]) -> int:
-    """Remove tracks (their genres, and error records) for files that are gone."""
+    """Remove tracks (their genres, and error records) for files that are gone; their credits go
+    with them (a trigger of migration 0010)."""
     if not paths:
         return 0
     lock_library(conn, exclusive=True)
@@ -274,12 +320,15 @@ def remove_tracks(conn: psycopg.Connection, paths: list[str]) -> int:
 
 
 def remove_orphans(conn: psycopg.Connection) -> None:
-    """Albums, artists and genres no track refers to any more."""
+    """Albums (their credits go with them, by trigger), artists and genres no track or album refers
+    to or credits any more."""
     lock_library(conn, exclusive=True)
     conn.execute("DELETE FROM albums a WHERE NOT EXISTS (SELECT 1 FROM tracks t WHERE t.album_id = a.id)")
     conn.execute(
         "DELETE FROM artists ar WHERE NOT EXISTS (SELECT 1 FROM tracks t WHERE t.artist_id = ar.id) "
-        "AND NOT EXISTS (SELECT 1 FROM albums al WHERE al.albumartist_id = ar.id)"
+        "AND NOT EXISTS (SELECT 1 FROM albums al WHERE al.albumartist_id = ar.id) "
+        "AND NOT EXISTS (SELECT 1 FROM track_credits tc WHERE tc.artist_id = ar.id) "
+        "AND NOT EXISTS (SELECT 1 FROM album_credits ac WHERE ac.artist_id = ar.id)"
     )
     conn.execute(
         "DELETE FROM genres g WHERE NOT EXISTS (SELECT 1 FROM track_genres tg WHERE tg.genre_id = g.id)"

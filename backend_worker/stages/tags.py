@@ -84,6 +84,78 @@ def conv_list(raw: list) -> list[str] | None:
     return out or None
 
 
+class NameSplitter:
+    """Splits one tagged name into the names it holds ("A feat. B" -> A, B) on the configured
+    separators, except the names of ``kept`` (e.g. "AC/DC" when "/" is a separator): those are
+    taken out before splitting and put back after, so a kept name survives inside a longer value
+    too ("AC/DC feat. B" -> AC/DC, B). Matching is exact, case included."""
+
+    __slots__ = ("_kept", "_pattern")
+
+    def __init__(self, separators: Iterable[str], kept: Iterable[str] = ()):
+        separators = sorted({s for s in separators if s}, key=len, reverse=True)
+        self._pattern = re.compile("|".join(map(re.escape, separators))) if separators else None
+        self._kept = sorted({name for name in kept if name}, key=len, reverse=True)
+
+    def split(self, text: str) -> list[str]:
+        if self._pattern is None or not self._pattern.search(text):  # nearly every name
+            return [text]
+        hidden: list[str] = []
+        for name in self._kept:  # each kept name becomes a placeholder no separator matches
+            if name in text:
+                hidden.append(name)
+                text = text.replace(name, f"\x00{len(hidden) - 1}\x00")
+        parts = self._pattern.split(text)
+        if hidden:
+            parts = [re.sub("\x00(\\d+)\x00", lambda m: hidden[int(m.group(1))], part) for part in parts]
+        return [part.strip() for part in parts if part.strip()]
+
+
+_splitter: NameSplitter | None = None
+
+
+def name_splitter() -> NameSplitter:
+    """The splitter of the settings (SONIQUEBAY_ARTIST_SEPARATORS, _ARTIST_NAMES_KEPT), made once
+    per process. Workers and the command check the settings at start (config.Settings)."""
+    global _splitter
+    if _splitter is None:
+        from backend_worker.config import artist_name_settings
+
+        _splitter = NameSplitter(*artist_name_settings())
+    return _splitter
+
+
+def conv_split_names(raw: list) -> list[str] | None:
+    """A name tag that may hold several names in one value ("A feat. B"): one value is split on the
+    separators; several values are already a list."""
+    names = conv_list(raw)
+    if names is None or len(names) > 1:
+        return names
+    parts = (_splitter or name_splitter()).split(names[0])
+    return names if len(parts) == 1 else conv_list(parts)
+
+
+_INSTRUMENT = re.compile(r"^(.*?)\s*\(([^()]*)\)\s*$")
+
+
+def conv_performers(raw: list) -> list[list[str]] | None:
+    """Performers as [name, instrument or ""]: ID3 TMCL/TIPL give (name, instrument) pairs,
+    Vorbis and APE "Name (instrument)" as Picard writes them."""
+    out: list[list[str]] = []
+    for value in raw:
+        if isinstance(value, tuple | list):
+            name, instrument = _text(value[0]).strip(), _text(value[1]).strip()
+        else:
+            text = _text(value).strip()
+            match = _INSTRUMENT.match(text)
+            name, instrument = (match.group(1).strip(), match.group(2).strip()) if match else (text, "")
+            if not name:  # "(guitar)" alone: a name in parentheses, not an instrument
+                name, instrument = text, ""
+        if name and [name, instrument] not in out:
+            out.append([name, instrument])
+    return out or None
+
+
 _LEADING_INT = re.compile(r"\s*([+-]?\d+)")
 _LEADING_FLOAT = re.compile(r"\s*([+-]?(?:\d+\.?\d*|\.\d+))")
 
@@ -185,6 +257,16 @@ def conv_uuid(raw: list) -> str | None:
     return match.group(1).lower() if match else None
 
 
+_UUIDS = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def conv_uuid_list(raw: list) -> list[str] | None:
+    """Every MusicBrainz id of a multi-valued id tag, in order: several values, or one value
+    holding several ids (ID3v2.3 "id/id", as Picard joins them)."""
+    ids = [found.lower() for value in raw for found in _UUIDS.findall(_text(value))]
+    return ids or None
+
+
 def _soundcheck(raw: list) -> tuple[float, float] | None:
     """iTunes Sound Check (iTunNORM) -> (gain dB, peak), as mediafile decodes it."""
     if not raw:
@@ -236,6 +318,10 @@ class TagFamily:
         """The raw values stored under ``key``; None when the key is absent."""
         raise NotImplementedError
 
+    def present(self) -> Iterable[str]:
+        """Every spelled key ``get`` may find something under (more is harmless, less loses it)."""
+        raise NotImplementedError
+
     def has_picture(self) -> bool:
         """Whether the tags embed any picture (cheap: nothing decoded)."""
         raise NotImplementedError
@@ -245,6 +331,9 @@ class TagFamily:
 
 
 _DESCRIBED = ("TXXX:", "COMM:")  # ID3 frames told apart by their description
+# ID3 TIPL involvements (lowercase) that are credits of their own; any other TIPL entry names an
+# instrument (ID3v2.3's IPLS, read as TIPL, holds the performers too).
+INVOLVEMENTS = frozenset({"arranger", "engineer", "producer", "mix", "dj-mix"})
 
 
 class ID3Family(TagFamily):
@@ -260,7 +349,7 @@ class ID3Family(TagFamily):
 
     @staticmethod
     def spell(key: str) -> str:
-        return key[:5] + key[5:].lower() if key[:5] in _DESCRIBED else key
+        return key[:5] + key[5:].lower() if key[:5] in (*_DESCRIBED, "TIPL:") else key
 
     def _by_description(self) -> dict[str, list]:
         # TXXX and COMM frames keyed "TXXX:<desc lowercased>": one pass over the frames.
@@ -278,6 +367,10 @@ class ID3Family(TagFamily):
         if prefix == "TXXX:" or prefix == "COMM:":
             described = self._described if self._described is not None else self._by_description()
             return described.get(key)
+        if prefix == "TIPL:":
+            return self._people(key[5:])
+        if key == "TMCL":
+            return self._performers()
         if key not in self._keys:
             return None
         frame = self.tags[key]
@@ -289,6 +382,32 @@ class ID3Family(TagFamily):
                 return frame.genres  # ID3v1 numeric genres "(17)" -> "Rock"
             return text
         return frame.text
+
+    def present(self) -> set[str]:
+        keys = set(self._keys)  # frame ids, UFID:<owner>
+        keys.update(self._described if self._described is not None else self._by_description())
+        if "TIPL" in self._keys:
+            keys.update("TIPL:" + role.lower() for role, _ in self.tags["TIPL"].people)
+            keys.add("TMCL")  # its other entries are performers (ID3v2.3's IPLS)
+        return keys
+
+    def _people(self, involvement: str) -> list | None:
+        """The names TIPL credits with this involvement (producer, mix...), case-insensitive."""
+        if "TIPL" not in self._keys:
+            return None
+        return [name for role, name in self.tags["TIPL"].people if role.lower() == involvement] or None
+
+    def _performers(self) -> list | None:
+        """(name, instrument) pairs of TMCL, and of TIPL entries that are no involvement: ID3v2.3
+        has one IPLS frame for both, which mutagen reads as TIPL."""
+        pairs = []
+        if "TMCL" in self._keys:
+            pairs.extend((name, role) for role, name in self.tags["TMCL"].people)
+        if "TIPL" in self._keys:
+            pairs.extend(
+                (name, role) for role, name in self.tags["TIPL"].people if role.lower() not in INVOLVEMENTS
+            )
+        return pairs or None
 
     def has_picture(self) -> bool:
         return any(key[:4] == "APIC" for key in self.tags)
@@ -329,6 +448,9 @@ class MP4Family(TagFamily):
             return value
         return [value]  # cpil is a bare bool
 
+    def present(self) -> list[str]:
+        return [key.lower() if key[:5] == _FREEFORM else key for key in self._keys]
+
     def has_picture(self) -> bool:
         return bool(self.tags.get("covr"))
 
@@ -357,6 +479,9 @@ class VorbisFamily(TagFamily):
 
     def get(self, key: str) -> list | None:
         return self._values.get(key)
+
+    def present(self) -> Iterable[str]:
+        return self._values.keys()
 
     def has_picture(self) -> bool:
         return "metadata_block_picture" in self._values or "coverart" in self._values
@@ -402,6 +527,9 @@ class APEFamily(TagFamily):
             return value.value.split("\0")
         return [value.value]
 
+    def present(self) -> list[str]:
+        return [key.lower() for key in self.tags]
+
     def has_picture(self) -> bool:
         return any(key.lower().startswith(_APE_COVER) for key in self.tags)
 
@@ -432,6 +560,9 @@ class ASFFamily(TagFamily):
 
     def get(self, key: str) -> list | None:
         return self._values.get(key)
+
+    def present(self) -> Iterable[str]:
+        return self._values.keys()
 
     def has_picture(self) -> bool:
         return _ASF_PICTURE in self._values
@@ -467,33 +598,52 @@ class TagReader:
 
     ``fields``: rows with ``name``, ``type.convert``, ``type.default`` and, per family column
     (``id3``, ``mp4``, ``vorbis_ape``, ``asf``), the keys to try: a key, or ``(key, converter)``.
+
+    A file holds a few of the table's keys (20 of 70 in a file tagged by Picard): the reader starts
+    from the keys the file has (``TagFamily.present``) and reads only the fields one of them
+    names, the others are set to their defaults at once. A field read tries all its keys in order,
+    so the first that converts still wins.
     """
 
     def __init__(self, fields: Iterable):
         fields = tuple(fields)
         self.defaults = tuple((field.name, field.type.default) for field in fields)
+        self._scalar_defaults = {
+            name: default for name, default in self.defaults if default.__class__ is not list
+        }
+        self._list_names = tuple(name for name, default in self.defaults if default.__class__ is list)
         self._plans = {family: self._plan(family, fields) for family in FAMILIES}
 
     @staticmethod
-    def _plan(family: type[TagFamily], fields: tuple) -> tuple:
-        """(name, default, ((spelled key, converter), ...)) per field, for one family."""
-        plan = []
-        for field in fields:
+    def _plan(family: type[TagFamily], fields: tuple) -> tuple[tuple, dict[str, tuple[int, ...]]]:
+        """Per field (name, ((spelled key, converter), ...)) for one family, and which fields
+        (their indexes) each spelled key may fill."""
+        plan, fields_of_key = [], {}
+        for index, field in enumerate(fields):
             keys = []
             for spec in getattr(field, family.column):
                 key, convert = spec if isinstance(spec, tuple) else (spec, field.type.convert)
                 keys.append((family.spell(key), convert))
-            plan.append((field.name, field.type.default, tuple(keys)))
-        return tuple(plan)
+                fields_of_key.setdefault(family.spell(key), []).append(index)
+            plan.append((field.name, tuple(keys)))
+        return tuple(plan), {key: tuple(indexes) for key, indexes in fields_of_key.items()}
 
     def read(self, tags: TagFamily | None, into: dict[str, Any]) -> None:
         """Set every tag field of ``into`` (``tags`` None: the file has none, all at defaults)."""
+        into.update(self._scalar_defaults)
+        for name in self._list_names:
+            into[name] = []
         if tags is None:
-            for name, default in self.defaults:
-                into[name] = list(default) if isinstance(default, list) else default
             return
+        plan, fields_of_key = self._plans[type(tags)]
+        named: set[int] = set()
+        for key in tags.present():
+            indexes = fields_of_key.get(key)
+            if indexes is not None:
+                named.update(indexes)
         get = tags.get
-        for name, default, keys in self._plans[type(tags)]:
+        for index in named:
+            name, keys = plan[index]
             for key, convert in keys:
                 raw = get(key)
                 if raw:
@@ -501,8 +651,6 @@ class TagReader:
                     if value is not None:
                         into[name] = value
                         break
-            else:
-                into[name] = list(default) if default.__class__ is list else default
 
 
 # --------------------------------------------------------------------------------------------

@@ -41,7 +41,11 @@ def put_library(host: TestHost, staging: Path, **shape) -> list[dict]:
 
 def reset_library_db(host: TestHost) -> None:
     """Forget every track and error, so a scan starts from an empty library."""
-    psql(host, "TRUNCATE tracks, track_genres, albums, artists, genres, file_errors CASCADE")
+    psql(
+        host,
+        "TRUNCATE tracks, track_genres, track_credits, album_credits, albums, artists, genres, "
+        "file_errors CASCADE",
+    )
 
 
 class BackgroundScan:
@@ -96,7 +100,7 @@ def assert_library_is_exactly(host: TestHost, expected: list[dict]) -> None:
     genres = psql(host, "SELECT count(*), count(DISTINCT (track_id, genre_id)) FROM track_genres")[0]
     assert genres[0] == genres[1]
     assert psql(host, "SELECT count(*) FROM file_errors") == [["0"]]
-    assert psql(host, DANGLING_REFERENCES_SQL) == [["0", "0"]], "rows pointing at a removed row"
+    assert psql(host, DANGLING_REFERENCES_SQL) == [["0", "0", "0"]], "rows pointing at a removed row"
 
 
 def flower_api(

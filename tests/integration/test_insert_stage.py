@@ -146,7 +146,7 @@ def test_a_changed_file_moves_and_orphans_are_removed(db_conn):
         assert insert.remove_tracks(db_conn, ["/m/a/1.mp3"]) == 1
         insert.remove_orphans(db_conn)
     assert counts(db_conn) == (0, 0, 0, 0, 0)
-    assert dangling(db_conn) == (0, 0)
+    assert dangling(db_conn) == (0, 0, 0)
 
 
 def dangling(conn):
@@ -184,7 +184,7 @@ def test_a_clean_up_waits_for_a_batch_in_flight_and_a_batch_for_a_clean_up(db_co
         assert done.wait(10)
         thread.join()
     assert sorted(r[0] for r in db_conn.execute("SELECT title FROM albums")) == ["Gone", "Kept"]
-    assert dangling(db_conn) == (0, 0)
+    assert dangling(db_conn) == (0, 0, 0)
 
     # The clean-up first: the batch waits for its commit, then writes the artist it removed again.
     with psycopg.connect(url) as batch, psycopg.connect(url) as cleanup:
@@ -206,7 +206,7 @@ def test_a_clean_up_waits_for_a_batch_in_flight_and_a_batch_for_a_clean_up(db_co
         assert done.wait(10)
         thread.join()
     assert counts(db_conn) == (1, 1, 1, 1, 1)
-    assert dangling(db_conn) == (0, 0)
+    assert dangling(db_conn) == (0, 0, 0)
 
 
 def test_buffer_groups_chunks_into_batches_and_ignores_redelivered_chunks(db_conn):

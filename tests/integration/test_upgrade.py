@@ -1,7 +1,7 @@
 """A library ingested by the release before keeps its track ids through the upgrade: the migrations
-it lacks keep every row, and the first rescan re-reads no file and re-inserts no track (it fills in
-what identity needs when the release before had none). The release before runs for real (its
-code from git, its workers and its command)."""
+it lacks keep every row, and the first rescan reads each file once more at its path (for the
+credits the release before did not store), keeping every id; the next reads none. The release
+before runs for real (its code from git, its workers and its command)."""
 
 from __future__ import annotations
 
@@ -71,9 +71,10 @@ def test_a_library_of_the_release_before_keeps_its_ids_after_the_upgrade(
         workers = services.Workers(logs / "now", env_now)
         try:
             workers.start()
-            # The first rescan re-reads no file (before 0008 it read each file's audio key, nothing else).
+            # The first rescan reads every file once more, for what the release before did not
+            # store (its credits, migration 0010), at its path: every id stays.
             counts = scan(env_now, library)
-            assert (counts["unchanged"], counts["extracted"], counts["inserted"]) == (40, 0, 0), counts
+            assert (counts["unchanged"], counts["extracted"], counts["inserted"]) == (0, 40, 40), counts
             assert (counts["moved"], counts["missing"], counts["returned"]) == (0, 0, 0), counts
             with psycopg.connect(url) as conn:
                 assert (
@@ -82,6 +83,16 @@ def test_a_library_of_the_release_before_keeps_its_ids_after_the_upgrade(
                 )
                 filled = "SELECT count(audio_key), count(ino), count(dev) FROM present_tracks"
                 assert conn.execute(filled).fetchone() == (40, 40, 40)
+                # Each "A feat. B" track credits both artists now, the others their one artist.
+                credited, featuring = conn.execute(
+                    "SELECT count(*) FILTER (WHERE n = 2), count(*) FILTER (WHERE artist LIKE '%% feat. %%') "
+                    "FROM (SELECT t.artist, (SELECT count(*) FROM track_credits c WHERE c.track_id = t.id "
+                    "AND c.role = 'artist') AS n FROM tracks t) AS x"
+                ).fetchone()
+                assert credited == featuring > 0
+            # From then on an unchanged library is read no more.
+            counts = scan(env_now, library)
+            assert (counts["unchanged"], counts["extracted"], counts["inserted"]) == (40, 0, 0), counts
             # And the identity holds from then on: the library reorganised, every id kept.
             top = next(p for p in library.iterdir() if p.name != audio_fixtures.VARIOUS_ARTISTS)
             below = sum(1 for p in top.rglob("*") if p.suffix in (".mp3", ".flac", ".ogg", ".opus", ".m4a"))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 
 import pytest
 from celery.app.defaults import NAMESPACES, flatten
 
+from backend_worker import config
 from backend_worker.config import ConfigError, Settings, queue_time_limits, url_without_credentials
 from testkit import services
 
@@ -70,6 +73,15 @@ REFUSED = [
         {"SONIQUEBAY_VISIBILITY_TIMEOUT": "1800", "SONIQUEBAY_TIME_LIMIT_EXTRACT": "2400"},
         "SONIQUEBAY_VISIBILITY_TIMEOUT=1800 must exceed the longest task time limit (2400 s), "
         "or running tasks get delivered twice",
+    ),
+    (
+        {"SONIQUEBAY_ARTIST_SEPARATORS": '[" feat. ", "  "]'},
+        "SONIQUEBAY_ARTIST_SEPARATORS holds '  ': a separator of only spaces would split every name "
+        "that has one",
+    ),
+    (
+        {"SONIQUEBAY_ARTIST_NAMES_KEPT": "AC/DC"},
+        "SONIQUEBAY_ARTIST_NAMES_KEPT='AC/DC' is not a JSON list of non-empty strings",
     ),
 ]
 
@@ -138,3 +150,33 @@ def test_the_broker_login_comes_from_the_user_and_password_settings(monkeypatch)
     # A login in the URL gives way to the user's: Flower's env file overrides the workers' login.
     monkeypatch.setenv("SONIQUEBAY_BROKER_URL", "redis://workers:theirs@10.0.0.10:6379/2")
     assert Settings.from_env().broker_url == "redis://flower:p%40ss%3Aword%2F1@10.0.0.10:6379/2"
+
+
+def test_the_artist_name_settings_ship_the_roles_defaults_through_the_env_file(tmp_path):
+    """The defaults of the code are the role's, and the env file's line (JSON in single quotes)
+    reads back whole through sh, as the units' EnvironmentFile and the command's wrapper read it."""
+    import jinja2
+    import yaml
+
+    defaults = yaml.safe_load(services.WORKER_DEFAULTS.read_text())
+    assert tuple(defaults["backend_worker_artist_separators"]) == config.DEFAULT_ARTIST_SEPARATORS
+    assert tuple(defaults["backend_worker_artist_names_kept"]) == config.DEFAULT_ARTIST_NAMES_KEPT
+    template = (services.REPO / "templates/soniquebay.env.j2").read_text()
+    lines = [line for line in template.splitlines() if line.startswith("SONIQUEBAY_ARTIST_")]
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    environment.filters["to_json"] = json.dumps
+    separators = [*defaults["backend_worker_artist_separators"], " & "]
+    rendered = environment.from_string("\n".join(lines)).render(
+        backend_worker_artist_separators=separators,
+        backend_worker_artist_names_kept=["AC/DC", "Simon & Garfunkel"],
+    )
+    env_file = tmp_path / "soniquebay.env"
+    env_file.write_text(rendered + "\n")
+    read = subprocess.run(
+        ["sh", "-c", f'set -a; . {env_file}; set +a; exec {sys.executable} -c "{READ_BACK}"'],
+        capture_output=True, text=True, check=True, env={"PATH": os.environ["PATH"]},
+    ).stdout  # fmt: skip
+    assert json.loads(read) == [separators, ["AC/DC", "Simon & Garfunkel"]]
+
+
+READ_BACK = "import json; from backend_worker.config import artist_name_settings as s; print(json.dumps(s()))"

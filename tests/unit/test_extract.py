@@ -38,13 +38,12 @@ from testkit import audio_fixtures as af
 
 TAGGABLE = [fmt for fmt in af.FORMATS if fmt not in af.UNTAGGABLE]
 TAG_FIELDS = fields.TAG_NAMES
-DEFAULTS = {name: ([] if name == "genres" else False if name == "comp" else None) for name in TAG_FIELDS}
+DEFAULTS = {field.name: field.type.default for field in fields.TAG_FIELDS}
 
 
 def expected_tags(written: dict) -> dict:
     """What read_record reports for tags written with af.write_tags."""
-    out = dict(DEFAULTS)
-    out.update({k: v for k, v in written.items() if k in TAG_FIELDS})
+    out = {name: value for name, value in af.expected_tags(written).items() if name in TAG_FIELDS}
     if written.get("date"):
         out["year"] = int(written["date"][:4])
     return out

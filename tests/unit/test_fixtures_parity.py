@@ -12,7 +12,7 @@ import pytest
 from mutagen.apev2 import APEv2
 from mutagen.mp3 import MP3
 
-from backend_worker.stages import fields
+from backend_worker.stages import fields, tags
 from backend_worker.stages.extract import read_record
 from testkit import audio_fixtures as af
 
@@ -20,14 +20,24 @@ from testkit import audio_fixtures as af
 MEDIAFILE_FORMATS = [fmt for fmt in af.FORMATS if fmt != "aac"]
 APE_FAMILY = {"wv", "mpc", "ape"}
 
-# Every tag and stream field has mediafile's name; the length is compared apart (within 1e-6).
-SHARED_FIELDS = (*fields.TAG_NAMES, *(name for name in fields.STREAM_NAMES if name != "length"))
+# Credits mediafile does not read as we do: roles it has no field for, and two whose MP4/ASF keys
+# it names otherwise (REMIXERS, WM/REMIXERS, beets/Arranger; we read Picard's, and theirs after).
+NOT_IN_MEDIAFILE = {"conductors", "producers", "engineers", "mixers", "djmixers", "performers", "remixers",
+                    "arrangers"}  # fmt: skip
+# Every other tag and stream field has mediafile's name; the length is compared apart (within 1e-6).
+SHARED_FIELDS = (
+    *(name for name in fields.TAG_NAMES if name not in NOT_IN_MEDIAFILE),
+    *(name for name in fields.STREAM_NAMES if name != "length"),
+)
+LIST_FIELDS = [field.name for field in fields.TAG_FIELDS if isinstance(field.type.default, list)]
 
 
 def mediafile_view(path: Path, fmt: str, ours: dict) -> dict:
     """mediafile's values, normalised only in the documented ways (see tags.py's docstring):
 
-    - absent genres / comp: mediafile None, we [] / False;
+    - absent lists (genres, artists, credits) / comp: mediafile None, we [] / False;
+    - artists / albumartists without a multi-valued tag: mediafile None, we the single tag split
+      on the separators (docs/tags.md);
     - APEv2 (WavPack, Musepack, Monkey's Audio) as Picard writes it: mediafile ignores the total
       in Track/Disc "n/total" and a full date in Year, we read both. Where mediafile has nothing
       there, our value must equal what was written (checked by the caller against the tags).
@@ -35,8 +45,12 @@ def mediafile_view(path: Path, fmt: str, ours: dict) -> dict:
     mf = mediafile.MediaFile(str(path))
     view = {name: getattr(mf, name) for name in SHARED_FIELDS}
     view["length"] = mf.length
-    if view["genres"] is None:
-        view["genres"] = []
+    for name in LIST_FIELDS:
+        if name in view and view[name] is None:
+            view[name] = []
+    for name, single in (("artists", mf.artist), ("albumartists", mf.albumartist)):
+        if not view[name] and single:
+            view[name] = tags.name_splitter().split(single)
     if view["comp"] is None:
         view["comp"] = False
     if fmt in APE_FAMILY:

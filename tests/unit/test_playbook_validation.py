@@ -55,6 +55,7 @@ TIMEOUTS = "backend_worker : Validate the timeouts"
 ADDRESSES = "backend_worker : Validate the broker and database addresses"
 PASSWORDS = "backend_worker : Validate the passwords"
 WATCH = "backend_worker : Validate the library watch and the scheduled scans"
+NAMES = "backend_worker : Validate the artist separators and the names kept whole"
 
 # id: (playbook, extra vars, the task that must fail, words its message must hold)
 CASES: dict[str, tuple[str, dict, str, str]] = {
@@ -115,6 +116,18 @@ CASES: dict[str, tuple[str, dict, str, str]] = {
         },
         POOLS,
         "queue batch: the queue has no time limit in backend_worker_queue_time_limits",
+    ),
+    "blank-artist-separator": (
+        "workers.yml",
+        {"backend_worker_artist_separators": [" feat. ", "\t"]},
+        NAMES,
+        'backend_worker_artist_separators has ["\\t"]: each must hold a non-blank character',
+    ),
+    "artist-name-kept-with-a-quote": (
+        "workers.yml",
+        {"backend_worker_artist_names_kept": ["AC/DC", "Guns N' Roses / Slash"]},
+        NAMES,
+        'backend_worker_artist_names_kept has ["Guns N\' Roses / Slash"]: each must hold',
     ),
     "no-pools": ("workers.yml", {"backend_worker_pools": []}, LAYOUT, "backend_worker_pools must list"),
     "time-limit-below-40": (

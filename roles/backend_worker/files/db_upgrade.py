@@ -37,6 +37,8 @@ def load_env(path):
             line = line.strip()
             if line and not line.startswith("#") and "=" in line:
                 name, value = line.split("=", 1)
+                if len(value) >= 2 and value[0] == value[-1] == "'":  # quoted as sh and systemd read it
+                    value = value[1:-1]
                 os.environ[name] = value
 
 
