@@ -19,7 +19,7 @@ from pathlib import Path
 from testkit import audio_fixtures
 
 CACHE_ROOT = Path(os.environ.get("SONIQUEBAY_BENCH_CACHE", "/var/cache/soniquebay"))
-LIBRARY_VERSION = 2  # bump when the layout below changes: cached libraries are rebuilt
+LIBRARY_VERSION = 3  # bump when the layout or the tags change: cached libraries are rebuilt (3: credits)
 FORMATS = ("mp3", "flac", "ogg", "opus", "m4a")
 ALBUMS_PER_ARTIST = 10
 TRACKS_PER_ALBUM = 10

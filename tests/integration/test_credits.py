@@ -4,6 +4,8 @@ rescans that replace them, orphans that go, and the upgrade of a library without
 
 from __future__ import annotations
 
+import json
+
 import psycopg
 import pytest
 
@@ -205,3 +207,46 @@ def test_the_upgrade_keeps_every_row_and_the_next_scan_reads_each_file_again(pos
     finally:
         with psycopg.connect(postgres.url_for("postgres", "postgres"), autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_the_pipeline_stores_credits_and_a_retag_rescanned_drops_one(pipeline, library):
+    """Real workers: a scan stores the credits; the file retagged without its featured artist and
+    rescanned loses the credit, and the artist, credited nowhere else, goes at the session's end.
+    `soniquebay extract --json` shows the lists."""
+    album = library / "Daft Punk" / "Random Access Memories"
+    album.mkdir(parents=True)
+    lucky = af.make_seed("mp3", album, name="08 - Get Lucky.mp3")
+    af.write_tags(lucky, {"title": "Get Lucky", "artist": "Daft Punk feat. Pharrell Williams; Nile Rodgers",
+                          "album": "Random Access Memories", "albumartist": "Daft Punk",
+                          "performers": [["Nile Rodgers", "guitar"]]}, replace=True)  # fmt: skip
+    other = af.make_seed("flac", album, name="01 - Give Life Back to Music.flac")
+    own_album = {"album": "Random Access Memories", "albumartist": "Daft Punk", "albumartists": [],
+                 "mb_albumartistids": [], "mb_albumartistid": None}  # fmt: skip
+    af.write_tags(other, {**af.SAMPLE_TAGS, **own_album}, replace=True)
+    first = pipeline.scan(library)
+    assert first["status"] == "completed", first
+    assert credits_of(pipeline.conn, str(lucky)) == [
+        ("artist", "Daft Punk", "", ""),
+        ("artist", "Pharrell Williams", "", ""),
+        ("artist", "Nile Rodgers", "", ""),
+        ("performer", "Nile Rodgers", "", "guitar"),
+    ]
+    assert credits_of(pipeline.conn, str(other)) == role_order(SAMPLE_CREDITS)
+
+    af.write_tags(lucky, {"artist": "Daft Punk feat. Nile Rodgers"})
+    session = pipeline.scan(library)
+    assert (session["status"], session["counts"]["extracted"], session["counts"]["unchanged"]) == (
+        "completed", 1, 1,
+    ), session  # fmt: skip
+    assert credits_of(pipeline.conn, str(lucky)) == [
+        ("artist", "Daft Punk", "", ""),
+        ("artist", "Nile Rodgers", "", ""),
+        ("performer", "Nile Rodgers", "", "guitar"),
+    ]
+    assert pipeline.rows("SELECT count(*) FROM artists WHERE name = 'Pharrell Williams'") == [(0,)]
+    assert pipeline.rows(services.DANGLING_REFERENCES_SQL) == [(0, 0, 0)]
+
+    shown = json.loads(pipeline.cli("extract", "--json", str(other)).stdout)
+    for key in ("artists", "composers", "lyricists", "performers", "mb_artistids"):
+        assert shown[key] == af.SAMPLE_TAGS[key], key
+    assert shown["albumartists"] == ["Daft Punk"]  # no list: the single tag
