@@ -24,23 +24,46 @@ from backend_worker.config import settings
 from backend_worker.stages import fields, insert
 from bench import stack
 
-# The record's fields as tracks stores them (uuids read back as text), then the genres.
+# The record's fields as tracks stores them (uuids read back as text), then the genres and credits.
 _STORED = [name for name, _ in fields.COLUMNS]
 RECORD_QUERY = f"""
 SELECT {", ".join(f"t.{name}::text" if sql == "uuid" else f"t.{name}" for name, sql in fields.COLUMNS)},
        coalesce((SELECT array_agg(g.name ORDER BY tg.position) FROM track_genres tg
-                 JOIN genres g ON g.id = tg.genre_id WHERE tg.track_id = t.id), '{{}}')
+                 JOIN genres g ON g.id = tg.genre_id WHERE tg.track_id = t.id), '{{}}'),
+       coalesce((SELECT json_agg(json_build_array(c.role, a.name, a.mb_key, c.subrole)
+                                 ORDER BY c.role, c.position)
+                 FROM track_credits c JOIN artists a ON a.id = c.artist_id
+                 WHERE c.track_id = t.id), '[]'),
+       coalesce((SELECT json_agg(json_build_array(a.name, a.mb_key) ORDER BY c.position)
+                 FROM album_credits c JOIN artists a ON a.id = c.artist_id
+                 WHERE c.album_id = t.album_id), '[]')
 FROM tracks t ORDER BY t.path
 """
+_CREDIT_FIELDS = {field.role: field for field in fields.CREDIT_FIELDS}
+
+
+def _credit_lists(credits: list, album_artists: list) -> dict:
+    """A record's credit lists (and their MusicBrainz ids) back from its stored credits."""
+    lists: dict = {field.name: [] for field in fields.CREDIT_FIELDS}
+    lists.update({field.ids: [] for field in fields.CREDIT_FIELDS if field.ids})
+    rows = [(role, name, mb, subrole) for role, name, mb, subrole in credits]
+    rows += [(fields.ALBUM_ROLE, name, mb, "") for name, mb in album_artists]
+    for role, name, mb, subrole in rows:
+        field = _CREDIT_FIELDS[role]
+        lists[field.name].append([name, subrole] if field.type is fields.PERFORMERS else name)
+        if field.ids and mb:
+            lists[field.ids].append(mb)
+    return lists
 
 
 def records_from_library(conn: psycopg.Connection) -> list[dict]:
     """The records the pipeline stored (as extract produces them) from a filled library."""
     out = []
     for row in conn.execute(RECORD_QUERY):
-        stored = dict(zip([*_STORED, "genres"], row, strict=True))
+        stored = dict(zip([*_STORED, "genres", "credits", "album_artists"], row, strict=True))
         stored["genres"] = list(stored["genres"])
         stored["mtime"] = stored["mtime_ns"] / 1e9
+        stored.update(_credit_lists(stored.pop("credits"), stored.pop("album_artists")))
         out.append({key: stored[key] for key in fields.RECORD_KEYS})
     return out
 

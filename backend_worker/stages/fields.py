@@ -521,34 +521,43 @@ ALBUM_ROLE = "albumartist"  # credited on the album, not the track
 CREDIT_FIELDS: tuple[Tag, ...] = tuple(field for field in TAG_FIELDS if field.role)
 TRACK_ROLES: tuple[str, ...] = tuple(field.role for field in CREDIT_FIELDS if field.role != ALBUM_ROLE)
 _TRACK_CREDIT_FIELDS = tuple(field for field in CREDIT_FIELDS if field.role != ALBUM_ROLE)
-_BY_NAME = {field.name: field for field in TAG_FIELDS}
 
 ArtistKey = tuple[str, str]  # (name, MusicBrainz id or ''): the artists table's key
 
 
-def _credited(record: dict, field: Tag) -> list[tuple[ArtistKey, str]]:
-    """(artist key, sub-role) per name of a credit field, in order. The names' MusicBrainz ids
-    pair with them by position, as Picard writes both, and only when the counts agree."""
-    values = record.get(field.name) or ()
-    ids = (record.get(field.ids) or ()) if field.ids else ()
-    if len(ids) != len(values):
+def _credited(values: list, ids: list | None) -> list[tuple[ArtistKey, str]]:
+    """(artist key, sub-role) per name of a credit field's values, in order. The names' MusicBrainz
+    ids pair with them by position, as Picard writes both, and only when the counts agree."""
+    if not ids or len(ids) != len(values):
         ids = ("",) * len(values)
     return [
-        ((value[0], mb), value[1]) if value.__class__ is not str else ((value, mb), "")
+        ((value, mb), "") if value.__class__ is str else ((value[0], mb), value[1])
         for value, mb in zip(values, ids, strict=True)
     ]
 
 
+# (field name, role, name of its ids field or None) of the track's credits, in the table's order.
+_TRACK_CREDITS = tuple((field.name, field.role, field.ids) for field in _TRACK_CREDIT_FIELDS)
+
+
 def track_credits(record: dict) -> list[tuple[str, int, ArtistKey, str]]:
     """(role, position, artist key, sub-role) of every name the record credits on its track."""
-    return [
-        (field.role, position, key, subrole)
-        for field in _TRACK_CREDIT_FIELDS
-        for position, (key, subrole) in enumerate(_credited(record, field))
-    ]
+    credits = []
+    get = record.get
+    for name, role, ids in _TRACK_CREDITS:
+        values = get(name)
+        if values:  # most credit fields of most files are empty
+            credits.extend(
+                (role, position, key, subrole)
+                for position, (key, subrole) in enumerate(_credited(values, get(ids) if ids else None))
+            )
+    return credits
 
 
 def album_credits(record: dict) -> list[ArtistKey]:
     """The album's artists as this record names them (its artists when it names no album artist)."""
-    credited = _credited(record, _BY_NAME["albumartists"]) or _credited(record, _BY_NAME["artists"])
+    if record.get("albumartists"):
+        credited = _credited(record["albumartists"], record.get("mb_albumartistids"))
+    else:
+        credited = _credited(record.get("artists") or [], record.get("mb_artistids"))
     return [key for key, _ in credited]

@@ -106,10 +106,11 @@ def upsert_records(
     # Artists: the display ones and every credited one.
     keys_of = [fields.artist_keys(r) for r in records]
     credits_of = [fields.track_credits(r) for r in records]
+    album_credits_of = [fields.album_credits(r) for r in records]
     wanted_artists = sorted(
         {key for keys in keys_of for key in keys}
         | {credit[2] for credits in credits_of for credit in credits}
-        | {key for r in records for key in fields.album_credits(r)}
+        | {key for keys in album_credits_of for key in keys}
     )
     names, mbs = [k[0] for k in wanted_artists], [k[1] for k in wanted_artists]
     cur.execute(
@@ -128,11 +129,11 @@ def upsert_records(
     # Albums: one row per key; attributes (and artists) from the last record of the batch that has them.
     albums: dict[tuple[int, str, str], dict] = {}
     album_artists: dict[tuple[int, str, str], list[int]] = {}
-    for r, (_, albumartist_key) in zip(records, keys_of, strict=True):
+    for r, (_, albumartist_key), album_keys in zip(records, keys_of, album_credits_of, strict=True):
         title, mb_key = fields.album_title_and_key(r)
         key = (artist_ids[albumartist_key], title, mb_key)
         albums[key] = fields.merge_album_facts(albums.get(key), r)
-        credited = [artist_ids[k] for k in fields.album_credits(r)]
+        credited = [artist_ids[k] for k in album_keys]
         if credited or key not in album_artists:
             album_artists[key] = credited or [key[0]]
     keys = sorted(albums)

@@ -47,7 +47,7 @@ import base64
 import math
 import re
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any, ClassVar
 
 Converter = Callable[[list], Any]
@@ -318,8 +318,9 @@ class TagFamily:
         """The raw values stored under ``key``; None when the key is absent."""
         raise NotImplementedError
 
-    def present(self) -> Iterable[str]:
-        """Every spelled key ``get`` may find something under (more is harmless, less loses it)."""
+    def present(self) -> Collection[str]:
+        """Every spelled key ``get`` may find something under (more is harmless, less loses it);
+        a set or a dict's keys: the reader asks it before each ``get``."""
         raise NotImplementedError
 
     def has_picture(self) -> bool:
@@ -448,8 +449,8 @@ class MP4Family(TagFamily):
             return value
         return [value]  # cpil is a bare bool
 
-    def present(self) -> list[str]:
-        return [key.lower() if key[:5] == _FREEFORM else key for key in self._keys]
+    def present(self) -> set[str]:
+        return {key.lower() if key[:5] == _FREEFORM else key for key in self._keys}
 
     def has_picture(self) -> bool:
         return bool(self.tags.get("covr"))
@@ -480,7 +481,7 @@ class VorbisFamily(TagFamily):
     def get(self, key: str) -> list | None:
         return self._values.get(key)
 
-    def present(self) -> Iterable[str]:
+    def present(self) -> Collection[str]:
         return self._values.keys()
 
     def has_picture(self) -> bool:
@@ -527,8 +528,8 @@ class APEFamily(TagFamily):
             return value.value.split("\0")
         return [value.value]
 
-    def present(self) -> list[str]:
-        return [key.lower() for key in self.tags]
+    def present(self) -> set[str]:
+        return {key.lower() for key in self.tags}
 
     def has_picture(self) -> bool:
         return any(key.lower().startswith(_APE_COVER) for key in self.tags)
@@ -561,7 +562,7 @@ class ASFFamily(TagFamily):
     def get(self, key: str) -> list | None:
         return self._values.get(key)
 
-    def present(self) -> Iterable[str]:
+    def present(self) -> Collection[str]:
         return self._values.keys()
 
     def has_picture(self) -> bool:
@@ -636,8 +637,9 @@ class TagReader:
         if tags is None:
             return
         plan, fields_of_key = self._plans[type(tags)]
+        present = tags.present()
         named: set[int] = set()
-        for key in tags.present():
+        for key in present:
             indexes = fields_of_key.get(key)
             if indexes is not None:
                 named.update(indexes)
@@ -645,7 +647,7 @@ class TagReader:
         for index in named:
             name, keys = plan[index]
             for key, convert in keys:
-                raw = get(key)
+                raw = get(key) if key in present else None
                 if raw:
                     value = convert(raw)
                     if value is not None:
