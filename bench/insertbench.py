@@ -22,6 +22,7 @@ import psycopg
 from backend_worker import db, ledger
 from backend_worker.config import settings
 from backend_worker.stages import fields, insert
+from backend_worker.steps.insert import collector_paused
 from bench import stack
 
 # The record's fields as tracks stores them (uuids read back as text), then the genres and credits.
@@ -116,7 +117,7 @@ def _stage(conn: psycopg.Connection, records: list[dict], batch_rows: int) -> tu
     written = 0
     with _Clock(conn) as clock:
         for batch_id in batch_ids:  # the body of steps.insert.insert_batch
-            with conn.transaction():
+            with collector_paused(), conn.transaction():
                 if ledger.unit_done(conn, session_id, batch_id) or not ledger.is_running(conn, session_id):
                     continue
                 rows = ledger.take_batch(conn, session_id, batch_id)
