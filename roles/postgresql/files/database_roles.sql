@@ -29,10 +29,13 @@ SELECT md5(coalesce(string_agg(item, E'\n' ORDER BY item), '')) AS fingerprint F
            || defaclobjtype::text || ' ' || defaclacl::text
       FROM pg_default_acl
     UNION ALL
-    -- Objects other than relations (types, functions, schemas) by owner.
+    -- Objects other than relations (types, functions, schemas) by owner; not the temp tables of
+    -- the sessions open now (a worker's insert stage keeps one for its session).
     SELECT 'owned ' || refobjid::regrole::text || ' ' || count(*)
-      FROM pg_shdepend
+      FROM pg_shdepend d
      WHERE deptype = 'o' AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+       AND NOT (classid = 'pg_class'::regclass
+                AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = d.objid AND c.relpersistence = 't'))
      GROUP BY refobjid
 ) AS catalog;
 
@@ -48,9 +51,14 @@ BEGIN
     -- indexes, types, functions, the schema if it did), and the shared objects it owns (databases,
     -- tablespaces) whatever the database: it runs only when the role still owns something here.
     EXECUTE format('ALTER DATABASE %%I OWNER TO %%I', current_database(), owner);
-    IF EXISTS (SELECT 1 FROM pg_shdepend
+    -- A running worker's temp table (its session's own) is no reason: moving it to the owner
+    -- would take it from the worker.
+    IF EXISTS (SELECT 1 FROM pg_shdepend d
                 WHERE refobjid = (SELECT oid FROM pg_roles WHERE rolname = workers) AND deptype = 'o'
-                  AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())) THEN
+                  AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+                  AND NOT (classid = 'pg_class'::regclass
+                           AND EXISTS (SELECT 1 FROM pg_class c
+                                        WHERE c.oid = d.objid AND c.relpersistence = 't'))) THEN
         EXECUTE format('REASSIGN OWNED BY %%I TO %%I', workers, owner);
     END IF;
     -- PostgreSQL 15 already refuses CREATE in public to other roles; a cluster made by an older
