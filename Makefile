@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: deploy uninstall test deps lint unit dev dev-stop clean bench chaos sandbox sandbox-down
+.PHONY: deploy uninstall test deps lint unit dev dev-stop clean bench bench-scale chaos sandbox sandbox-down
 
 deploy:
 	scripts/deploy.sh
@@ -45,6 +45,12 @@ clean:
 # Benchmarks (not tests): print tables and ratios, write docs/performance.md.
 bench: deps
 	$(PY) -m bench $(BENCH_ARGS)
+
+# One million files (the bench library hard-linked 50 times) on the shipped layout: ingest, rescans,
+# status, sizes, memory, the watch's start; writes the "1,000,000 files" part of docs/performance.md.
+# About 40 minutes; CI does not run it. BENCH_ARGS: see python -m bench.scale --help.
+bench-scale: deps
+	$(PY) -m bench.scale $(BENCH_ARGS)
 
 # Random faults (30 by default) during repeated scans on a deployed test host: tracks lost and
 # duplicated, recovery times (docs/reliability.md). CHAOS_ARGS: --faults N --copies N --seed N.

@@ -10,25 +10,32 @@ import statistics
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench import probe, stack
 
 
 class Sampler(threading.Thread):
-    """Sums the RSS and PSS of every worker process every `interval` seconds; keeps the peak."""
+    """Sums the RSS and PSS of every worker process (or of the processes `pids` names) every
+    `interval` seconds; keeps the peak."""
 
-    def __init__(self, layout: stack.Layout, interval: float = 0.5):
+    def __init__(
+        self, layout: stack.Layout, interval: float = 0.5, pids: Callable[[], list[int]] | None = None
+    ):
         super().__init__(daemon=True)
         self.layout = layout
         self.interval = interval
+        self.by_unit = pids is None  # the layout's units: each unit's peak is kept too
+        self.pids = pids or (lambda: [pid for group in self.layout.pids().values() for pid in group])
+        self.peak_pss_by_unit: dict[str, int] = {}
         self.stop_event = threading.Event()
         self.peak_rss = 0
         self.peak_pss = 0
         self.samples: list[tuple[float, int, int]] = []
 
     def measure(self) -> tuple[int, int, int]:
-        pids = [pid for group in self.layout.pids().values() for pid in group]
+        pids = self.pids()
         rss = sum(stack.rss_bytes(p) for p in pids)
         pss = sum(stack.pss_bytes(p) for p in pids)
         return rss, pss, len(pids)
@@ -47,7 +54,13 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         started = time.monotonic()
         while not self.stop_event.is_set():
-            rss, pss, _ = self.measure()
+            if self.by_unit:
+                units = self.per_unit()
+                rss, pss = (sum(u[k] for u in units.values()) for k in ("rss", "pss"))
+                for name, unit in units.items():
+                    self.peak_pss_by_unit[name] = max(self.peak_pss_by_unit.get(name, 0), unit["pss"])
+            else:
+                rss, pss, _ = self.measure()
             self.peak_rss = max(self.peak_rss, rss)
             self.peak_pss = max(self.peak_pss, pss)
             self.samples.append((time.monotonic() - started, rss, pss))
@@ -137,6 +150,7 @@ class Scanner:
         if sampler:
             result["peak_rss"] = sampler.peak_rss
             result["peak_pss"] = sampler.peak_pss
+            result["peak_pss_by_unit"] = sampler.peak_pss_by_unit
             result["memory_samples"] = sampler.samples
         return result
 

@@ -28,7 +28,7 @@ TARGETS = {
 }
 
 
-def _mib(n: float) -> str:
+def mib(n: float) -> str:
     return f"{n / 2**20:,.0f} MiB"
 
 
@@ -202,14 +202,14 @@ def results_markdown(r: dict, title: str = "This machine") -> str:
     idle, after = r.get("memory_idle"), r.get("memory_after")
     if idle:
         peak = (
-            f" / peak in ingest RSS {_mib(ing['peak_rss'])}, PSS {_mib(ing['peak_pss'])}"
+            f" / peak in ingest RSS {mib(ing['peak_rss'])}, PSS {mib(ing['peak_pss'])}"
             if ing and "peak_rss" in ing
             else ""
         )
-        later = f" / idle after RSS {_mib(after['rss'])}, PSS {_mib(after['pss'])}" if after else ""
+        later = f" / idle after RSS {mib(after['rss'])}, PSS {mib(after['pss'])}" if after else ""
         lines.append(
             f"| memory of the 8-unit worker layout ({idle['processes']} processes) "
-            f"| idle RSS {_mib(idle['rss'])}, PSS {_mib(idle['pss'])}{peak}{later} | | | | |"
+            f"| idle RSS {mib(idle['rss'])}, PSS {mib(idle['pss'])}{peak}{later} | | | | |"
         )
     if ing and ing.get("messages"):
         sent = _task_messages(ing["messages"])
@@ -287,7 +287,7 @@ def memory_markdown(r: dict) -> str:
     before = (prev or {}).get("memory_after_by_unit", {})
 
     def cell(pool: str, m: dict | None) -> str:
-        return f"{pool}, {m['processes']}, {_mib(m['pss'])}, {_mib(m['rss'])}" if m else "n/a"
+        return f"{pool}, {m['processes']}, {mib(m['pss'])}, {mib(m['rss'])}" if m else "n/a"
 
     for name in sorted(now, key=_unit_order):
         lines.append(
@@ -306,8 +306,8 @@ def memory_markdown(r: dict) -> str:
     ing = r.get("ingest") or {}
     if prev and ing.get("peak_pss"):
         lines.append(
-            f"| peak during a full ingest | PSS {_mib(prev['peak_pss'])}, RSS {_mib(prev['peak_rss'])} "
-            f"| PSS {_mib(ing['peak_pss'])}, RSS {_mib(ing['peak_rss'])} |"
+            f"| peak during a full ingest | PSS {mib(prev['peak_pss'])}, RSS {mib(prev['peak_rss'])} "
+            f"| PSS {mib(ing['peak_pss'])}, RSS {mib(ing['peak_rss'])} |"
         )
     if prev and r.get("mutagen_pool"):
         pool_rate = _rate(r["mutagen_pool"]["files"], r["mutagen_pool"]["seconds"])
@@ -328,7 +328,7 @@ def scale_markdown(r: dict) -> str:
     ingest_vs_pool = _rate(files, ing["seconds"]) / _rate(pool["files"], pool["seconds"])
     rescan_vs_walk = resc["median"] / walk["seconds"]
     copies = files // (r.get("library", {}).get("files") or files)
-    peak = f"PSS {_mib(ing['peak_pss'])}, RSS {_mib(ing['peak_rss'])}"
+    peak = f"PSS {mib(ing['peak_pss'])}, RSS {mib(ing['peak_rss'])}"
     return (
         "\n".join(
             [
@@ -491,7 +491,7 @@ def plot(r: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _replace_section(text: str, name: str, body: str) -> str:
+def replace_section(text: str, name: str, body: str) -> str:
     start, end = MARK.format(name, "start"), MARK.format(name, "end")
     block = f"{start}\n{body.rstrip()}\n{end}"
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
@@ -504,10 +504,10 @@ def write(r: dict) -> None:
     """Replace the generated sections of docs/performance.md (the prose around them stays)."""
     text = DOC.read_text() if DOC.exists() else "# Performance\n"
     plot(r, PLOT, "SoniqueBay ingest on this machine")
-    text = _replace_section(text, "results", results_markdown(r) + f"\n![results]({PLOT.name})\n")
-    text = _replace_section(text, "memory", memory_markdown(r) or "Not measured in this run.\n")
-    text = _replace_section(text, "scale", scale_markdown(r) or "Not measured in this run.\n")
-    text = _replace_section(text, "identity", identity_markdown(r) or "Not measured in this run.\n")
+    text = replace_section(text, "results", results_markdown(r) + f"\n![results]({PLOT.name})\n")
+    text = replace_section(text, "memory", memory_markdown(r) or "Not measured in this run.\n")
+    text = replace_section(text, "scale", scale_markdown(r) or "Not measured in this run.\n")
+    text = replace_section(text, "identity", identity_markdown(r) or "Not measured in this run.\n")
     th = r.get("testhost")
     if th:
         if "error" in th:
@@ -515,6 +515,6 @@ def write(r: dict) -> None:
         else:
             plot(th, TESTHOST_PLOT, "SoniqueBay ingest on the deployed test host")
             body = results_markdown(th, "Deployed test host") + f"\n![test host]({TESTHOST_PLOT.name})\n"
-        text = _replace_section(text, "testhost", body)
+        text = replace_section(text, "testhost", body)
     DOC.write_text(text)
     print(f"wrote {DOC.relative_to(REPO)} and {PLOT.relative_to(REPO)}")

@@ -137,33 +137,22 @@ def main(argv: list[str] | None = None) -> int:
     pool_run()
 
     # --- the pipeline ---------------------------------------------------------------------------
-    from testkit import services
-
-    redis = services.Redis(workdir / "redis", services.free_port())
-    postgres = services.Postgres(workdir / "postgres", services.free_port(), durable=True)
-    covers = workdir / "covers"
-    message_dir = workdir / "messages"
-    env = stack.env_for(redis.url, postgres.url, covers, message_dir)
-    # Before anything builds the Celery app: this process pings the workers with these settings.
-    os.environ.update({k: v for k, v in env.items() if k.startswith("SONIQUEBAY_")})
+    stack_services = stack.Services(workdir)
+    redis, postgres, covers, message_dir = (
+        stack_services.redis,
+        stack_services.postgres,
+        stack_services.covers,
+        stack_services.message_dir,
+    )
+    env, empty_library = stack_services.env, stack_services.empty_library
     from bench import insertbench, pipeline
 
     layout = stack.Layout(stack.deployment_layout(), workdir / "logs", env)
     results["layout"] = [pool.__dict__ for pool in layout.pools]
     import psycopg
 
-    def empty_library() -> None:
-        with psycopg.connect(postgres.url, autocommit=True) as conn:
-            conn.execute(f"TRUNCATE {report.LIBRARY_TABLES} RESTART IDENTITY CASCADE")
-            conn.execute("CHECKPOINT")
-
     try:
-        redis.start()
-        postgres.start()
-        from backend_worker import db
-
-        db.upgrade(postgres.url)
-        covers.mkdir()
+        stack_services.start()
         if not args.no_previous:
             results["previous"] = _previous_layout(layout, env, workdir, message_dir, postgres, redis, root)
             empty_library()
@@ -242,8 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             results["scale"] = _at_scale(big, scanner, empty_library, postgres.url, args.rescans)
     finally:
         layout.stop()
-        postgres.stop()
-        redis.stop()
+        stack_services.stop()
 
     print("audio key per file, by format ...", flush=True)
     from bench import identity_cost

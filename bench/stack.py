@@ -124,6 +124,39 @@ def children(pid: int) -> list[int]:
         return []
 
 
+class Services:
+    """A private Redis and a durable PostgreSQL on free loopback ports under `workdir`, the schema,
+    a covers folder, and the workers' environment. The deployment's settings also go into this
+    process's environment before anything builds the Celery app (it pings the workers with them)."""
+
+    def __init__(self, workdir: Path):
+        self.redis = services.Redis(workdir / "redis", services.free_port())
+        self.postgres = services.Postgres(workdir / "postgres", services.free_port(), durable=True)
+        self.covers = workdir / "covers"
+        self.message_dir = workdir / "messages"
+        self.env = env_for(self.redis.url, self.postgres.url, self.covers, self.message_dir)
+        os.environ.update({k: v for k, v in self.env.items() if k.startswith("SONIQUEBAY_")})
+
+    def start(self) -> None:
+        from backend_worker import db
+
+        self.redis.start()
+        self.postgres.start()
+        db.upgrade(self.postgres.url)
+        self.covers.mkdir()
+
+    def empty_library(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.postgres.url, autocommit=True) as conn:
+            conn.execute(f"TRUNCATE {services.LIBRARY_TABLES} RESTART IDENTITY CASCADE")
+            conn.execute("CHECKPOINT")
+
+    def stop(self) -> None:
+        self.postgres.stop()
+        self.redis.stop()
+
+
 def env_for(redis_url: str, database_url: str, covers_dir: Path, message_dir: Path) -> dict[str, str]:
     """The deployment's settings (defaults for every tuning knob), nothing else of ours."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SONIQUEBAY_")}

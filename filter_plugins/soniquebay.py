@@ -1,5 +1,6 @@
 """Filters of the SoniqueBay roles: the worker layout of a host, the addresses of the other worker
-hosts, the revision of the app a unit runs. Plain functions, tested in tests/unit/test_filter_plugins.py."""
+hosts, the revision of the app a unit runs, the inotify limits of the library watch. Plain functions,
+tested in tests/unit/test_filter_plugins.py."""
 
 from __future__ import annotations
 
@@ -86,6 +87,31 @@ def app_revision(build: str, settings_checksum: str) -> str:
     return f"{posixpath.basename(str(build).rstrip('/'))}-{str(settings_checksum)[:12]}"
 
 
+# inotify's limits, per user: one watch per folder watched, one instance per library root watched.
+INOTIFY_WATCHES, INOTIFY_INSTANCES = "fs.inotify.max_user_watches", "fs.inotify.max_user_instances"
+# Left to the other programs of the user and to new folders: a watch per folder, doubled.
+INOTIFY_WATCHES_PER_FOLDER = 2
+# The service user runs nothing else that uses inotify: a few instances to spare (the kernel's
+# default, 128, is far above; auto never lowers it).
+INOTIFY_SPARE_INSTANCES = 8
+
+
+def inotify_limits(watches, instances, folders: int, roots: int, live: dict) -> dict[str, int]:
+    """The inotify limits the library watch needs: an inventory number as given, or "auto": room
+    for every folder of the library twice over and an instance per root and a few more, never below
+    the running kernel's value (`live`, sysctl name -> value). Keys are sysctl names."""
+
+    def wanted(setting, needed: int, name: str) -> int:
+        if str(setting) == "auto":
+            return max(int(live[name]), needed)
+        return int(setting)
+
+    return {
+        INOTIFY_WATCHES: wanted(watches, INOTIFY_WATCHES_PER_FOLDER * int(folders), INOTIFY_WATCHES),
+        INOTIFY_INSTANCES: wanted(instances, INOTIFY_SPARE_INSTANCES + int(roots), INOTIFY_INSTANCES),
+    }
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -95,4 +121,5 @@ class FilterModule:
             "host_network": host_network,
             "ip_addresses": ip_addresses,
             "app_revision": app_revision,
+            "inotify_limits": inotify_limits,
         }

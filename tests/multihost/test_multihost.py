@@ -253,6 +253,16 @@ def test_the_library_watch_on_worker1_imports_an_album_copied_in(net, deployed, 
     for host in multihost.WORKER_HOSTS:
         states = net.hosts[host].ssh(f"systemctl is-active {units}", check=False).stdout.split()
         assert states == (["active", "active"] if host == W1 else ["inactive", "inactive"]), (host, states)
+    # The watch host keeps inotify's limits at boot: a library this small needs no more than the
+    # kernel's values (raising them is the filter's, tests/unit/test_filter_plugins.py).
+    limits = net.hosts[W1].ssh("cat /etc/sysctl.d/60-soniquebay-inotify.conf").stdout.split()
+    live = (
+        net.hosts[W1]
+        .ssh("sysctl -n fs.inotify.max_user_watches fs.inotify.max_user_instances")
+        .stdout.split()
+    )
+    assert limits == [f"fs.inotify.max_user_watches={live[0]}", f"fs.inotify.max_user_instances={live[1]}"]
+    assert net.hosts[W2].ssh("test -e /etc/sysctl.d/60-soniquebay-inotify.conf", check=False).returncode == 1
     audio_fixtures.build_library(tmp_path / "album", artists=1, albums_per_artist=1, tracks_per_album=3)
     subprocess.run(["chmod", "-R", "a+rX", str(tmp_path / "album")], check=True)
     # In a folder of its own, so its removal is walked from there (not from the root, which would

@@ -286,6 +286,7 @@ SECRETS = (
     "/etc/redis/soniquebay-users.acl",
     "/usr/local/sbin/soniquebay",
 )
+INOTIFY_LIMITS = "/etc/sysctl.d/60-soniquebay-inotify.conf"  # on the watch host
 DATA = ("/var/lib/soniquebay", "/var/lib/soniquebay-flower", "/var/backups/soniquebay")
 
 
@@ -312,7 +313,7 @@ def library_files(machine: NetHost) -> dict[str, tuple[int, int, str]]:
 
 def test_make_uninstall_removes_the_services_and_keeps_the_data(machine, first_deploy):
     tracks = psql(machine, "SELECT id, path FROM tracks ORDER BY id")
-    assert tracks and existing(machine, SECRETS) == list(SECRETS)
+    assert tracks and existing(machine, [*SECRETS, INOTIFY_LIMITS]) == [*SECRETS, INOTIFY_LIMITS]
     started = time.monotonic()
     proc = make_uninstall(machine)
     output = proc.stdout + proc.stderr
@@ -334,7 +335,9 @@ def test_make_uninstall_removes_the_services_and_keeps_the_data(machine, first_d
     assert ports.isdisjoint({5555, 9808, 80, 443}), (
         ports
     )  # Flower, the exporter, nginx (nothing left to serve)
-    assert existing(machine, [*SECRETS, "/opt/soniquebay", "/etc/redis/soniquebay.conf"]) == []
+    assert (
+        existing(machine, [*SECRETS, INOTIFY_LIMITS, "/opt/soniquebay", "/etc/redis/soniquebay.conf"]) == []
+    )
     assert (
         machine.ssh("systemctl is-active redis-server postgresql prometheus").stdout.split() == ["active"] * 3
     )

@@ -24,7 +24,8 @@ def pool(queue: str, units: int = 1, **more) -> dict:
 
 def test_the_filters_are_registered_under_their_names():
     assert set(filters.FilterModule().filters()) == {
-        "host_pools", "worker_units", "peer_addresses", "host_network", "ip_addresses", "app_revision"
+        "host_pools", "worker_units", "peer_addresses", "host_network", "ip_addresses", "app_revision",
+        "inotify_limits",
     }  # fmt: skip
 
 
@@ -108,3 +109,25 @@ def test_app_revision_names_the_build_and_changes_with_the_settings():
 def test_ip_addresses_keeps_the_addresses_once_each():
     given = ["10.0.0.10", "", "db1.example", "127.0.0.1", "10.0.0.10", "fd00::10"]
     assert filters.ip_addresses(given) == ["10.0.0.10", "127.0.0.1", "fd00::10"]
+
+
+LIVE = {"fs.inotify.max_user_watches": 192540, "fs.inotify.max_user_instances": 128}
+
+
+def test_auto_inotify_limits_give_each_library_folder_two_watches_and_never_lower_the_kernels():
+    million = filters.inotify_limits("auto", "auto", folders=110_101, roots=2, live=LIVE)
+    assert million == {"fs.inotify.max_user_watches": 220_202, "fs.inotify.max_user_instances": 128}
+    small = filters.inotify_limits("auto", "auto", folders=2_000, roots=1, live=LIVE)
+    assert small == {"fs.inotify.max_user_watches": 192540, "fs.inotify.max_user_instances": 128}
+    # A kernel set below the watch's needs is raised.
+    low = {"fs.inotify.max_user_watches": 8192, "fs.inotify.max_user_instances": 4}
+    assert filters.inotify_limits("auto", "auto", folders=2_000, roots=3, live=low) == {
+        "fs.inotify.max_user_watches": 8192,
+        "fs.inotify.max_user_instances": 11,
+    }
+
+
+def test_inotify_limits_from_the_inventory_are_taken_as_given():
+    given = filters.inotify_limits(1_048_576, "512", folders=110_101, roots=1, live=LIVE)
+    assert given == {"fs.inotify.max_user_watches": 1_048_576, "fs.inotify.max_user_instances": 512}
+    assert filters.inotify_limits(65536, "auto", 10, 1, LIVE)["fs.inotify.max_user_watches"] == 65536

@@ -204,6 +204,12 @@ CASES: dict[str, tuple[str, dict, str, str]] = {
         WATCH,
         "backend_worker_watch_quiet_seconds=0 must be a whole number of seconds, at least 1",
     ),
+    "inotify-watches-neither-auto-nor-a-number": (
+        "workers.yml",
+        {"backend_worker_inotify_max_user_watches": "lots"},
+        "backend_worker : Validate the inotify limits of the watch",
+        "backend_worker_inotify_max_user_watches=lots must be auto or a whole number from 8192",
+    ),
     "retention-without-a-unit-we-know": (
         "workers.yml",
         {"backend_worker_missing_retention": "30 days"},
