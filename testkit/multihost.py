@@ -12,6 +12,8 @@ import datetime
 import json
 from pathlib import Path
 
+import yaml
+
 from testkit.testnet import TestNet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,7 +33,11 @@ PLACEMENT = {
     "worker1": ["scan-1", "extract-1", "batch-1", "insert-1", "insert-2", "deferred-1"],
     "worker2": ["scan-1", "extract-1"],
 }
-CONCURRENCY = {"scan": 16, "extract": 8, "batch": 4, "insert": 16, "deferred": 6}
+# queue -> concurrency of its units: inventory/example's pools, read (the test net deploys them).
+CONCURRENCY = {
+    pool["queue"]: pool["concurrency"]
+    for pool in yaml.safe_load((EXAMPLE / "group_vars/workers.yml").read_text())["backend_worker_pools"]
+}
 
 # Settings of the test runs: the shipped time limits and visibility timeout (a dead host's work comes
 # back through the ledger, not after the visibility timeout), and small units, so a library of a few

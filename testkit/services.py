@@ -134,14 +134,14 @@ def redis_user_rules() -> dict[str, str]:
 
 
 def render_redis_users(dest: Path, passwords: dict[str, str]) -> None:
-    """The shipped ACL file (templates/redis-users.acl.j2), rendered by Ansible as the role does."""
+    """The shipped ACL file (the redis role's redis-users.acl.j2), rendered by Ansible as the role does."""
     import json
 
     rules = redis_user_rules()
     users = [{"name": name, "password": passwords[name], "rules": rules[name]} for name in rules]
     extra = dest.with_suffix(".vars.json")
     extra.write_text(json.dumps({"redis_users": users, "redis_users_legacy_default": False}))
-    template = REPO / "templates/redis-users.acl.j2"
+    template = REPO / "roles/redis/templates/redis-users.acl.j2"
     subprocess.run(
         [str(Path(sys.executable).parent / "ansible"), "localhost", "-c", "local", "-i", "localhost,",
          "-m", "ansible.builtin.template", "-a", f"src={template} dest={dest} mode=0600",

@@ -1,22 +1,15 @@
-"""The default worker layout the deploy tests expect (inventory/local/group_vars/workers.yml)."""
+"""The default worker layout the deploy tests expect: the role's (roles/backend_worker/defaults/main.yml),
+read, not written again here (tests/deploy/test_lint.py checks it against the product's layout)."""
 
-# Every worker unit of the default layout (inventory/local/group_vars/workers.yml):
-# queue -> (units, concurrency, prefetch multiplier).
+from testkit.services import deployment_layout
+
+# Every worker unit of the default layout: queue -> (units, concurrency, prefetch multiplier).
 LAYOUT = {
-    "scan": (2, 16, 16),
-    "extract": (2, 8, 4),
-    "batch": (1, 4, 2),
-    "insert": (2, 16, 8),
-    "deferred": (1, 6, 6),
+    queue: (units, concurrency, multiplier)
+    for queue, units, concurrency, multiplier, _, _ in deployment_layout()
 }
 # queue -> the Celery pool of its units: threads where the tasks wait on PostgreSQL or the disk.
-POOLS = {
-    "scan": "threads",
-    "extract": "threads",
-    "batch": "prefork",
-    "insert": "threads",
-    "deferred": "threads",
-}
+POOLS = {queue: pool for queue, _, _, _, pool, _ in deployment_layout()}
 WORKER_UNITS = [f"soniquebay-worker-{queue}-{n}.service" for queue, (units, _, _) in LAYOUT.items()
                 for n in range(1, units + 1)]  # fmt: skip
 SONIQUEBAY_UNITS = [

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -310,10 +311,32 @@ def test_a_second_converge_changes_nothing_and_shows_no_password_in_ps(deployed)
     assert sampled["hits"] == [], f"processes with a password in their argv: {sampled['hits']}"
 
 
+# The roles the redis role names (meta dependencies, include_role), and nothing else.
+REDIS_ROLE_CLOSURE = ("redis", "soniquebay_plugins", "host_firewall", "pki")
+
+
+def test_a_role_copied_alone_applies_from_a_playbook_outside_the_repository(deployed, tmp_path):
+    """The redis role and the roles it names, copied into another folder's roles/ (no ansible.cfg,
+    no templates/ or plugins beside them), applied by a playbook there: it finds its templates,
+    filters and credential lookup, and over the deployed host changes nothing."""
+    tree = tmp_path / "elsewhere"
+    for role in REDIS_ROLE_CLOSURE:
+        shutil.copytree(REPO / "roles" / role, tree / "roles" / role)
+    (tree / "broker.yml").write_text(
+        "---\n- name: Redis from another playbook\n  hosts: broker\n  become: true\n"
+        "  roles:\n    - role: redis\n"
+    )
+    assert sorted(p.name for p in tree.iterdir()) == ["broker.yml", "roles"]
+    result = deployed.converge("broker.yml", release=tree)
+    assert result.ok, result.tail(120)
+    assert "TASK [redis : " in result.output, result.tail(60)
+    assert result.changed == 0, f"changed tasks: {result.changed_tasks()}"
+
+
 def test_changing_one_pool_restarts_only_its_units(deployed):
     """A pool's setting changes: only that pool's units restart, then the original layout comes back."""
     before = main_pids(deployed, [*WORKER_UNITS, "soniquebay-flower.service"])
-    pools = yaml.safe_load((REPO / "inventory/local/group_vars/workers.yml").read_text())[
+    pools = yaml.safe_load((REPO / "roles/backend_worker/defaults/main.yml").read_text())[
         "backend_worker_pools"
     ]
     changed = [dict(p, prefetch_multiplier=3) if p["queue"] == "deferred" else p for p in pools]

@@ -15,9 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from testkit import role_filters
+
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
-TEMPLATES = REPO / "templates"
+ROLES = sorted(p for p in (REPO / "roles").iterdir() if p.is_dir())
+# The role that only carries the filters and the lookup the others use (no inputs, no tasks).
+PLUGINS_ROLE = REPO / "roles/soniquebay_plugins"
 EXPOSURE_LIMIT = 2.0
 
 
@@ -64,10 +68,10 @@ def test_example_inventory_is_a_broker_database_host_and_worker_hosts():
     }
 
 
-def test_deployable_files_start_with_ansible_managed_and_roles_use_them_without_copies():
+def test_deployable_files_start_with_ansible_managed_and_each_role_renders_its_own():
     # *.inc.j2: a part of several deployable files (the units' sandbox), included by them.
-    templates = sorted(t for t in TEMPLATES.glob("*.j2") if not t.name.endswith(".inc.j2"))
-    parts = sorted(TEMPLATES.glob("*.inc.j2"))
+    templates = sorted(t for t in (REPO / "roles").glob("*/templates/*.j2") if not t.name.endswith(".inc.j2"))
+    parts = sorted((REPO / "roles").glob("*/templates/*.inc.j2"))
     assert templates
     # Formats without comments cannot carry the header; each says why in its first Jinja comment.
     without_comments = {"redis-users.acl.j2"}
@@ -77,13 +81,21 @@ def test_deployable_files_start_with_ansible_managed_and_roles_use_them_without_
             assert text.startswith("{#") and "no comments" in text.split("#}")[0], template
         else:
             assert text.startswith("{{ ansible_managed | comment"), template
-    assert not list((REPO / "roles").glob("*/templates")), "roles render templates/ at the repository root"
-    used = "\n".join(p.read_text() for p in (REPO / "roles").glob("*/tasks/*.yml"))
-    for template in templates:
-        assert template.name in used or "{{ item }}.j2" in used, f"{template.name} is not used by any role"
-    included = "\n".join(t.read_text() for t in templates)
-    for part in parts:
-        assert f"{{% include '{part.name}' %}}" in included, f"{part.name} is not included by any template"
+    assert not (REPO / "templates").exists(), "deployable files live in their role's templates/"
+    names = [t.name for t in templates + parts]
+    assert len(names) == len(set(names)), "a template is copied into two roles"
+    for role in ROLES:
+        tasks = "\n".join(p.read_text() for p in role.glob("tasks/*.yml"))
+        # A looped template (src: "{{ item }}.j2") is named by its file in the loop, in tasks or vars.
+        named = tasks + "\n".join(p.read_text() for p in role.glob("vars/*.yml"))
+        # A role reaches nothing outside its own folder (it works copied alone into roles/).
+        assert "role_path | dirname" not in tasks, role.name
+        for template in role.glob("templates/*.j2"):
+            if template.name.endswith(".inc.j2"):
+                included = "\n".join(t.read_text() for t in role.glob("templates/*.j2"))
+                assert f"{{% include '{template.name}' %}}" in included, f"{template} is not included"
+            else:
+                assert template.stem in named, f"{template} is not used"
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +145,34 @@ def test_rendered_units_pass_systemd_analyze_verify(rendered_units):
     assert proc.returncode == 0
 
 
+@pytest.mark.parametrize(
+    "unit", ["soniquebay-flower.service", "soniquebay-firewall@redis.service", "soniquebay-scan.timer"]
+)
+def test_the_roles_unit_check_passes_a_good_file_and_refuses_a_bad_one(rendered_units, tmp_path, unit):
+    """The `validate:` the roles give each unit file, run as Ansible runs it (%s: a temporary file
+    with no unit name): the rendered unit passes; with an unknown directive, or a command that does
+    not exist, it is refused, naming the fault."""
+    import shlex
+
+    name = unit.replace("@redis.", "@.")  # the roles write the template unit
+    command = role_filters.load().systemd_verify_command(name)
+    good = tmp_path / "source"
+    good.write_text((rendered_units / unit).read_text())
+    proc = subprocess.run(shlex.split(command % good), capture_output=True, text=True)
+    assert (proc.returncode, proc.stderr) == (0, ""), proc.stderr
+    section = "[Timer]" if unit.endswith(".timer") else "[Service]"
+    bad = tmp_path / "bad"
+    bad.write_text(good.read_text().replace(section, f"{section}\nRestartEverything=yes", 1))
+    proc = subprocess.run(shlex.split(command % bad), capture_output=True, text=True)
+    assert proc.returncode != 0 and "RestartEverything" in proc.stderr, proc.stderr
+    if unit.endswith(".service"):
+        missing = tmp_path / "missing"
+        text = re.sub(r"(?m)^ExecStart=\S+", "ExecStart=/nonexistent/soniquebay", good.read_text())
+        missing.write_text(text)
+        proc = subprocess.run(shlex.split(command % missing), capture_output=True, text=True)
+        assert proc.returncode != 0 and "/nonexistent/soniquebay" in proc.stderr, proc.stderr
+
+
 def test_rendered_services_expose_at_most_2_0(rendered_units):
     # Not the firewall: a root oneshot that loads nftables rules (CAP_NET_ADMIN) and exits, before
     # the network is up; nothing of it keeps running or listens.
@@ -150,9 +190,6 @@ def test_rendered_services_expose_at_most_2_0(rendered_units):
         assert float(match.group(1)) <= EXPOSURE_LIMIT, f"{unit.name}: {match.group(1)}\n{proc.stdout}"
 
 
-ROLES = sorted(p for p in (REPO / "roles").iterdir() if p.is_dir())
-
-
 def role_yaml(role: Path, folder: str) -> str:
     return "\n".join(p.read_text() for p in sorted((role / folder).glob("*.yml")))
 
@@ -161,6 +198,9 @@ def test_every_role_input_is_in_its_defaults_and_its_argument_specs():
     import yaml
 
     for role in ROLES:
+        if role == PLUGINS_ROLE:
+            assert not (role / "defaults").exists() and not (role / "tasks").exists()
+            continue
         defaults = yaml.safe_load((role / "defaults/main.yml").read_text()) or {}
         specs = yaml.safe_load((role / "meta/argument_specs.yml").read_text())["argument_specs"]["main"]
         assert set(defaults) == set(specs["options"]), role.name
@@ -168,7 +208,7 @@ def test_every_role_input_is_in_its_defaults_and_its_argument_specs():
 
 
 def test_defaults_and_vars_hold_no_jinja_loops():
-    # Loops belong in filter_plugins/ (plain Python, tests/unit/test_filter_plugins.py).
+    # Loops belong in the filters (roles/soniquebay_plugins, plain Python, tests/unit/test_filter_plugins.py).
     for role in ROLES:
         for folder in ("defaults", "vars"):
             assert "{%" not in role_yaml(role, folder), f"{role.name}/{folder}"

@@ -161,7 +161,7 @@ def test_the_artist_name_settings_ship_the_roles_defaults_through_the_env_file(t
     defaults = yaml.safe_load(services.WORKER_DEFAULTS.read_text())
     assert tuple(defaults["backend_worker_artist_separators"]) == config.DEFAULT_ARTIST_SEPARATORS
     assert tuple(defaults["backend_worker_artist_names_kept"]) == config.DEFAULT_ARTIST_NAMES_KEPT
-    template = (services.REPO / "templates/soniquebay.env.j2").read_text()
+    template = (services.REPO / "roles/backend_worker/templates/soniquebay.env.j2").read_text()
     lines = [line for line in template.splitlines() if line.startswith("SONIQUEBAY_ARTIST_")]
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined)
     environment.filters["to_json"] = json.dumps

@@ -1,18 +1,18 @@
-"""The roles' filters (filter_plugins/soniquebay.py) as plain Python: the worker layout of a host,
-the private addresses of the other worker hosts, the app revision a unit records."""
+"""The roles' filters (roles/soniquebay_plugins/filter_plugins/soniquebay.py) as plain Python: the
+worker layout of a host, the private addresses of the other worker hosts, the app revision a unit
+records. The unit check they build runs in tests/deploy/test_lint.py (it starts systemd-analyze)."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import yaml
 
+from testkit import role_filters
+
 REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("soniquebay_filters", REPO / "filter_plugins/soniquebay.py")
-filters = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(filters)
+filters = role_filters.load()
 
 LIMITS = {"scan": 600, "extract": 600, "batch": 300, "insert": 600, "deferred": 900}
 GROUPS = {"ingest": ["worker1", "worker2"], "writers": ["worker2"]}
@@ -25,7 +25,7 @@ def pool(queue: str, units: int = 1, **more) -> dict:
 def test_the_filters_are_registered_under_their_names():
     assert set(filters.FilterModule().filters()) == {
         "host_pools", "worker_units", "peer_addresses", "host_network", "ip_addresses", "app_revision",
-        "inotify_limits",
+        "inotify_limits", "systemd_verify_command",
     }  # fmt: skip
 
 
@@ -65,8 +65,8 @@ def test_one_unit_per_pool_unit_with_the_queue_time_limit_and_the_defaults():
 
 
 def test_the_default_layout_gives_the_eight_units_the_deploy_tests_expect():
-    group_vars = yaml.safe_load((REPO / "inventory/local/group_vars/workers.yml").read_text())
-    layout = group_vars["backend_worker_pools"]
+    defaults = yaml.safe_load((REPO / "roles/backend_worker/defaults/main.yml").read_text())
+    layout = defaults["backend_worker_pools"]
     units = filters.worker_units(filters.host_pools(layout, {}, "localhost", {}), LIMITS)
     assert [u["name"] for u in units] == [
         "scan-1", "scan-2", "extract-1", "extract-2", "batch-1", "insert-1", "insert-2", "deferred-1"
@@ -131,3 +131,9 @@ def test_inotify_limits_from_the_inventory_are_taken_as_given():
     given = filters.inotify_limits(1_048_576, "512", folders=110_101, roots=1, live=LIVE)
     assert given == {"fs.inotify.max_user_watches": 1_048_576, "fs.inotify.max_user_instances": 512}
     assert filters.inotify_limits(65536, "auto", 10, 1, LIVE)["fs.inotify.max_user_watches"] == 65536
+
+
+@pytest.mark.parametrize("name", ["", "soniquebay.conf", "a b.service", "x.service; rm -rf /"])
+def test_systemd_verify_command_takes_only_unit_file_names(name):
+    with pytest.raises(ValueError, match="not a unit file name"):
+        filters.systemd_verify_command(name)

@@ -1,11 +1,13 @@
 """Filters of the SoniqueBay roles: the worker layout of a host, the addresses of the other worker
-hosts, the revision of the app a unit runs, the inotify limits of the library watch. Plain functions,
+hosts, the revision of the app a unit runs, the inotify limits of the library watch, the check of a unit file
+before it goes live. Plain functions,
 tested in tests/unit/test_filter_plugins.py."""
 
 from __future__ import annotations
 
 import ipaddress
 import posixpath
+import re
 
 # What a unit of a pool runs unless the pool says otherwise.
 UNIT_DEFAULTS = {"pool": "prefork", "memory_max": "infinity"}
@@ -112,6 +114,24 @@ def inotify_limits(watches, instances, folders: int, roots: int, live: dict) -> 
     }
 
 
+# A unit file is checked under its own name in a folder of its own (systemd-analyze refuses a file
+# whose name is no unit name, as the temporary file Ansible validates is), and a bad directive
+# fails it: verify only reports those on stderr, with a zero exit.
+UNIT_VERIFY_SCRIPT = (
+    'd=$(mktemp -d) && cp "$1" "$d/$2" && out=$(systemd-analyze verify --man=no "$d/$2" 2>&1); '
+    'status=$?; rm -rf "$d"; [ -z "$out" ] || echo "$out" >&2; [ "$status" -eq 0 ] && [ -z "$out" ]'
+)
+UNIT_NAME = re.compile(r"[A-Za-z0-9:_.@-]+\.(service|timer|target|socket|path)")
+
+
+def systemd_verify_command(unit: str) -> str:
+    """The `validate:` of a task writing the unit file `unit`: the rendered file goes live only if
+    `systemd-analyze verify` finds nothing to say about it (%s: the file Ansible rendered)."""
+    if not UNIT_NAME.fullmatch(str(unit)):
+        raise ValueError(f"not a unit file name: {unit!r}")
+    return f"/bin/sh -c '{UNIT_VERIFY_SCRIPT}' systemd-verify %s {unit}"
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -122,4 +142,5 @@ class FilterModule:
             "ip_addresses": ip_addresses,
             "app_revision": app_revision,
             "inotify_limits": inotify_limits,
+            "systemd_verify_command": systemd_verify_command,
         }
