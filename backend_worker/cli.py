@@ -11,8 +11,8 @@ import click
 
 from backend_worker import __version__
 from backend_worker.config import ConfigError, settings, url_without_credentials
-from backend_worker.errors import one_line
-from backend_worker.scans import ORIGINS, normalise_roots
+from backend_worker.failures import one_line
+from backend_worker.sessions import ORIGINS, normalise_roots
 
 EXIT_FAILED = 1  # the scan session failed
 EXIT_UNAVAILABLE = 2  # a service is unreachable or a setting is wrong
@@ -118,12 +118,12 @@ def retry_failed(wait, as_json):
     """Read again the files that failed (after fixing permissions, or upgrading): forgets their
     error records and rescans the library folders that hold them (unchanged files are skipped)."""
     from backend_worker import db as database
-    from backend_worker import ledger, library
+    from backend_worker import library, sessions
 
     with database.connect() as conn:
         _require_schema(conn)
         failed = library.unreadable_files(conn)
-        known_roots = ledger.scanned_roots(conn) + list(settings().library_roots)
+        known_roots = sessions.scanned_roots(conn) + list(settings().library_roots)
     roots = normalise_roots(
         tuple(
             {
@@ -145,24 +145,19 @@ def _run_session(
     roots: list[str], wait: bool, as_json: bool, origin: str = "manual", skip_busy: bool = False
 ) -> None:
     from backend_worker import db as database
-    from backend_worker import ledger, scans
+    from backend_worker import ledger, sessions
 
     _check_broker()
     with database.connect() as conn:
         _require_schema(conn)
-        for stale in ledger.fail_stale_sessions(conn):
-            click.echo(f"session {stale} was abandoned (no progress); marked failed", err=True)
-        if skip_busy:
-            # Locked so that two of these (a timer firing while a scan it started still runs, or
-            # soniquebay watch) never both find the roots free.
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (scans.START_LOCK,))
-            for root, other in scans.busy_roots(conn, roots).items():
-                click.echo(f"{root}: session {other} is already scanning it; not scanning it again", err=True)
-                roots.remove(root)
-            if not roots:
-                return
-        session_id, walks = scans.start_session(conn, roots, origin)
-    scans.send_walks(session_id, walks)
+    started = sessions.start(roots, origin, skip_busy)
+    for stale in started.stale:
+        click.echo(f"session {stale} was abandoned (no progress); marked failed", err=True)
+    for root, other in started.busy.items():
+        click.echo(f"{root}: session {other} is already scanning it; not scanning it again", err=True)
+    session_id = started.session_id
+    if session_id is None:
+        return
     if not wait:
         click.echo(session_id)
         return
@@ -226,7 +221,7 @@ def _follow(session_id: str, quiet: bool) -> dict:
     import psycopg
 
     from backend_worker import db as database
-    from backend_worker import ledger
+    from backend_worker import sessions
 
     conn = None
     outage_since = None
@@ -239,12 +234,12 @@ def _follow(session_id: str, quiet: bool) -> dict:
             try:
                 if conn is None or conn.closed or conn.broken:
                     conn = database.connect(autocommit=True)
-                    conn.execute(f"LISTEN {ledger.CLOSED_CHANNEL}")
+                    conn.execute(f"LISTEN {sessions.CLOSED_CHANNEL}")
                 if time.monotonic() > next_stall_check:
                     # A session nothing can finish any more (its work was lost) ends here, failed,
                     # instead of being waited for forever.
                     next_stall_check = time.monotonic() + 10
-                    ledger.fail_stale_sessions(conn)
+                    sessions.fail_stale_sessions(conn)
                 session = _session(conn, session_id)
                 outage_since = None
             except psycopg.OperationalError as exc:
@@ -286,9 +281,9 @@ def _wait_for_close(conn, session_id: str, timeout: float) -> None:
 
 
 def _session(conn, session_id: str) -> dict:
-    from backend_worker import ledger
+    from backend_worker import sessions
 
-    return _session_dict(conn, ledger.session_row(conn, session_id))
+    return _session_dict(conn, sessions.session_row(conn, session_id))
 
 
 def _session_dict(conn, row) -> dict:
@@ -319,18 +314,18 @@ def _session_dict(conn, row) -> dict:
 def status(as_json, limit):
     """Recent scan sessions and what the library holds."""
     from backend_worker import db as database
-    from backend_worker import ledger
+    from backend_worker import sessions
     from backend_worker.library import totals
 
     with database.connect(autocommit=True) as conn:
         _require_schema(conn)
-        sessions = [_session_dict(conn, row) for row in ledger.recent_session_rows(conn, limit)]
+        recent = [_session_dict(conn, row) for row in sessions.recent_session_rows(conn, limit)]
         library = totals(conn)
     if as_json:
-        click.echo(json.dumps({"sessions": sessions, "library": library}))
+        click.echo(json.dumps({"sessions": recent, "library": library}))
         return
     click.echo("library: " + ", ".join(f"{v} {k}" for k, v in library.items()))
-    for s in sessions:
+    for s in recent:
         counts = " ".join(f"{k}={v}" for k, v in s["counts"].items())
         resent = f" resent={s['resent']}" if s["resent"] else ""
         line = (
@@ -432,8 +427,8 @@ def watch():
 def extract(files, as_json):
     """Read FILES as the pipeline would and print the records; broken files give an error line."""
     from backend_worker.stages.extract import ExtractError, read_record
-    from backend_worker.stages.scan import printable
     from backend_worker.stages.tags import name_splitter
+    from backend_worker.stages.walk import printable
 
     name_splitter()  # bad separators settings: one configuration error, before any file
     for path in files:

@@ -25,7 +25,7 @@ def connect(url: str | None = None, **kwargs) -> psycopg.Connection:
 
 # One connection per thread that runs tasks (a prefork child has one; a thread pool one per
 # thread: a psycopg connection must not run two transactions at once), reused across tasks and
-# replaced when it breaks. Keyed by thread id so the time-limit watchdog can cancel a thread's query.
+# replaced when it breaks. Keyed by thread id so the hang guard can cancel a thread's query.
 _connections: dict[int, psycopg.Connection] = {}
 
 
@@ -57,7 +57,7 @@ def discard_busy_connection() -> None:
 
 
 def cancel_query(thread_id: int) -> None:
-    """Cancel what that thread's connection runs (from another thread: the time-limit watchdog)."""
+    """Cancel what that thread's connection runs (from another thread: the hang guard)."""
     conn = _connections.get(thread_id)
     if conn is not None and not conn.closed:
         with contextlib.suppress(psycopg.Error):

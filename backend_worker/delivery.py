@@ -6,7 +6,7 @@ broker restart makes the workers' restore of their messages fail, and a host tha
 popping a message loses it for good. The ledger knows better: every unit is registered with its
 message and task id before the message is sent (`ledger.register_units`), and marked done once.
 
-So every worker process runs a watch thread (`start_watch`) that
+So every worker process runs a reconciler thread (`start_reconciler`) that
 - every HEARTBEAT_SECONDS records in `worker_heartbeats` that it lives and which task ids it holds
   (waiting for a pool process, running, or waiting for a retry's countdown), and
 - every PASS_SECONDS, in whichever worker takes the lock first, runs `reconcile`: a pending unit of
@@ -237,10 +237,10 @@ def resent_counts(conn: psycopg.Connection) -> dict[str, int]:
     return {stage: int(n) for stage, n in rows if n}
 
 
-# --- the watch thread in every worker ----------------------------------------------------------------
+# --- the reconciler thread in every worker -------------------------------------------------------------
 
 
-class Watch:
+class Reconciler:
     """Heartbeats and reconciliation passes of one worker process (a daemon thread)."""
 
     def __init__(self, worker: str, held: Callable[[], Iterable[str]], send: SendTask):
@@ -267,7 +267,7 @@ class Watch:
                     next_pass = time.monotonic() + PASS_SECONDS
                     reconcile(conn, self._redis(), self.send)
             except Exception as exc:  # an outage: the next beat tries again (the workers log outages)
-                log.debug("watch: %s", exc)
+                log.debug("reconciler: %s", exc)
                 beating_since = None
                 self._drop()
 
@@ -289,7 +289,7 @@ class Watch:
         self._conn = None
 
 
-def start_watch(worker: str, held: Callable[[], Iterable[str]], send: SendTask) -> Watch:
-    watch = Watch(worker, held, send)
-    threading.Thread(target=watch.run, name="soniquebay-delivery", daemon=True).start()
-    return watch
+def start_reconciler(worker: str, held: Callable[[], Iterable[str]], send: SendTask) -> Reconciler:
+    reconciler = Reconciler(worker, held, send)
+    threading.Thread(target=reconciler.run, name="soniquebay-delivery", daemon=True).start()
+    return reconciler

@@ -1,7 +1,7 @@
 """Task time limits for a worker whose pool runs tasks in threads.
 
 Celery enforces `soft_time_limit` and `time_limit` only in the prefork pool, by signalling and then
-killing the child process. A thread cannot be killed, so a thread-pool worker runs `Watchdog`:
+killing the child process. A thread cannot be killed, so a thread-pool worker runs `HangGuard`:
 
 - at the soft limit it raises SoftTimeLimitExceeded in the task's thread (an asynchronous
   exception, seen as soon as the thread runs Python code again) and cancels the query its thread's
@@ -12,7 +12,7 @@ killing the child process. A thread cannot be killed, so a thread-pool worker ru
   file system say), it does what prefork does on a hard timeout: what the thread holds is given
   back (its PostgreSQL session is terminated, as the killed child's would end: its transaction's
   locks and its CPU slot are freed; its process's parsing turn goes to the next thread), then, in a
-  thread of its own so that the watchdog never waits, `Request.on_timeout`: the task is failed
+  thread of its own so that the hang guard never waits, `Request.on_timeout`: the task is failed
   with TimeLimitExceeded, its failure hook records it, Flower gets `task-failed`, the message is
   acknowledged. The thread is beyond rescue: once it has
   stayed stuck for `stuck_grace` more seconds the worker shuts down warm (the other tasks finish,
@@ -51,7 +51,7 @@ class _Running:
     failed_at: float | None = None  # monotonic time of the hard-limit failure
 
 
-class Watchdog:
+class HangGuard:
     """Time limits of the tasks running in this process's threads (see the module docstring)."""
 
     def __init__(
@@ -94,8 +94,8 @@ class Watchdog:
             time.sleep(CHECK_SECONDS)
             try:
                 self.check()
-            except Exception:  # the watchdog must outlive any single failure
-                log.exception("time-limit watchdog")
+            except Exception:  # the hang guard must outlive any single failure
+                log.exception("hang guard")
 
     def check(self, now: float | None = None) -> None:
         from celery.worker import state

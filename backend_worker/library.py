@@ -7,7 +7,7 @@ import os
 
 import psycopg
 
-from backend_worker.stages import fields, insert, moves, scan
+from backend_worker.stages import fields, insert, moves, walk
 
 TOTAL_NAMES = ("tracks", "missing", "albums", "artists", "genres", "errors")
 
@@ -25,8 +25,8 @@ def totals(conn: psycopg.Connection) -> dict[str, int]:
 
 def known_files(conn: psycopg.Connection, dirs: list[str]) -> dict[str, tuple]:
     """path -> (mtime_ns, size, dev, ino) of the tracks and failed files in these folders, as
-    scan.compare takes them: a track's dev is scan.MISSING_TRACK when it is marked missing and
-    scan.NO_AUDIO_KEY when it has no audio key yet; a failed file's dev and ino are None. A track
+    walk.compare takes them: a track's dev is walk.MISSING_TRACK when it is marked missing and
+    walk.NO_AUDIO_KEY when it has no audio key yet; a failed file's dev and ino are None. A track
     written by an older record layout (fields.RECORD_VERSION) has no mtime, so its file is read
     again."""
     rows = conn.execute(
@@ -37,8 +37,8 @@ def known_files(conn: psycopg.Connection, dirs: list[str]) -> dict[str, tuple]:
         "WHERE stage <> 'scan' AND dir = ANY(%(d)b)",
         {
             "d": dirs,
-            "missing": scan.MISSING_TRACK,
-            "keyless": scan.NO_AUDIO_KEY,
+            "missing": walk.MISSING_TRACK,
+            "keyless": walk.NO_AUDIO_KEY,
             "layout": fields.RECORD_VERSION,
         },
     ).fetchall()
@@ -130,7 +130,7 @@ def move_tracks(conn: psycopg.Connection, found: list[moves.Move]) -> list[moves
 
 
 def refresh_identity(conn: psycopg.Connection, files: list, audio_keys: dict[str, str]) -> int:
-    """Unchanged files whose track's identity was stale (scan.Plan.restat): their dev and inode,
+    """Unchanged files whose track's identity was stale (walk.Plan.restat): their dev and inode,
     their audio key where one was read (path -> key), and a track marked missing is present again.
     Returns how many tracks came back."""
     if not files:
@@ -222,7 +222,7 @@ def mark_missing(conn: psycopg.Connection, session_id: str, roots: list[str]) ->
     """At the end of a session: mark missing the tracks of files that vanished and of folders the
     session did not reach (and forget their error records). A missing track keeps its id, album
     and artists, and is present again when its file comes back (at its path, or moved: the walk
-    and the extract steps find it); purge_missing deletes it after the retention."""
+    and the extract units find it); purge_missing deletes it after the retention."""
     # Taken first: the files found gone are then chosen after every batch in flight has committed.
     insert.lock_library(conn, exclusive=True)
     gone = [

@@ -1,6 +1,6 @@
 """A running session's working tables, as plain functions of a connection: the folders it listed
 (session_dirs), the files it found gone (session_vanished) and the albums each cover unit looks
-at (cover_plans). ledger.close_session deletes their rows (ledger.SESSION_WORK_TABLES)."""
+at (cover_plans). sessions.close_session deletes their rows (sessions.SESSION_WORK_TABLES)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Celery tasks: thin wrappers that take ids (and paths) and call the stage's plain function in
-backend_worker.steps, which records the work in the ledger and hands off to the next stage.
+backend_worker.units, which records the work in the ledger and hands off to the next stage.
 
 Every task may run twice (acks_late, redelivery after a worker died): each one is written so a
 second run changes nothing (see backend_worker.ledger). Here live what only Celery knows: the one
@@ -14,12 +14,11 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.utils.log import get_task_logger
 
-from backend_worker import db, ledger, pipeline
+from backend_worker import db, pipeline, sessions
 from backend_worker.app import app
 from backend_worker.config import queue_time_limits
-from backend_worker.errors import short_error
-from backend_worker.policy import TRANSIENT_ERRORS
-from backend_worker.steps import batch, covers, extract, finalize, insert, walk
+from backend_worker.failures import TRANSIENT_ERRORS, short_error
+from backend_worker.units import collect, cover, extract, finalize, insert, walk
 
 log = get_task_logger(__name__)
 
@@ -57,14 +56,14 @@ class PipelineTask(Task):
         db.discard_busy_connection()
         try:
             self.on_permanent_failure(exc, **kwargs)
-        except Exception:  # the database may be what failed; the session watchdog catches up
+        except Exception:  # the database may be what failed; the stale-session check catches up
             log.exception("could not record the failure of %s[%s]", self.name, task_id)
 
     def on_permanent_failure(self, exc: BaseException, **kwargs) -> None:
         session_id = kwargs.get("session_id")
         if session_id:
             with db.transaction() as conn:
-                ledger.fail_session(conn, session_id, f"{self.name} failed: {short_error(exc)}")
+                sessions.fail_session(conn, session_id, f"{self.name} failed: {short_error(exc)}")
 
 
 class ExtractTask(PipelineTask):
@@ -84,7 +83,7 @@ class CoverTask(PipelineTask):
 
     def on_permanent_failure(self, exc: BaseException, **kwargs) -> None:
         # Covers are a nicety: a failure is logged and the session still closes.
-        covers.give_up_cover_unit(kwargs["session_id"], kwargs["unit_id"])
+        cover.give_up_cover_unit(kwargs["session_id"], kwargs["unit_id"])
 
 
 def pipeline_task(name: str, base: type[PipelineTask] = PipelineTask):
@@ -105,12 +104,12 @@ def extract_files(self, session_id: str, unit_id: str, paths: list[str]) -> dict
 
 @pipeline_task(pipeline.COLLECT.task)
 def collect_records(self, session_id: str, unit_id: str, records: list[dict] | None = None) -> dict:
-    return batch.collect_unit(send, session_id, unit_id, records)
+    return collect.collect_unit(send, session_id, unit_id, records)
 
 
 @pipeline_task(pipeline.FLUSH_TASK)
 def flush_buffer(self, session_id: str) -> dict:
-    return batch.flush_buffer(send, session_id)
+    return collect.flush_buffer(send, session_id)
 
 
 @pipeline_task(pipeline.INSERT.task)
@@ -125,4 +124,4 @@ def finalize_session(self, session_id: str) -> dict:
 
 @pipeline_task(pipeline.COVER.task, base=CoverTask)
 def save_covers(self, session_id: str, unit_id: str) -> dict:
-    return covers.cover_unit(session_id, unit_id)
+    return cover.cover_unit(session_id, unit_id)

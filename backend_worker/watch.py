@@ -35,8 +35,8 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from backend_worker.errors import one_line
-from backend_worker.scans import is_within, normalise_roots
+from backend_worker.failures import one_line
+from backend_worker.sessions import is_within, normalise_roots
 
 log = logging.getLogger("backend_worker.watch")
 
@@ -248,18 +248,10 @@ class Watcher:
 def start_watch_session(roots: list[str]) -> tuple[str | None, list[str]]:
     """Start one session over the roots no running session scans. Returns its id (None when every
     root is busy) and the busy roots, which wait for their session to end."""
-    from backend_worker import db, ledger, scans
+    from backend_worker import sessions
 
-    with db.connect() as conn:
-        ledger.fail_stale_sessions(conn)
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (scans.START_LOCK,))
-        busy = scans.busy_roots(conn, roots)
-        free = [r for r in roots if r not in busy]
-        if not free:
-            return None, list(busy)
-        session_id, walks = scans.start_session(conn, free, "watch")
-    scans.send_walks(session_id, walks)
-    return session_id, list(busy)
+    started = sessions.start(roots, "watch", skip_busy=True)
+    return started.session_id, list(started.busy)
 
 
 def follow(

@@ -16,11 +16,9 @@ from celery.concurrency.thread import TaskPool as ThreadPool
 from celery.exceptions import TaskRevokedError
 from celery.signals import task_revoked, worker_init, worker_ready
 
-from backend_worker import db, delivery, hangs
+from backend_worker import cpu, db, delivery, hangs, warmup
 from backend_worker.config import settings, url_without_credentials
-from backend_worker.errors import one_line
-from backend_worker.stages import warmup
-from backend_worker.steps import extract
+from backend_worker.failures import one_line
 from backend_worker.tasks import PipelineTask, send
 
 # The worker's own messages (not about one task): go to the worker's log like Celery's.
@@ -61,7 +59,7 @@ def _use_revocable_thread_pool(sender=None, **kwargs) -> None:
 @worker_init.connect
 def _warm_up(sender=None, **kwargs) -> None:
     """Parse a few samples in the main process, before the prefork pool forks its children, so
-    they start with warm, specialised extract code (see backend_worker.stages.warmup). A thread
+    they start with warm, specialised extract code (see backend_worker.warmup). A thread
     pool forks nothing, and its extract threads warm up on their first files."""
     if not issubclass(get_implementation(sender.pool_cls), ThreadPool):  # a name until resolved
         warmup.warm_up()
@@ -77,13 +75,13 @@ def _watch_database(sender=None, **kwargs) -> None:
     """Once the worker is up (its pool forked), check the database in the background, and start
     the heartbeat and the recovery of lost units (backend_worker.delivery)."""
     threading.Thread(target=check_database, name="soniquebay-db-check", daemon=True).start()
-    delivery.start_watch(sender.hostname, held_task_ids, send)
+    delivery.start_reconciler(sender.hostname, held_task_ids, send)
     if isinstance(sender.pool, ThreadPool):  # prefork enforces the time limits itself
-        hangs.Watchdog(
+        hangs.HangGuard(
             db.cancel_query,
             _abandon_thread,
-            not_counted=extract.parsing_turn.waited,
-            ended=extract.parsing_turn.task_ended,
+            not_counted=cpu.parsing_turn.waited,
+            ended=cpu.parsing_turn.task_ended,
         ).start()
 
 
@@ -91,7 +89,7 @@ def _abandon_thread(thread_id: int) -> None:
     """What a thread stuck past its hard time limit holds goes back, as a killed prefork child's
     would: its PostgreSQL session (locks, CPU slot) and its process's parsing turn."""
     db.end_session(thread_id)
-    extract.parsing_turn.give_up(thread_id)
+    cpu.parsing_turn.give_up(thread_id)
 
 
 @task_revoked.connect

@@ -19,10 +19,10 @@ import uuid
 
 import psycopg
 
-from backend_worker import db, ledger
+from backend_worker import db, ledger, pipeline, record_buffer, sessions
 from backend_worker.config import settings
 from backend_worker.stages import fields, insert
-from backend_worker.steps.insert import collector_paused
+from backend_worker.units.insert import collector_paused
 from bench import stack
 
 # The record's fields as tracks stores them (uuids read back as text), then the genres and credits.
@@ -107,20 +107,20 @@ class _Clock:
 
 def _stage(conn: psycopg.Connection, records: list[dict], batch_rows: int) -> tuple[_Clock, int, list]:
     chunk_files = settings().extract_chunk_files  # records per buffered extract chunk
-    session_id = ledger.create_session(conn, ["/bench"])
+    session_id = sessions.create_session(conn, ["/bench"])
     for i in range(0, len(records), chunk_files):
         chunk = records[i : i + chunk_files]
-        ledger.register_units(conn, session_id, [ledger.Unit(f"x{i}/c", "collect")])
-        ledger.buffer_records(conn, session_id, f"x{i}/c", chunk)
-    batch_ids = [b.id for b in ledger.cut_batches(conn, session_id, batch_rows, flush=True)]
+        ledger.register_units(conn, session_id, [pipeline.Unit(f"x{i}/c", "collect")])
+        record_buffer.buffer_records(conn, session_id, f"x{i}/c", chunk)
+    batch_ids = [b.id for b in record_buffer.cut_batches(conn, session_id, batch_rows, flush=True)]
     conn.execute("CHECKPOINT")
     written = 0
     with _Clock(conn) as clock:
-        for batch_id in batch_ids:  # the body of steps.insert.insert_batch
+        for batch_id in batch_ids:  # the body of units.insert.insert_batch
             with collector_paused(), conn.transaction():
-                if ledger.unit_done(conn, session_id, batch_id) or not ledger.is_running(conn, session_id):
+                if ledger.unit_done(conn, session_id, batch_id) or not sessions.is_running(conn, session_id):
                     continue
-                rows = ledger.take_batch(conn, session_id, batch_id)
+                rows = record_buffer.take_batch(conn, session_id, batch_id)
                 n = insert.upsert_records(conn, rows, session_id)
                 ledger.finish_unit(conn, session_id, batch_id, {"inserted": n})
                 written += n

@@ -295,12 +295,12 @@ class Postgres:
 
 
 def hold_extract_slots(database_url: str):
-    """A connection holding every extract CPU slot (the advisory locks of steps.extract.cpu_slot):
+    """A connection holding every extract CPU slot (the advisory locks of cpu.cpu_slot):
     extract tasks then wait for one in the server, before reading a file. Close it to free them."""
     import psycopg
 
     from backend_worker.config import settings
-    from backend_worker.steps.extract import CPU_SLOT_LOCK_CLASS
+    from backend_worker.cpu import CPU_SLOT_LOCK_CLASS
 
     conn = psycopg.connect(database_url, autocommit=True)
     conn.execute(

@@ -1,7 +1,7 @@
 """Who a file at a new path was: the track whose file it is, moved, renamed, copied elsewhere and
 deleted, or retagged and moved (docs/architecture.md, "A track's identity").
 
-Plain functions (no Celery, no database): the walk and the extract steps give them the files at
+Plain functions (no Celery, no database): the walk and the extract units give them the files at
 new paths and the tracks that share their evidence, and apply the moves they return.
 
 Only a track whose file is gone can lend its id: a file whose track's file is still at its path is

@@ -358,8 +358,8 @@ exit 1
 # operator's forgotten transaction or a long VACUUM FULL does to them.
 def cpu_slot_lock_class(host) -> int:
     """The advisory lock class of the host's extract CPU slots, as its workers compute it (from
-    the hostname they see): backend_worker.steps.extract.CPU_SLOT_LOCK_CLASS, run on the host."""
-    code = "from backend_worker.steps.extract import CPU_SLOT_LOCK_CLASS as c; print(c)"
+    the hostname they see): backend_worker.units.extract.CPU_SLOT_LOCK_CLASS, run on the host."""
+    code = "from backend_worker.cpu import CPU_SLOT_LOCK_CLASS as c; print(c)"
     return int(host.ssh(f"runuser -u soniquebay -- {VENV_PYTHON} -c '{code}'").stdout.split()[-1])
 
 

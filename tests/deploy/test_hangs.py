@@ -3,13 +3,13 @@ limits only in prefork, so backend_worker.hangs does it. The hang is a PostgreSQ
 session holds (what an operator's forgotten transaction or a long `VACUUM FULL` does; for extract,
 every CPU slot of the host, advisory locks): the task waits in the server, its thread in psycopg
 (or, for extract, behind the thread of its process that waits there for the parsing turn). At the
-soft limit the watchdog raises in the thread and cancels its query; the task fails without retry,
+soft limit the hang guard raises in the thread and cancels its query; the task fails without retry,
 Flower lists it as FAILURE, the failure is recorded, the thread's connection gives its locks back,
 and the worker goes on: the next scan completes. Recorded: the session fails, naming the task; an
 extract chunk's files become error records instead and the session completes.
 
-The lock is released once the watchdog has acted (its log line): the failure is recorded in the
-same tables the lock covers. Had the watchdog not acted, the task would go on and succeed. The CPU
+The lock is released once the hang guard has acted (its log line): the failure is recorded in the
+same tables the lock covers. Had the hang guard not acted, the task would go on and succeed. The CPU
 slots cover no table: they are held until the session has closed, so that every chunk of the scan
 (all running at once) is seen to fail, none read once they are free.
 

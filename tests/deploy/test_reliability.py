@@ -213,7 +213,7 @@ def test_a_reboot_mid_scan_never_leaves_a_session_running_and_a_new_scan_complet
         return rows[0][0] if rows and rows[0][0] != "running" else None
 
     # Its queued work survived in Redis (append-only file), so it normally completes; a session
-    # that cannot is failed by the watchdog. Either way it does not stay "running".
+    # that cannot is failed by the stale-session check. Either way it does not stay "running".
     status = wait_for(settled, timeout=300, interval=3, what="the interrupted session to end")
     assert status in ("completed", "failed"), status
     session = soniquebay_json(deployed, "scan", LIBRARY, "--wait", "--json")

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from backend_worker import db, library
-from backend_worker.stages import fields, insert, scan
+from backend_worker.stages import fields, insert, walk
 from backend_worker.stages.extract import read_record
 from testkit import audio_fixtures as af
 from testkit import services
@@ -197,11 +197,11 @@ def test_the_upgrade_keeps_every_row_and_the_next_scan_reads_each_file_again(pos
                 (1, 0, 2)
             ]
             known = library.known_files(conn, ["/m/a"])
-            plan = scan.compare([scan.FileStat("/m/a/1.flac", "/m/a", 123, 10, 5, 6)], known)
+            plan = walk.compare([walk.FileStat("/m/a/1.flac", "/m/a", 123, 10, 5, 6)], known)
             assert [f.path for f in plan.changed] == ["/m/a/1.flac"]  # read again, at its path
             conn.execute("UPDATE tracks SET record_version = %s", (fields.RECORD_VERSION,))
-            plan = scan.compare(
-                [scan.FileStat("/m/a/1.flac", "/m/a", 123, 10, 5, 6)], library.known_files(conn, ["/m/a"])
+            plan = walk.compare(
+                [walk.FileStat("/m/a/1.flac", "/m/a", 123, 10, 5, 6)], library.known_files(conn, ["/m/a"])
             )
             assert (plan.changed, plan.unchanged) == ([], 1)
     finally:

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 import redis
 
-from backend_worker import delivery, exporter, ledger
+from backend_worker import delivery, exporter, ledger, pipeline, record_buffer, sessions
 from backend_worker.config import settings
 from testkit import audio_fixtures, services
 
@@ -45,10 +45,10 @@ def broker() -> redis.Redis:
     return redis.Redis.from_url(settings().broker_url)
 
 
-def register(conn, session_id: str, unit_id: str) -> ledger.Unit:
+def register(conn, session_id: str, unit_id: str) -> pipeline.Unit:
     kwargs = {"session_id": session_id, "unit_id": unit_id, "paths": ["/nowhere/a.mp3"]}
     with conn.transaction():
-        unit = ledger.Unit(unit_id, "extract", "extract.files", kwargs)
+        unit = pipeline.Unit(unit_id, "extract", "extract.files", kwargs)
         (unit,) = ledger.register_units(conn, session_id, [unit])
     return unit
 
@@ -62,7 +62,7 @@ def unit_row(conn, session_id: str, unit_id: str) -> tuple:
 
 
 def test_register_units_records_the_message_and_keeps_the_first_task_id(db_conn):
-    session = ledger.create_session(db_conn, ["/m"])
+    session = sessions.create_session(db_conn, ["/m"])
     first = register(db_conn, session, "walk:0/x0")
     again = register(db_conn, session, "walk:0/x0")  # a redelivered walk registers it again
     assert again.task_id == first.task_id
@@ -87,7 +87,7 @@ def test_queued_task_ids_reads_the_ids_of_kombu_messages(services_up):
 
 def test_a_unit_nobody_holds_is_suspected_then_resent_and_a_held_one_is_left_alone(db_conn):
     send = Recorder()
-    session = ledger.create_session(db_conn, ["/m"])
+    session = sessions.create_session(db_conn, ["/m"])
     lost = register(db_conn, session, "walk:0/x0")
     held = register(db_conn, session, "walk:0/x1")
     db_conn.execute(
@@ -115,7 +115,7 @@ def test_a_unit_nobody_holds_is_suspected_then_resent_and_a_held_one_is_left_alo
 
 def test_the_units_of_a_worker_that_stopped_beating_are_resent_naming_it(db_conn):
     send = Recorder()
-    session = ledger.create_session(db_conn, ["/m"])
+    session = sessions.create_session(db_conn, ["/m"])
     unit = register(db_conn, session, "walk:0/x0")
     db_conn.execute(
         "INSERT INTO worker_heartbeats (instance, worker, pid, held, seen_at) "
@@ -131,7 +131,7 @@ def test_the_units_of_a_worker_that_stopped_beating_are_resent_naming_it(db_conn
 
 def test_a_unit_found_again_is_no_longer_suspect_and_a_unit_lost_too_often_is_left(db_conn):
     send = Recorder()
-    session = ledger.create_session(db_conn, ["/m"])
+    session = sessions.create_session(db_conn, ["/m"])
     unit = register(db_conn, session, "walk:0/x0")
     reconcile(db_conn, send)
     assert unit_row(db_conn, session, "walk:0/x0")[2]
@@ -155,9 +155,9 @@ def test_a_unit_that_cannot_be_resent_any_more_gets_its_session_abandoned_after_
     """The path that remains for a unit lost MAX_RESENDS times: nothing sends it again, and the
     session is failed as abandoned once nothing moved for the stall limit (never left running)."""
     send = Recorder()
-    session = ledger.create_session(db_conn, ["/m"])
+    session = sessions.create_session(db_conn, ["/m"])
     register(db_conn, session, "walk:0/x0")
-    stalled = ledger.stall_limit_seconds() + 60
+    stalled = sessions.stall_limit_seconds() + 60
     db_conn.execute("UPDATE scan_sessions SET started_at = now() - make_interval(secs => %s)", (stalled,))
     db_conn.execute(
         "UPDATE scan_units SET resent = %s, created_at = now() - make_interval(secs => %s), "
@@ -167,7 +167,7 @@ def test_a_unit_that_cannot_be_resent_any_more_gets_its_session_abandoned_after_
     reconcile(db_conn, send)
     assert send.sent == []
     with db_conn.transaction():
-        assert ledger.fail_stale_sessions(db_conn) == [session]
+        assert sessions.fail_stale_sessions(db_conn) == [session]
     status, message = db_conn.execute(
         "SELECT status, message FROM scan_sessions WHERE id = %s", (session,)
     ).fetchone()
@@ -176,11 +176,11 @@ def test_a_unit_that_cannot_be_resent_any_more_gets_its_session_abandoned_after_
 
 def test_a_session_with_nothing_pending_that_did_not_close_is_sent_its_next_step(db_conn):
     send = Recorder()
-    waiting = ledger.create_session(db_conn, ["/m"])  # its flush message was lost
-    closing = ledger.create_session(db_conn, ["/n"])  # its final step's message was lost
+    waiting = sessions.create_session(db_conn, ["/m"])  # its flush message was lost
+    closing = sessions.create_session(db_conn, ["/n"])  # its final step's message was lost
     db_conn.execute("UPDATE scan_sessions SET phase = 'finishing' WHERE id = %s", (closing,))
     with db_conn.transaction():
-        ledger.buffer_records(db_conn, waiting, "walk:0/x0/c", [{"path": "/m/a.mp3"}])
+        record_buffer.buffer_records(db_conn, waiting, "walk:0/x0/c", [{"path": "/m/a.mp3"}])
     time.sleep(1.1)
     report = reconcile(db_conn, send)
     assert sorted(report.nudged) == sorted([(waiting, "batch.flush"), (closing, "deferred.finalize")])
@@ -193,7 +193,7 @@ def test_a_worker_killed_with_messages_in_hand_gets_them_back_from_the_ledger(pi
     production visibility timeout (Redis would hand them back after 30 min): the other workers'
     reconcilers re-send the units and the session completes within two minutes. The chunks are
     held by their CPU slots (PostgreSQL advisory locks, taken here), so the kill surely hits them."""
-    from backend_worker.steps.extract import CPU_SLOT_LOCK_CLASS as SLOT_LOCK_CLASS
+    from backend_worker.cpu import CPU_SLOT_LOCK_CLASS as SLOT_LOCK_CLASS
 
     assert settings().visibility_timeout >= 1800
     expected = audio_fixtures.build_library(library, artists=4, albums_per_artist=5, tracks_per_album=12)

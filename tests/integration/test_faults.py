@@ -153,7 +153,7 @@ def test_a_task_stopped_by_its_soft_time_limit_mid_query_is_recorded_and_the_ses
     """The extract tasks wait for a CPU slot (a PostgreSQL advisory lock, held here) past their soft
     time limit: interrupted in the middle of a query, each task's failure is still recorded (on a new
     connection), the session closes, and once the slots are free `retry-failed` reads the files."""
-    from backend_worker.steps.extract import CPU_SLOT_LOCK_CLASS
+    from backend_worker.cpu import CPU_SLOT_LOCK_CLASS
 
     workers = pipeline.workers
     # Scan too: a task's time limits travel in its message, set by the sender (the scan worker).

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from backend_worker import db, ledger
+from backend_worker import db, sessions
 from testkit import audio_fixtures
 
 pytestmark = pytest.mark.integration
@@ -18,11 +18,11 @@ def working_rows(conn, session_id: str | None = None) -> dict[str, int]:
     params = (session_id,) if session_id else ()
     return {
         table: conn.execute(f"SELECT count(*) FROM {table} {where}", params).fetchone()[0]
-        for table in ledger.SESSION_WORK_TABLES
+        for table in sessions.SESSION_WORK_TABLES
     }
 
 
-NONE_LEFT = dict.fromkeys(ledger.SESSION_WORK_TABLES, 0)
+NONE_LEFT = dict.fromkeys(sessions.SESSION_WORK_TABLES, 0)
 
 
 def test_closing_a_session_prunes_its_working_rows(pipeline, library):
@@ -49,7 +49,7 @@ def test_closing_a_session_prunes_its_working_rows(pipeline, library):
     assert pipeline.rows("SELECT count(*) FROM present_tracks") == [(11,)]
 
 
-def test_a_session_closed_by_the_watchdog_is_pruned_and_a_running_one_keeps_its_rows(db_conn):
+def test_a_session_closed_by_the_stale_session_check_is_pruned_and_a_running_one_keeps_its_rows(db_conn):
     conn = db_conn
     stale, running = str(uuid.uuid4()), str(uuid.uuid4())
     for session_id, age in ((stale, "3 hours"), (running, "0 seconds")):
@@ -64,9 +64,9 @@ def test_a_session_closed_by_the_watchdog_is_pruned_and_a_running_one_keeps_its_
             "INSERT INTO record_buffer VALUES (%s, 'u/x0/c', '/x/a.mp3', 1, NULL, NULL)", (session_id,)
         )
     with conn.transaction():
-        assert ledger.fail_stale_sessions(conn) == [stale]
+        assert sessions.fail_stale_sessions(conn) == [stale]
     assert working_rows(conn, stale) == NONE_LEFT
-    assert working_rows(conn, running) == dict.fromkeys(ledger.SESSION_WORK_TABLES, 1)
+    assert working_rows(conn, running) == dict.fromkeys(sessions.SESSION_WORK_TABLES, 1)
 
 
 def test_migration_0002_prunes_sessions_closed_before_it(db_conn):
@@ -85,7 +85,7 @@ def test_migration_0002_prunes_sessions_closed_before_it(db_conn):
     conn.execute(sql)
     assert working_rows(conn, ids["completed"]) == NONE_LEFT
     assert working_rows(conn, ids["failed"]) == NONE_LEFT
-    assert working_rows(conn, ids["running"]) == dict.fromkeys(ledger.SESSION_WORK_TABLES, 1)
+    assert working_rows(conn, ids["running"]) == dict.fromkeys(sessions.SESSION_WORK_TABLES, 1)
     assert conn.execute("SELECT name FROM schema_migrations ORDER BY version").fetchall()[:2] == [
         ("0001_initial.sql",),
         ("0002_prune_closed_sessions.sql",),

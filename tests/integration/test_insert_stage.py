@@ -7,7 +7,7 @@ import uuid
 import psycopg
 import pytest
 
-from backend_worker import ledger, pipeline
+from backend_worker import ledger, pipeline, record_buffer, sessions
 from backend_worker.stages import fields, insert
 from testkit import services
 
@@ -211,32 +211,32 @@ def test_a_clean_up_waits_for_a_batch_in_flight_and_a_batch_for_a_clean_up(db_co
 
 def test_buffer_groups_chunks_into_batches_and_ignores_redelivered_chunks(db_conn):
     with db_conn.transaction():
-        session = ledger.create_session(db_conn, ["/m"])
+        session = sessions.create_session(db_conn, ["/m"])
         for i in range(7):
             chunk = [record(f"/m/{i:02}/{n}.mp3") for n in range(30)]
-            assert ledger.buffer_records(db_conn, session, f"x{i}", chunk)
-        assert not ledger.buffer_records(db_conn, session, "x3", [record("/m/03/0.mp3")])
+            assert record_buffer.buffer_records(db_conn, session, f"x{i}", chunk)
+        assert not record_buffer.buffer_records(db_conn, session, "x3", [record("/m/03/0.mp3")])
         # 210 rows in chunks of 30, target 100: one batch of 120; the 90-row rest waits (no flush).
-        batches = [b.id for b in ledger.cut_batches(db_conn, session, 100, flush=False)]
+        batches = [b.id for b in record_buffer.cut_batches(db_conn, session, 100, flush=False)]
     assert len(batches) == 1
     assert ledger.pending(db_conn, session).unbatched == 3
     with db_conn.transaction():
-        rest = ledger.cut_batches(db_conn, session, 100, flush=True)
+        rest = record_buffer.cut_batches(db_conn, session, 100, flush=True)
     assert len(rest) == 1 and ledger.pending(db_conn, session).unbatched == 0
     assert ledger.pending(db_conn, session).inserts == 2
     with db_conn.transaction():
-        taken = ledger.take_batch(db_conn, session, batches[0])
+        taken = record_buffer.take_batch(db_conn, session, batches[0])
     assert [r["path"] for r in taken][:2] == ["/m/00/0.mp3", "/m/00/1.mp3"]
     assert len(taken) == 120
     with db_conn.transaction():
-        assert ledger.take_batch(db_conn, session, batches[0]) == []
+        assert record_buffer.take_batch(db_conn, session, batches[0]) == []
 
 
 def test_buffered_chunks_and_unit_messages_are_compressed_with_lz4(db_conn):
     # The server compresses them (migration 0007); extract no longer does.
     with db_conn.transaction():
-        session = ledger.create_session(db_conn, ["/m"])
-        ledger.buffer_records(db_conn, session, "x0", [record(f"/m/a/{n}.mp3") for n in range(200)])
+        session = sessions.create_session(db_conn, ["/m"])
+        record_buffer.buffer_records(db_conn, session, "x0", [record(f"/m/a/{n}.mp3") for n in range(200)])
         paths = [f"/m/a/{n:04}.mp3" for n in range(1000)]
         ledger.register_units(db_conn, session, [pipeline.extract_chunk(session, "walk:0", 0, paths)])
     stored = db_conn.execute(
@@ -245,15 +245,15 @@ def test_buffered_chunks_and_unit_messages_are_compressed_with_lz4(db_conn):
     ).fetchone()
     assert stored == ("lz4", "lz4")
     with db_conn.transaction():
-        (batch,) = ledger.cut_batches(db_conn, session, 100, flush=True)
-        assert len(ledger.take_batch(db_conn, session, batch.id)) == 200
+        (batch,) = record_buffer.cut_batches(db_conn, session, 100, flush=True)
+        assert len(record_buffer.take_batch(db_conn, session, batch.id)) == 200
 
 
 def test_unit_counts_are_counted_once(db_conn):
     with db_conn.transaction():
-        session = ledger.create_session(db_conn, ["/m"])
-        ledger.register_units(db_conn, session, [ledger.Unit("walk:0", "walk")])
-        ledger.register_units(db_conn, session, [ledger.Unit("walk:0", "walk")])
+        session = sessions.create_session(db_conn, ["/m"])
+        ledger.register_units(db_conn, session, [pipeline.Unit("walk:0", "walk")])
+        ledger.register_units(db_conn, session, [pipeline.Unit("walk:0", "walk")])
         assert ledger.finish_unit(db_conn, session, "walk:0", {"discovered": 5, "unchanged": 2})
         assert not ledger.finish_unit(db_conn, session, "walk:0", {"discovered": 5, "unchanged": 2})
     assert ledger.progress(db_conn, session) == {
@@ -262,8 +262,8 @@ def test_unit_counts_are_counted_once(db_conn):
     }  # fmt: skip
     assert ledger.pending(db_conn, session).upstream == 0
     with db_conn.transaction():
-        assert ledger.close_session(db_conn, session, "completed")
-        assert not ledger.close_session(db_conn, session, "failed")
+        assert sessions.close_session(db_conn, session, "completed")
+        assert not sessions.close_session(db_conn, session, "failed")
     row = db_conn.execute("SELECT status, discovered, ended_at IS NOT NULL FROM scan_sessions").fetchone()
     assert row == ("completed", 5, True)
 
@@ -276,14 +276,14 @@ def test_numbers_no_column_can_hold_are_stored_as_unknown(db_conn):
 
 def test_one_bad_record_does_not_sink_its_batch(db_conn):
     """A record the database refuses is recorded as an error; the rest of its batch is stored."""
-    from backend_worker.steps.insert import insert_one_by_one
+    from backend_worker.units.insert import insert_one_by_one
 
     with db_conn.transaction():
-        session = ledger.create_session(db_conn, ["/m"])
+        session = sessions.create_session(db_conn, ["/m"])
         good = [record(f"/m/a/{n}.mp3", track=n) for n in range(5)]
         poisoned = record("/m/a/bad.mp3", mb_trackid="not-a-uuid")
-        ledger.buffer_records(db_conn, session, "x0", [*good[:2], poisoned, *good[2:]])
-        (batch_id,) = [b.id for b in ledger.cut_batches(db_conn, session, 100, flush=True)]
+        record_buffer.buffer_records(db_conn, session, "x0", [*good[:2], poisoned, *good[2:]])
+        (batch_id,) = [b.id for b in record_buffer.cut_batches(db_conn, session, 100, flush=True)]
     assert insert_one_by_one(session, batch_id) == 5
     assert [p for (p,) in db_conn.execute("SELECT path FROM tracks ORDER BY path")] == sorted(
         r["path"] for r in good
@@ -295,12 +295,12 @@ def test_one_bad_record_does_not_sink_its_batch(db_conn):
     assert insert_one_by_one(session, batch_id) == 0, "a second run finds the batch done"
 
 
-def cut_one_batch(conn, session_id: str, chunk: str) -> ledger.Unit:
+def cut_one_batch(conn, session_id: str, chunk: str) -> pipeline.Unit:
     with conn.transaction():
-        ledger.register_units(conn, session_id, [ledger.Unit(chunk, "collect")])
-        ledger.buffer_records(conn, session_id, chunk, [{"path": f"/m/{chunk}.mp3"}])
+        ledger.register_units(conn, session_id, [pipeline.Unit(chunk, "collect")])
+        record_buffer.buffer_records(conn, session_id, chunk, [{"path": f"/m/{chunk}.mp3"}])
         ledger.finish_unit(conn, session_id, chunk, {})
-        (batch,) = ledger.cut_batches(conn, session_id, 100, flush=True)
+        (batch,) = record_buffer.cut_batches(conn, session_id, 100, flush=True)
     return batch
 
 
@@ -308,9 +308,9 @@ def test_an_insert_batch_is_sent_once_whichever_task_sends_it(db_conn):
     """The task that cut a batch and another task's `advance` both find it unsent: the one that
     claims it sends it, the other sends nothing (both used to send it, under one task id). A send
     the broker refuses leaves the batch for the next task to send."""
-    from backend_worker.steps import handoff
+    from backend_worker.units import handoff
 
-    session = ledger.create_session(db_conn, ["/m"])
+    session = sessions.create_session(db_conn, ["/m"])
     batch = cut_one_batch(db_conn, session, "x0/c")
     sent: list[tuple] = []
 

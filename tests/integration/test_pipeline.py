@@ -188,7 +188,7 @@ class WorkerWatch:
 
 
 def test_broken_and_odd_files_become_error_records_and_the_session_closes(pipeline, library):
-    from backend_worker.stages.scan import printable
+    from backend_worker.stages.walk import printable
 
     expected = audio_fixtures.build_library(library, artists=1, albums_per_artist=2, tracks_per_album=3)
     made = audio_fixtures.add_bad_files(library)
@@ -522,13 +522,13 @@ def test_scan_without_paths_scans_the_library_roots_setting_and_nothing_else(pip
 
 
 def test_status_limit_shows_that_many_of_the_newest_sessions(pipeline, library):
-    from backend_worker import ledger
+    from backend_worker import pipeline, sessions
 
     audio_fixtures.build_library(library, artists=1, albums_per_artist=1, tracks_per_album=2)
     # Two older sessions written by the ledger as a scan would (cheaper than two more scans), then a scan.
-    ids = [ledger.create_session(pipeline.conn, [str(library)]) for _ in range(2)]
+    ids = [sessions.create_session(pipeline.conn, [str(library)]) for _ in range(2)]
     for older in ids:
-        ledger.fail_session(pipeline.conn, older, "an older session")
+        sessions.fail_session(pipeline.conn, older, "an older session")
     ids.append(pipeline.scan(library)["id"])
     newest_two = json.loads(pipeline.cli("status", "--json", "--limit", "2").stdout)["sessions"]
     assert [s["id"] for s in newest_two] == [ids[2], ids[1]]

@@ -8,7 +8,7 @@ import zlib
 
 import pytest
 
-from backend_worker import ledger
+from backend_worker import ledger, pipeline, record_buffer, sessions
 from backend_worker.stages import fields, insert
 from backend_worker.stages.extract import read_record
 from testkit import audio_fixtures as af
@@ -123,15 +123,15 @@ OLD_BUFFERED = {
 
 def test_a_record_buffered_before_the_field_table_still_inserts(db_conn):
     with db_conn.transaction():
-        session = ledger.create_session(db_conn, ["/m"])
-        ledger.register_units(db_conn, session, [ledger.Unit("x0/c", "collect")])
+        session = sessions.create_session(db_conn, ["/m"])
+        ledger.register_units(db_conn, session, [pipeline.Unit("x0/c", "collect")])
         db_conn.execute(
             "INSERT INTO record_buffer (session_id, unit_id, sort_key, rows, payload) "
             "VALUES (%s, 'x0/c', '/m/old/1.flac', 1, %s)",
             (session, zlib.compress(json.dumps(OLD_BUFFERED).encode(), 1)),
         )
-        (batch,) = ledger.cut_batches(db_conn, session, 100, flush=True)
-        records = ledger.take_batch(db_conn, session, batch.id)
+        (batch,) = record_buffer.cut_batches(db_conn, session, 100, flush=True)
+        records = record_buffer.take_batch(db_conn, session, batch.id)
         assert insert.upsert_records(db_conn, records, session) == 1
     old = dict(zip(OLD_BUFFERED["keys"], OLD_BUFFERED["rows"][0], strict=True))
     assert_stored(db_conn, {**dict.fromkeys(fields.RECORD_KEYS), **old})  # fields added since: unknown

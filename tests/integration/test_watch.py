@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from backend_worker import ledger
+from backend_worker import sessions
 from testkit import audio_fixtures, services
 from testkit.stack import wait_count, write_slowly
 
@@ -200,13 +200,13 @@ def test_a_burst_of_a_thousand_files_makes_few_sessions(pipeline, library, watch
 
 
 def test_changes_under_a_running_session_wait_for_it_to_end(pipeline, library, watch, tmp_path):
-    running = ledger.create_session(pipeline.conn, [str(library)])  # a scan of the whole library
+    running = sessions.create_session(pipeline.conn, [str(library)])  # a scan of the whole library
     album, _ = staged(tmp_path, "late", artists=1, albums_per_artist=1, tracks_per_album=2)
     started = watch()
     shutil.copytree(album, library / "late")
     started.wait_logged(f"waiting for the running session that scans {library / 'late'}", timeout=LATENCY)
     assert watch_sessions(pipeline) == []
-    ledger.fail_session(pipeline.conn, running, "ended by the test")
+    sessions.fail_session(pipeline.conn, running, "ended by the test")
     wait_tracks(pipeline, library / "late", 2, timeout=LATENCY)
     assert [s[0] for s in watch_sessions(pipeline)] == [[str(library / "late")]]
 
@@ -247,7 +247,7 @@ def test_a_timer_scan_leaves_roots_of_a_running_session_alone(pipeline, library,
     """What soniquebay-scan.service runs: `soniquebay scan --origin timer --skip-busy`."""
     album, _ = staged(tmp_path, "timer", artists=1, albums_per_artist=1, tracks_per_album=2)
     shutil.copytree(album, library / "album")
-    running = ledger.create_session(pipeline.conn, [str(library / "album")])  # a watch session, say
+    running = sessions.create_session(pipeline.conn, [str(library / "album")])  # a watch session, say
     env_roots = {"SONIQUEBAY_LIBRARY_ROOTS": str(library)}
     skipped = subprocess.run(
         [str(services.VENV_BIN / "soniquebay"), "scan", "--origin", "timer", "--skip-busy"],
@@ -256,7 +256,7 @@ def test_a_timer_scan_leaves_roots_of_a_running_session_alone(pipeline, library,
     assert skipped.returncode == 0, skipped.stderr
     assert skipped.stderr == f"{library}: session {running} is already scanning it; not scanning it again\n"
     assert pipeline.rows("SELECT count(*) FROM scan_sessions")[0][0] == 1
-    ledger.fail_session(pipeline.conn, running, "ended by the test")
+    sessions.fail_session(pipeline.conn, running, "ended by the test")
     scanned = subprocess.run(
         [str(services.VENV_BIN / "soniquebay"), "scan", "--origin", "timer", "--skip-busy", "--wait"],
         capture_output=True, text=True, timeout=120, env={**os.environ, **env_roots},

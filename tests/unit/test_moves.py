@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from backend_worker.stages import moves, scan
+from backend_worker.stages import moves, walk
 
 
 def track(id_, path, *, dev=1, ino=10, size=100, mtime_ns=5, key="k", missing=False):
@@ -50,9 +50,9 @@ def test_each_track_moves_once_and_the_same_file_name_wins(tmp_path):
 
 def test_an_inode_counts_only_with_the_same_size_and_time():
     files = [
-        scan.FileStat("/n/1.mp3", "/n", 5, 100, 1, 10),
-        scan.FileStat("/n/2.mp3", "/n", 5, 101, 1, 11),  # inode reused by a new file
-        scan.FileStat("/n/3.mp3", "/n", 5, 100, 2, 10),  # same inode number, another device
+        walk.FileStat("/n/1.mp3", "/n", 5, 100, 1, 10),
+        walk.FileStat("/n/2.mp3", "/n", 5, 101, 1, 11),  # inode reused by a new file
+        walk.FileStat("/n/3.mp3", "/n", 5, 100, 2, 10),  # same inode number, another device
     ]
     tracks = [track(1, "/o/1.mp3", ino=10), track(2, "/o/2.mp3", ino=11)]
     assert moves.by_inode(files, tracks) == {"/n/1.mp3": [tracks[0]]}

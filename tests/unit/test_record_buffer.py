@@ -1,11 +1,11 @@
-"""The record buffer's payload (ledger._encode / _decode): what extract parks is what insert reads."""
+"""The record buffer's payload (record_buffer.encode / _decode): what extract parks is what insert reads."""
 
 from __future__ import annotations
 
 import json
 import zlib
 
-from backend_worker import ledger
+from backend_worker import record_buffer
 
 
 def record(path: str, **tags) -> dict:
@@ -15,23 +15,23 @@ def record(path: str, **tags) -> dict:
 
 def test_records_read_back_exactly():
     records = [record(f"/music/Artist/Album/{n:02d} - Ünïcode ♪.flac", title=f"T{n}") for n in range(50)]
-    assert ledger._decode(ledger._encode(records)) == records
+    assert record_buffer.decode(record_buffer.encode(records)) == records
 
 
 def test_a_path_that_is_not_utf8_reads_back_exactly():
     # os.fsdecode of a Latin-1 name: a lone surrogate, which orjson refuses and json escapes.
     records = [record("/music/caf\udce9.mp3"), record("/music/plain.mp3")]
-    payload = ledger._encode(records)
+    payload = record_buffer.encode(records)
     assert "\\udce9" in payload.decode()
-    assert ledger._decode(payload) == records
+    assert record_buffer.decode(payload) == records
 
 
 def test_records_of_different_keys_and_payloads_of_earlier_versions_still_read():
     mixed = [record("/a.mp3"), {"path": "/b.mp3", "size": 1}]
-    assert ledger._decode(ledger._encode(mixed)) == mixed
+    assert record_buffer.decode(record_buffer.encode(mixed)) == mixed
     plain_json = json.dumps([record("/c.mp3")]).encode()  # the first versions: a list, plain
-    assert ledger._decode(plain_json) == [record("/c.mp3")]
-    assert ledger._decode(zlib.compress(plain_json)) == [record("/c.mp3")]
+    assert record_buffer.decode(plain_json) == [record("/c.mp3")]
+    assert record_buffer.decode(zlib.compress(plain_json)) == [record("/c.mp3")]
     # Up to migration 0007: the keys-and-rows form, compressed by the extract worker.
     keyed = [record(f"/d{n}.mp3") for n in range(3)]
-    assert ledger._decode(zlib.compress(ledger._encode(keyed), 1)) == keyed
+    assert record_buffer.decode(zlib.compress(record_buffer.encode(keyed), 1)) == keyed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from backend_worker.stages import scan
+from backend_worker.stages import walk
 
 
 def _touch(path, data=b"x"):
@@ -19,7 +19,7 @@ def test_finds_audio_by_extension_case_insensitively(tmp_path):
         _touch(tmp_path / "x" / name)
     for name in ("cover.jpg", "notes.txt", "mp3", ".mp3.part", "playlist.m3u"):
         _touch(tmp_path / "x" / name)
-    found = scan.walk([str(tmp_path)], max_entries=10_000)
+    found = walk.walk([str(tmp_path)], max_entries=10_000)
     assert sorted(os.path.basename(f.path) for f in found.files) == sorted(
         ["a.mp3", "b.FLAC", "c.Ogg", "d.oga", "e.opus", "f.m4a", "g.mp4", "h.alac", "i.aac",
          "j.wav", "k.aiff", "l.WMA", "m.ape", "n.wv", "o.mpc", "p.dsf"]
@@ -35,11 +35,11 @@ def test_stops_after_the_entry_budget_and_hands_over_the_rest(tmp_path):
     for artist in range(5):
         for album in range(3):
             _touch(tmp_path / f"artist{artist}" / f"album{album}" / "01.mp3")
-    found = scan.walk([str(tmp_path)], max_entries=8)
+    found = walk.walk([str(tmp_path)], max_entries=8)
     walked = set(found.listed_dirs)
     assert found.pending_dirs, "a small budget leaves folders for other tasks"
     assert not walked & set(found.pending_dirs)
-    rest = scan.walk(found.pending_dirs, max_entries=10_000)
+    rest = walk.walk(found.pending_dirs, max_entries=10_000)
     all_files = {f.path for f in found.files} | {f.path for f in rest.files}
     assert len(all_files) == 15
 
@@ -48,7 +48,7 @@ def test_survives_symlink_loops_and_reports_them(tmp_path):
     _touch(tmp_path / "a" / "song.mp3")
     os.symlink("..", tmp_path / "a" / "loop")
     os.symlink(str(tmp_path / "a"), tmp_path / "a" / "self")
-    found = scan.walk([str(tmp_path)], max_entries=10_000)
+    found = walk.walk([str(tmp_path)], max_entries=10_000)
     assert [f.path for f in found.files] == [str(tmp_path / "a" / "song.mp3")]
     reasons = {os.path.basename(p): r for p, _, r in found.problems}
     assert reasons == {"loop": "symlink loop, not followed", "self": "symlink loop, not followed"}
@@ -58,7 +58,7 @@ def test_follows_symlinked_folders_that_do_not_loop(tmp_path):
     _touch(tmp_path / "elsewhere" / "album" / "song.flac")
     (tmp_path / "lib").mkdir()
     os.symlink(tmp_path / "elsewhere" / "album", tmp_path / "lib" / "album")
-    found = scan.walk([str(tmp_path / "lib")], max_entries=10_000)
+    found = walk.walk([str(tmp_path / "lib")], max_entries=10_000)
     assert [f.path for f in found.files] == [str(tmp_path / "lib" / "album" / "song.flac")]
 
 
@@ -67,7 +67,7 @@ def test_records_names_that_are_not_utf8(tmp_path):
     bad = os.path.join(os.fsencode(tmp_path), b"caf\xe9.mp3")
     with open(bad, "wb") as fh:
         fh.write(b"x")
-    found = scan.walk([str(tmp_path)], max_entries=10_000)
+    found = walk.walk([str(tmp_path)], max_entries=10_000)
     assert [os.path.basename(f.path) for f in found.files] == ["ok.mp3"]
     assert len(found.problems) == 1
     path, folder, reason = found.problems[0]
@@ -77,31 +77,31 @@ def test_records_names_that_are_not_utf8(tmp_path):
 
 
 def test_a_missing_folder_is_a_failed_folder_not_a_crash(tmp_path):
-    found = scan.walk([str(tmp_path / "nope")], max_entries=10)
+    found = walk.walk([str(tmp_path / "nope")], max_entries=10)
     assert found.failed_dirs and found.failed_dirs[0][0] == str(tmp_path / "nope")
     assert "cannot list folder" in found.failed_dirs[0][1]
 
 
 def test_compare_sorts_files_into_unchanged_changed_new_and_vanished():
     files = [
-        scan.FileStat("/m/a/1.mp3", "/m/a", 100, 10, 1, 11),
-        scan.FileStat("/m/a/2.mp3", "/m/a", 200, 20, 1, 12),
-        scan.FileStat("/m/a/3.mp3", "/m/a", 300, 30, 1, 13),
-        scan.FileStat("/m/a/4.mp3", "/m/a", 400, 40, 1, 14),
-        scan.FileStat("/m/a/5.mp3", "/m/a", 500, 50, 1, 15),
-        scan.FileStat("/m/a/6.mp3", "/m/a", 600, 60, 1, 16),
-        scan.FileStat("/m/a/bad.mp3", "/m/a", 700, 70, 1, 17),
+        walk.FileStat("/m/a/1.mp3", "/m/a", 100, 10, 1, 11),
+        walk.FileStat("/m/a/2.mp3", "/m/a", 200, 20, 1, 12),
+        walk.FileStat("/m/a/3.mp3", "/m/a", 300, 30, 1, 13),
+        walk.FileStat("/m/a/4.mp3", "/m/a", 400, 40, 1, 14),
+        walk.FileStat("/m/a/5.mp3", "/m/a", 500, 50, 1, 15),
+        walk.FileStat("/m/a/6.mp3", "/m/a", 600, 60, 1, 16),
+        walk.FileStat("/m/a/bad.mp3", "/m/a", 700, 70, 1, 17),
     ]
     known = {
         "/m/a/1.mp3": (100, 10, 1, 11),  # unchanged
         "/m/a/2.mp3": (200, 21, 1, 12),  # changed
         "/m/a/4.mp3": (400, 40, 1, 99),  # unchanged, another inode (a copy put back): refreshed
-        "/m/a/5.mp3": (500, 50, scan.MISSING_TRACK, 15),  # missing, back unchanged
-        "/m/a/6.mp3": (600, 60, scan.NO_AUDIO_KEY, 16),  # a row of an older release
+        "/m/a/5.mp3": (500, 50, walk.MISSING_TRACK, 15),  # missing, back unchanged
+        "/m/a/6.mp3": (600, 60, walk.NO_AUDIO_KEY, 16),  # a row of an older release
         "/m/a/bad.mp3": (700, 70, None, None),  # an error record, unchanged: not read again
         "/m/a/gone.mp3": (1, 1, 1, 1),
     }
-    plan = scan.compare(files, known)
+    plan = walk.compare(files, known)
     assert [f.path for f in plan.changed] == ["/m/a/2.mp3"]
     assert [f.path for f in plan.fresh] == ["/m/a/3.mp3"]
     assert [f.path for f in plan.restat] == ["/m/a/4.mp3", "/m/a/5.mp3", "/m/a/6.mp3"]
@@ -111,19 +111,19 @@ def test_compare_sorts_files_into_unchanged_changed_new_and_vanished():
 
 def test_the_walk_records_each_files_device_and_inode(tmp_path):
     (tmp_path / "a.mp3").write_bytes(b"x")
-    (found,) = scan.walk([str(tmp_path)], max_entries=10).files
+    (found,) = walk.walk([str(tmp_path)], max_entries=10).files
     st = os.stat(tmp_path / "a.mp3")
     assert (found.dev, found.ino, found.size, found.mtime_ns) == (st.st_dev, st.st_ino, 1, st.st_mtime_ns)
 
 
 def test_chunks_and_split_dirs_keep_order_and_cover_everything():
     items = list(range(1001))
-    parts = scan.chunks(items, 250)
+    parts = walk.chunks(items, 250)
     assert [len(p) for p in parts] == [250, 250, 250, 250, 1]
     assert sum(parts, []) == items
     dirs = [f"d{i:02}" for i in range(10)]
-    groups = scan.split_dirs(dirs, 4)
+    groups = walk.split_dirs(dirs, 4)
     assert [len(g) for g in groups] == [3, 3, 2, 2]
     assert sum(groups, []) == dirs
-    assert scan.split_dirs(["only"], 4) == [["only"]]
-    assert scan.split_dirs([], 4) == []
+    assert walk.split_dirs(["only"], 4) == [["only"]]
+    assert walk.split_dirs([], 4) == []

@@ -1,4 +1,4 @@
-"""The insert stage: write an insert batch's records into the library in one transaction; when
+"""The insert units: write an insert batch's records into the library in one transaction; when
 the database refuses the batch because of its records, insert them one by one."""
 
 from __future__ import annotations
@@ -9,12 +9,11 @@ from contextlib import contextmanager
 
 from celery.utils.log import get_task_logger
 
-from backend_worker import db, ledger, library
-from backend_worker.errors import short_error
+from backend_worker import db, ledger, library, record_buffer, sessions
+from backend_worker.failures import ONE_RECORD_ERRORS, may_come_from_one_record, short_error
 from backend_worker.pipeline import SendTask
-from backend_worker.policy import ONE_RECORD_ERRORS, may_come_from_one_record
 from backend_worker.stages import insert
-from backend_worker.steps.handoff import advance, skipped
+from backend_worker.units.handoff import advance, skipped
 
 log = get_task_logger(__name__)
 
@@ -37,9 +36,9 @@ def collector_paused() -> Iterator[None]:
 def insert_batch(send: SendTask, session_id: str, batch_id: str) -> dict:
     try:
         with collector_paused(), db.transaction() as conn:
-            if ledger.unit_done(conn, session_id, batch_id) or not ledger.is_running(conn, session_id):
+            if ledger.unit_done(conn, session_id, batch_id) or not sessions.is_running(conn, session_id):
                 return skipped(session_id, "already inserted")
-            rows = ledger.take_batch(conn, session_id, batch_id)
+            rows = record_buffer.take_batch(conn, session_id, batch_id)
             if ledger.unit_done(conn, session_id, batch_id):  # a twin finished while we waited for the lock
                 return skipped(session_id, "already inserted")
             tally: dict[str, int] = {}
@@ -62,7 +61,7 @@ def insert_one_by_one(session_id: str, batch_id: str) -> int:
     with db.transaction() as conn:
         if ledger.unit_done(conn, session_id, batch_id):
             return 0
-        for record in ledger.take_batch(conn, session_id, batch_id):
+        for record in record_buffer.take_batch(conn, session_id, batch_id):
             try:
                 with conn.transaction():
                     written += insert.upsert_records(conn, [record], session_id, tally)

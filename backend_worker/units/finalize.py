@@ -1,14 +1,14 @@
-"""The final step of a session: once nothing is pending, mark missing what vanished, purge what was
-missing for longer than the retention, plan the covers (backend_worker.steps.covers), and close
+"""The finalize unit of a session: once nothing is pending, mark missing what vanished, purge what was
+missing for longer than the retention, plan the covers (backend_worker.units.cover), and close
 the session when they are saved."""
 
 from __future__ import annotations
 
-from backend_worker import db, ledger, library, pipeline, session_work
+from backend_worker import db, ledger, library, pipeline, session_work, sessions
 from backend_worker.config import settings
 from backend_worker.pipeline import COVER, SendTask
-from backend_worker.stages import scan
-from backend_worker.steps.handoff import send_unsent, skipped
+from backend_worker.stages import walk
+from backend_worker.units.handoff import send_unsent, skipped
 
 COVER_CHUNK_ALBUMS = 200
 
@@ -17,7 +17,7 @@ def finalize_session(send: SendTask, session_id: str) -> dict:
     """Mark missing what vanished, purge the expired, plan the covers, and close the session once
     they are saved."""
     with db.transaction() as conn:
-        state = ledger.lock_session(conn, session_id)
+        state = sessions.lock_session(conn, session_id)
         if state is None or state[0] != "running":
             return skipped(session_id, "session ended")
         status, phase, roots = state
@@ -28,7 +28,7 @@ def finalize_session(send: SendTask, session_id: str) -> dict:
                 return skipped(session_id, "work still pending")
             missing = library.mark_missing(conn, session_id, roots)
             purged = len(library.purge_missing(conn, settings().missing_retention))
-            chunks = scan.chunks(library.session_album_ids(conn, session_id), COVER_CHUNK_ALBUMS)
+            chunks = walk.chunks(library.session_album_ids(conn, session_id), COVER_CHUNK_ALBUMS)
             covers = [pipeline.cover_chunk(session_id, i) for i in range(len(chunks))]
             ledger.register_units(conn, session_id, [pipeline.finalize(), *covers])
             ledger.finish_unit(
@@ -37,7 +37,7 @@ def finalize_session(send: SendTask, session_id: str) -> dict:
             session_work.plan_covers(
                 conn, session_id, {u.id: chunk for u, chunk in zip(covers, chunks, strict=True)}
             )
-            ledger.set_phase(conn, session_id, "finishing")
+            sessions.set_phase(conn, session_id, "finishing")
     cover_tasks = send_unsent(send, session_id, COVER.name)
     closed = close_if_done(session_id)
     return {
@@ -54,4 +54,4 @@ def close_if_done(session_id: str) -> bool:
     with db.transaction() as conn:
         if ledger.pending(conn, session_id).covers:
             return False
-        return ledger.close_session(conn, session_id, "completed")
+        return sessions.close_session(conn, session_id, "completed")

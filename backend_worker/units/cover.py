@@ -1,6 +1,6 @@
-"""The cover stage: find each album's cover (an image in its folder, else a picture embedded in
-one of its tracks), save it in the covers folder and on the album. Covers are a nicety: a cover
-unit that fails is given up, and the session still closes."""
+"""The cover units (queue deferred): find each album's cover (an image in its folder, else a
+picture embedded in one of its tracks), save it in the covers folder and on the album. Covers are
+a nicety: a cover unit that fails is given up, and the session still closes."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from celery.utils.log import get_task_logger
 
 from backend_worker import db, ledger, library, session_work
 from backend_worker.config import settings
+from backend_worker.cpu import parsing_turn
 from backend_worker.stages import covers
-from backend_worker.steps.extract import parsing_turn
-from backend_worker.steps.finalize import close_if_done
-from backend_worker.steps.handoff import skipped
+from backend_worker.units.finalize import close_if_done
+from backend_worker.units.handoff import skipped
 
 log = get_task_logger(__name__)
 

@@ -1,16 +1,16 @@
-"""The walk stage: list folders, compare with what the library holds, hand the changed files to
+"""The walk units (queue scan): list folders, compare with what the library holds, hand the changed files to
 extract units and the folders left over to more walks."""
 
 from __future__ import annotations
 
 import os
 
-from backend_worker import db, ledger, library, pipeline, session_work
+from backend_worker import db, ledger, library, pipeline, session_work, sessions
 from backend_worker.config import settings
 from backend_worker.pipeline import SendTask
-from backend_worker.scans import is_within
-from backend_worker.stages import moves, scan
-from backend_worker.steps.handoff import advance, send_units, skipped
+from backend_worker.sessions import is_within
+from backend_worker.stages import moves, walk
+from backend_worker.units.handoff import advance, send_units, skipped
 
 # Extra walk tasks a walk hands its remaining folders to once it has seen enough entries.
 WALK_FANOUT = 4
@@ -19,27 +19,27 @@ WALK_FANOUT = 4
 def walk_unit(send: SendTask, session_id: str, unit_id: str, dirs: list[str], root: bool = False) -> dict:
     conf = settings()
     with db.transaction() as conn:
-        if not ledger.is_running(conn, session_id) or ledger.unit_done(conn, session_id, unit_id):
+        if not sessions.is_running(conn, session_id) or ledger.unit_done(conn, session_id, unit_id):
             return skipped(session_id, "session ended or unit done")
         problem = root_problem(conn, dirs[0]) if root else None
         if problem:
-            ledger.fail_session(conn, session_id, problem)
+            sessions.fail_session(conn, session_id, problem)
             return {"session": session_id, "failed": problem}
-    found = scan.walk(dirs, conf.walk_unit_entries)
+    found = walk.walk(dirs, conf.walk_unit_entries)
     with db.transaction() as conn:
         known = library.known_files(conn, found.listed_dirs)
-    plan = scan.compare(found.files, known)
+    plan = walk.compare(found.files, known)
     # Files at new paths that are a track's file moved within its file system (same inode, size
     # and time; the track's file gone from its path): they take the track's id, and nothing is read.
     moved = []
-    if plan.fresh and not ledger.over_empty_library(db.thread_connection(), session_id):
+    if plan.fresh and not sessions.over_empty_library(db.thread_connection(), session_id):
         with db.transaction() as conn:
             candidates = library.tracks_by_inode(conn, session_id, [f.ino for f in plan.fresh])
         if candidates:
             moved = moves.match(_evidence(plan.fresh), moves.by_inode(plan.fresh, candidates))
     # Unchanged files whose track lacks an audio key (rows of an older release) or was missing.
     audio_keys = moves.audio_keys([f.path for f in plan.restat if known[f.path][2] < 0])
-    walk_groups = scan.split_dirs(found.pending_dirs, WALK_FANOUT)
+    walk_groups = walk.split_dirs(found.pending_dirs, WALK_FANOUT)
     problems = [{"path": path, "dir": folder, "error": reason} for path, folder, reason in found.problems]
     problems += [{"path": d, "dir": os.path.dirname(d), "error": reason} for d, reason in found.failed_dirs]
     with db.transaction() as conn:
@@ -49,11 +49,11 @@ def walk_unit(send: SendTask, session_id: str, unit_id: str, dirs: list[str], ro
         new_files = [f.path for f in plan.fresh if f.path not in moved_paths]
         children = [
             pipeline.extract_chunk(session_id, unit_id, i, paths)
-            for i, paths in enumerate(scan.chunks([f.path for f in plan.changed], conf.extract_chunk_files))
+            for i, paths in enumerate(walk.chunks([f.path for f in plan.changed], conf.extract_chunk_files))
         ]
         children += [
             pipeline.extract_new_chunk(session_id, unit_id, i, paths)
-            for i, paths in enumerate(scan.chunks(new_files, conf.extract_chunk_files))
+            for i, paths in enumerate(walk.chunks(new_files, conf.extract_chunk_files))
         ]
         children += [pipeline.sub_walk(session_id, unit_id, i, group) for i, group in enumerate(walk_groups)]
         to_send = ledger.register_units(conn, session_id, children)
@@ -90,7 +90,7 @@ def walk_unit(send: SendTask, session_id: str, unit_id: str, dirs: list[str], ro
     }
 
 
-def _evidence(files: list[scan.FileStat]) -> list[tuple[str, int, int, int, int]]:
+def _evidence(files: list[walk.FileStat]) -> list[tuple[str, int, int, int, int]]:
     return [(f.path, f.dev, f.ino, f.size, f.mtime_ns) for f in files]
 
 

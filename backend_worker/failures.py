@@ -1,6 +1,7 @@
-"""The failure policy: which errors are an outage to wait out (the task is retried with backoff,
-see tasks.PipelineTask), and which may come from one record of an insert batch (the batch is then
-inserted record by record, see steps.insert). Anything else is permanent: recorded, not retried."""
+"""Failures: which errors are an outage to wait out (the task is retried with backoff, see
+tasks.PipelineTask), which may come from one record of an insert batch (the batch is then inserted
+record by record, see units.insert), anything else permanent (recorded, not retried); and how an
+error is written down, for a stored record or for an operator's log line."""
 
 from __future__ import annotations
 
@@ -38,3 +39,16 @@ def may_come_from_one_record(exc: BaseException) -> bool:
     if isinstance(exc, psycopg.errors.ProgramLimitExceeded):
         return True
     return isinstance(exc, ONE_RECORD_ERRORS) and not isinstance(exc, TRANSIENT_ERRORS)
+
+
+def short_error(exc: BaseException) -> str:
+    """The error's type and first line: what a file error record or a failed session keeps."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+def one_line(exc: BaseException) -> str:
+    """The error's lines joined into one ("Connection refused" and the hint that follows it):
+    what an operator reads in a log line or on the command line."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text[:500] or type(exc).__name__
