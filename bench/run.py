@@ -212,11 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         results["identity"] = _identity(scanner, root, postgres.url, results["rescan"])
 
         print("small-change rescan ...", flush=True)
-        changes = library.small_change(root, additions)
-        change = scanner.scan(root)
-        change["changes"] = changes
-        print(f"  {change['seconds']:.2f} s {change['session']['counts']} ({changes})", flush=True)
-        results["small_change"] = change
+        results["small_change"] = _small_change(scanner, root, additions)
 
         print("insert stage vs COPY ...", flush=True)
         with psycopg.connect(postgres.url, autocommit=True) as conn:
@@ -332,6 +328,15 @@ def _at_scale(root: Path, scanner, empty_library, database_url: str, rescans: in
     out["ingest"] = ingest
     out["rescan"] = _rescans(scanner, root, database_url, rescans)
     return out
+
+
+def _small_change(scanner, root: Path, additions: Path) -> dict:
+    """Some files rewritten, deleted and added (bench.library.small_change), then one rescan."""
+    changes = library.small_change(root, additions)
+    change = scanner.scan(root)
+    change["changes"] = changes
+    print(f"  {change['seconds']:.2f} s {change['session']['counts']} ({changes})", flush=True)
+    return change
 
 
 def _rescans(scanner, root: Path, database_url: str, count: int) -> dict:

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from bench import baselines, library, report, stack
-from bench.run import _rescans, ensure_bench_deps, machine
+from bench.run import _rescans, _small_change, ensure_bench_deps, machine
 
 # The layout issue 32 compares with: one plain worker per queue, prefork, concurrency 2, Celery's
 # default prefetch multiplier.
@@ -120,11 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         print("unchanged rescans ...", flush=True)
         r["rescan"] = _rescans(scanner, root, services.postgres.url, args.rescans)
         print("1% of the files changed, 1% deleted, 1% added: one rescan ...", flush=True)
-        changes = library.small_change(root, additions)
-        change = scanner.scan(root)
-        change["changes"] = changes
-        print(f"  {change['seconds']:.1f} s {change['session']['counts']}", flush=True)
-        r["small_change"] = change
+        r["small_change"] = _small_change(scanner, root, additions)
         r["sizes_after_rescans"] = _sizes(services)
 
         print("soniquebay watch on the library ...", flush=True)

@@ -9,7 +9,8 @@ on. Not part of the deployment (pyproject's package list is backend_worker only)
     multihost       the multi-host layout of inventory/example and inventories for a test network
     services        a private Redis, PostgreSQL and Celery workers on free ports (tests/integration)
     stack           checks of a deployed stack from outside: HTTP, psql and `soniquebay` over SSH
-    audio_fixtures  real encoded audio files, whole libraries, bad files
+    audio_fixtures  real encoded audio: seeds (cached), tagging, whole libraries, bad files (a
+                    module each)
     role_filters    the roles' filters as plain Python
     deploy/         the deployed test host: its default worker layout, how the tests look at it
                     (checks), what they do to it (ops) and the random faults of `make chaos` (chaos)

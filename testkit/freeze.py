@@ -133,6 +133,19 @@ def freeze(pid: int, prefix: str, timeout: float) -> tuple[int, str] | None:
     return caught
 
 
+def traced(pid: int) -> bool:
+    """Every thread of `pid` has a tracer: a freezer started on it has seized them all, so work
+    may reach them now (what a caller waits for instead of a fixed delay)."""
+    tracers = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as status:
+                tracers += [line.split()[1] for line in status if line.startswith("TracerPid:")]
+        except FileNotFoundError:
+            pass  # a thread that just ended
+    return bool(tracers) and all(tracer != "0" for tracer in tracers)
+
+
 def main(argv: list[str]) -> int:
     pid, prefix = int(argv[1]), argv[2]
     timeout = float(argv[3]) if len(argv) > 3 else 60.0

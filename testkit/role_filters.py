@@ -1,4 +1,4 @@
-"""The roles' filters (roles/soniquebay_plugins/filter_plugins/soniquebay.py) imported as plain
+"""The roles' filters (roles/soniquebay/filter_plugins/soniquebay.py) imported as plain
 Python, for the tests that check them without Ansible."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from types import ModuleType
 
 from testkit.machine import REPO
 
-FILTERS = REPO / "roles/soniquebay_plugins/filter_plugins/soniquebay.py"
+FILTERS = REPO / "roles/soniquebay/filter_plugins/soniquebay.py"
 
 
 def load() -> ModuleType:

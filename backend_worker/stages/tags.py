@@ -461,28 +461,40 @@ class MP4Family(TagFamily):
             yield FRONT_COVER, bytes(cover), mime
 
 
-class VorbisFamily(TagFamily):
-    """Vorbis comments (Ogg, FLAC): a list of (name, value) pairs, names case-insensitive."""
+class PairsFamily(TagFamily):
+    """Tags stored as a list of (name, value) pairs, a name as often as it has values: indexed once
+    by name (``name_key``), each value as ``value_of`` reads it."""
 
-    column = "vorbis_ape"
     __slots__ = ("_values",)
+    name_key: ClassVar[Callable[[str], str]]
+    value_of: ClassVar[Callable[[object], object]]
 
     def __init__(self, tags):
         self.tags = tags
         values: dict[str, list] = {}
-        for key, value in tags:
-            values.setdefault(key.lower(), []).append(value)
+        name_key, value_of = self.name_key, self.value_of
+        for name, value in tags:
+            values.setdefault(name_key(name), []).append(value_of(value))
         self._values = values
-
-    @staticmethod
-    def spell(key: str) -> str:
-        return key.lower()
 
     def get(self, key: str) -> list | None:
         return self._values.get(key)
 
     def present(self) -> Collection[str]:
         return self._values.keys()
+
+
+class VorbisFamily(PairsFamily):
+    """Vorbis comments (Ogg, FLAC): (name, value) pairs, names case-insensitive."""
+
+    column = "vorbis_ape"
+    __slots__ = ()
+    name_key = staticmethod(str.lower)
+    value_of = staticmethod(lambda value: value)
+
+    @staticmethod
+    def spell(key: str) -> str:
+        return key.lower()
 
     def has_picture(self) -> bool:
         return "metadata_block_picture" in self._values or "coverart" in self._values
@@ -546,24 +558,13 @@ class APEFamily(TagFamily):
 _ASF_PICTURE = "WM/Picture"
 
 
-class ASFFamily(TagFamily):
+class ASFFamily(PairsFamily):
     """ASF (Windows Media) attributes: (name, attribute) pairs, names exact."""
 
     column = "asf"
-    __slots__ = ("_values",)
-
-    def __init__(self, tags):
-        self.tags = tags
-        values: dict[str, list] = {}
-        for key, attribute in tags:
-            values.setdefault(key, []).append(getattr(attribute, "value", attribute))
-        self._values = values
-
-    def get(self, key: str) -> list | None:
-        return self._values.get(key)
-
-    def present(self) -> Collection[str]:
-        return self._values.keys()
+    __slots__ = ()
+    name_key = staticmethod(lambda name: name)
+    value_of = staticmethod(lambda attribute: getattr(attribute, "value", attribute))
 
     def has_picture(self) -> bool:
         return _ASF_PICTURE in self._values

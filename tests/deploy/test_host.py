@@ -312,7 +312,7 @@ def test_a_second_converge_changes_nothing_and_shows_no_password_in_ps(deployed)
 
 
 # The roles the redis role names (meta dependencies, include_role), and nothing else.
-REDIS_ROLE_CLOSURE = ("redis", "soniquebay_plugins", "host_firewall", "pki")
+REDIS_ROLE_CLOSURE = ("redis", "soniquebay", "host_firewall", "pki")
 
 
 def test_a_role_copied_alone_applies_from_a_playbook_outside_the_repository(deployed, tmp_path):

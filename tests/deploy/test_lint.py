@@ -1,7 +1,7 @@
 """Static checks of the Ansible deployment: linters, syntax, the rendered systemd units.
 
 No test host needed: these run on the controller in well under a minute each. Bad inventory values
-are tested in tests/unit/test_playbook_validation.py, where no task can reach this machine.
+are tested in tests/deploy/test_playbook_validation.py, where no task can reach this machine.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from testkit import role_filters
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 ROLES = sorted(p for p in (REPO / "roles").iterdir() if p.is_dir())
-# The role that only carries the filters and the lookup the others use (no inputs, no tasks).
-PLUGINS_ROLE = REPO / "roles/soniquebay_plugins"
+# What the other roles share: the filters, the credential lookup, the settings they must agree on.
+SHARED_ROLE = REPO / "roles/soniquebay"
 EXPOSURE_LIMIT = 2.0
 
 
@@ -198,9 +198,6 @@ def test_every_role_input_is_in_its_defaults_and_its_argument_specs():
     import yaml
 
     for role in ROLES:
-        if role == PLUGINS_ROLE:
-            assert not (role / "defaults").exists() and not (role / "tasks").exists()
-            continue
         defaults = yaml.safe_load((role / "defaults/main.yml").read_text()) or {}
         specs = yaml.safe_load((role / "meta/argument_specs.yml").read_text())["argument_specs"]["main"]
         assert set(defaults) == set(specs["options"]), role.name
@@ -208,7 +205,7 @@ def test_every_role_input_is_in_its_defaults_and_its_argument_specs():
 
 
 def test_defaults_and_vars_hold_no_jinja_loops():
-    # Loops belong in the filters (roles/soniquebay_plugins, plain Python, tests/unit/test_filter_plugins.py).
+    # Loops belong in the filters (roles/soniquebay, plain Python, tests/unit/test_filter_plugins.py).
     for role in ROLES:
         for folder in ("defaults", "vars"):
             assert "{%" not in role_yaml(role, folder), f"{role.name}/{folder}"
@@ -241,3 +238,34 @@ def test_passwords_come_from_the_one_credential_lookup():
         *("flower-admin", "flower-viewer", "postgresql", "postgresql-owner"),
         *("redis", "redis-admin", "redis-exporter", "redis-flower"),
     ]
+
+
+# Settings that must agree, each derived from one variable of the shared role.
+DERIVED = {
+    "flower": ("flower_port", "flower_url_prefix"),
+    "nginx": ("nginx_flower_location", "nginx_flower_upstream"),
+    "prometheus": ("prometheus_flower_target", "prometheus_flower_metrics_path"),
+}
+
+
+def test_settings_that_must_agree_derive_from_the_one_shared_setting():
+    import yaml
+
+    shared = yaml.safe_load((SHARED_ROLE / "defaults/main.yml").read_text())
+    assert set(shared) >= {"soniquebay_flower_prefix", "soniquebay_flower_port"}
+    for role, names in DERIVED.items():
+        defaults = yaml.safe_load((REPO / "roles" / role / "defaults/main.yml").read_text())
+        for name in names:
+            assert "{{ soniquebay_flower_" in str(defaults[name]), f"{role}: {name} = {defaults[name]}"
+    # Nowhere else written out (comments and the roles' descriptions aside): the port and the path
+    # live in the shared role's defaults only.
+    files = [
+        *(REPO / "roles").rglob("*.yml"),
+        *(REPO / "roles").rglob("*.j2"),
+        *(REPO / "playbooks").glob("*.yml"),
+    ]
+    for path in files:
+        if SHARED_ROLE in path.parents or path.parent.name == "meta":
+            continue
+        code = [line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")]
+        assert not [line for line in code if "5555" in line or "/flower/" in line], path

@@ -133,8 +133,7 @@ def test_a_worker_shut_down_from_flower_is_brought_back_by_systemd(deployed):
     restarts = int(deployed.ssh(f"systemctl show -P NRestarts {unit}").stdout)
     # The read-only account cannot: 403 from nginx, and the worker goes on.
     viewer = flower_api(deployed, f"api/worker/shutdown/{worker}", method="POST", auth=viewer_auth(deployed))
-    assert viewer[0] == 403, viewer
-    time.sleep(3)
+    assert viewer[0] == 403 and "nginx" in str(viewer[1]), viewer  # nginx refused it: Flower never saw it
     assert deployed.unit_main_pid(unit) == pid and worker in flower_workers(deployed)
     status, body = flower_api(deployed, f"api/worker/shutdown/{worker}", method="POST")
     assert status == 200, body
@@ -160,8 +159,7 @@ def test_a_pool_restart_from_flower_replaces_pool_processes_and_keeps_the_worker
     viewer = flower_api(
         deployed, f"api/worker/pool/restart/{worker}", method="POST", auth=viewer_auth(deployed)
     )
-    assert viewer[0] == 403, viewer
-    time.sleep(3)
+    assert viewer[0] == 403 and "nginx" in str(viewer[1]), viewer  # nginx refused it: Flower never saw it
     assert pool_children(deployed, unit) == before
     status, body = flower_api(deployed, f"api/worker/pool/restart/{worker}", method="POST")
     assert status == 200 and "Restarting" in body["message"], body
@@ -223,8 +221,7 @@ def test_a_stuck_extract_thread_is_shown_in_flower_and_a_queued_chunk_revoked_be
             deployed, f"api/task/revoke/{task_id}?terminate=true&signal=SIGKILL", method="POST",
             auth=viewer_auth(deployed),
         )  # fmt: skip
-        assert viewer[0] == 403, viewer
-        time.sleep(3)
+        assert viewer[0] == 403 and "nginx" in str(viewer[1]), viewer  # nginx refused it: Flower never saw it
         assert flower_api(deployed, f"api/task/info/{task_id}")[1]["state"] == "STARTED"
         # The revoked chunk was discarded when the worker took it: already its files' error records.
         wait_for(

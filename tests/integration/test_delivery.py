@@ -61,6 +61,23 @@ def unit_row(conn, session_id: str, unit_id: str) -> tuple:
     ).fetchone()
 
 
+def as_if_waited(conn, session_id: str, seconds: float) -> None:
+    """What waiting `seconds` does to the clocks the reconciler reads (the session's start and
+    last nudge, its units' creation, sending, completion and suspicion), without waiting: they
+    are moved back, so the next pass sees the window passed, whatever this machine's load."""
+    back = "make_interval(secs => %(s)s)"
+    conn.execute(
+        f"UPDATE scan_units SET created_at = created_at - {back}, sent_at = sent_at - {back}, "
+        f"done_at = done_at - {back}, suspect_since = suspect_since - {back} WHERE session_id = %(id)s",
+        {"s": seconds, "id": session_id},
+    )
+    conn.execute(
+        f"UPDATE scan_sessions SET started_at = started_at - {back}, nudged_at = nudged_at - {back} "
+        "WHERE id = %(id)s",
+        {"s": seconds, "id": session_id},
+    )
+
+
 def test_register_units_records_the_message_and_keeps_the_first_task_id(db_conn):
     session = sessions.create_session(db_conn, ["/m"])
     first = register(db_conn, session, "walk:0/x0")
@@ -100,7 +117,7 @@ def test_a_unit_nobody_holds_is_suspected_then_resent_and_a_held_one_is_left_alo
     assert unit_row(db_conn, session, "walk:0/x0") == (lost.task_id, 0, True)
     assert unit_row(db_conn, session, "walk:0/x1") == (held.task_id, 0, False)
 
-    time.sleep(1.2)  # still found nowhere after `confirm`: sent again under a new task id
+    as_if_waited(db_conn, session, FAST["confirm"] + 0.2)  # still found nowhere after `confirm`: sent again
     db_conn.execute("UPDATE worker_heartbeats SET seen_at = now() WHERE instance = 'live-1'")
     report = reconcile(db_conn, send)
     [(task, kwargs, task_id)] = send.sent
@@ -123,7 +140,7 @@ def test_the_units_of_a_worker_that_stopped_beating_are_resent_naming_it(db_conn
         ([unit.task_id],),
     )
     reconcile(db_conn, send)
-    time.sleep(1.2)
+    as_if_waited(db_conn, session, FAST["confirm"] + 0.2)
     report = reconcile(db_conn, send)
     assert len(send.sent) == 1
     assert "its worker insert-7@test (pid 4242) stopped: no heartbeat for" in report.resent[0].reason
@@ -146,7 +163,7 @@ def test_a_unit_found_again_is_no_longer_suspect_and_a_unit_lost_too_often_is_le
     db_conn.execute("DELETE FROM worker_heartbeats WHERE instance = 'live-2'")
     db_conn.execute("UPDATE scan_units SET resent = %s WHERE unit_id = 'walk:0/x0'", (delivery.MAX_RESENDS,))
     reconcile(db_conn, send)
-    time.sleep(1.2)
+    as_if_waited(db_conn, session, FAST["confirm"] + 0.2)
     reconcile(db_conn, send)
     assert send.sent == [], "re-sent no more than MAX_RESENDS times"
 
@@ -181,7 +198,8 @@ def test_a_session_with_nothing_pending_that_did_not_close_is_sent_its_next_step
     db_conn.execute("UPDATE scan_sessions SET phase = 'finishing' WHERE id = %s", (closing,))
     with db_conn.transaction():
         record_buffer.buffer_records(db_conn, waiting, "walk:0/x0/c", [{"path": "/m/a.mp3"}])
-    time.sleep(1.1)
+    for session in (waiting, closing):
+        as_if_waited(db_conn, session, FAST["nudge"] + 0.1)
     report = reconcile(db_conn, send)
     assert sorted(report.nudged) == sorted([(waiting, "batch.flush"), (closing, "deferred.finalize")])
     assert sorted((kwargs["session_id"], task) for task, kwargs, _ in send.sent) == sorted(report.nudged)

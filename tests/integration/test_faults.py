@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
-from testkit import audio_fixtures, services
+from testkit import audio_fixtures, freeze, services
+from testkit.deploy.ops import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -115,7 +116,7 @@ def test_a_stuck_task_is_failed_at_its_time_limit_recorded_and_the_queue_goes_on
             ["python3", str(services.REPO / "testkit" / "freeze.py"), str(worker), str(library), "60"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        time.sleep(1)  # the freezer has seized the worker's threads
+        wait_for(lambda: freeze.traced(worker), timeout=30, interval=0.05, what="the freezer on the worker")
         scan = subprocess.Popen(
             [str(services.VENV_BIN / "soniquebay"), "scan", str(library), "--wait", "--json"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -203,8 +204,9 @@ def test_a_chunk_revoked_while_it_waits_for_a_thread_is_dropped_and_recorded(pip
             assert time.monotonic() < deadline, "the extract worker took no chunk it could not start"
             time.sleep(0.5)
         victim = waiting[0]
-        app.control.revoke(victim["id"])
-        time.sleep(2)  # the worker has the broadcast
+        # reply=True: returns once the workers have the broadcast (the extract worker among them).
+        replies = app.control.revoke(victim["id"], reply=True, timeout=10)
+        assert any(name.startswith("extract") for reply in replies for name in reply), replies
     finally:
         holder.close()
     assert pipeline.wait_closed(session_id, timeout=180) == "completed"

@@ -153,12 +153,41 @@ def dangling(conn):
     return conn.execute(services.DANGLING_REFERENCES_SQL).fetchone()
 
 
+def waits_for_the_commit(url: str, holder_tx, waiter, work, what: str) -> None:
+    """`work`, run on the connection `waiter` in a thread, waits on a lock (PostgreSQL says so)
+    while `holder_tx` is open, and goes through once it commits."""
+    import threading
+    import time
+
+    import psycopg
+
+    done, failed = threading.Event(), []
+
+    def run():
+        try:
+            work()
+        except BaseException as exc:  # reported below, in the test's thread
+            failed.append(exc)
+        done.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    waiting = "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s"
+    with psycopg.connect(url, autocommit=True) as watcher:
+        deadline = time.monotonic() + 10
+        while not watcher.execute(waiting, (waiter.info.backend_pid,)).fetchone()[0]:
+            assert not done.is_set(), f"{what} went ahead"
+            assert time.monotonic() < deadline, f"{what} never waited for the lock"
+            time.sleep(0.02)
+    holder_tx.__exit__(None, None, None)  # commit
+    assert done.wait(10) and not failed, failed
+    thread.join()
+
+
 def test_a_clean_up_waits_for_a_batch_in_flight_and_a_batch_for_a_clean_up(db_conn):
     """A batch that found its album (no track points at it yet) and a clean-up that would delete
     it as an orphan: the library lock orders them, so no track points at a removed album or artist,
     whichever starts first."""
-    import threading
-
     import psycopg
 
     url = db_conn.info.dsn
@@ -170,19 +199,12 @@ def test_a_clean_up_waits_for_a_batch_in_flight_and_a_batch_for_a_clean_up(db_co
         batch_tx = batch.transaction()
         batch_tx.__enter__()
         insert.upsert_records(batch, [record("/m/c/1.mp3", album="Kept", genres=["Jazz"])], None)
-        done = threading.Event()
 
         def clean_up():
             with cleanup.transaction():
                 insert.remove_orphans(cleanup)
-            done.set()
 
-        thread = threading.Thread(target=clean_up)
-        thread.start()
-        assert not done.wait(1.0), "the clean-up ran while a batch was writing"
-        batch_tx.__exit__(None, None, None)  # commit
-        assert done.wait(10)
-        thread.join()
+        waits_for_the_commit(url, batch_tx, cleanup, clean_up, "the clean-up, while a batch was writing,")
     assert sorted(r[0] for r in db_conn.execute("SELECT title FROM albums")) == ["Gone", "Kept"]
     assert dangling(db_conn) == (0, 0, 0)
 
@@ -192,19 +214,12 @@ def test_a_clean_up_waits_for_a_batch_in_flight_and_a_batch_for_a_clean_up(db_co
         cleanup_tx.__enter__()
         insert.remove_tracks(cleanup, ["/m/b/1.mp3", "/m/c/1.mp3"])
         insert.remove_orphans(cleanup)
-        done = threading.Event()
 
         def write():
             with batch.transaction():
                 insert.upsert_records(batch, [record("/m/d/1.mp3", album="Kept", genres=["Jazz"])], None)
-            done.set()
 
-        thread = threading.Thread(target=write)
-        thread.start()
-        assert not done.wait(1.0), "a batch wrote while the clean-up was removing"
-        cleanup_tx.__exit__(None, None, None)  # commit
-        assert done.wait(10)
-        thread.join()
+        waits_for_the_commit(url, cleanup_tx, batch, write, "a batch, while the clean-up was removing,")
     assert counts(db_conn) == (1, 1, 1, 1, 1)
     assert dangling(db_conn) == (0, 0, 0)
 

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 from celery.app.defaults import NAMESPACES, flatten
 
-from backend_worker import config
 from backend_worker.config import ConfigError, Settings, queue_time_limits, url_without_credentials
-from testkit import services
 
 LONGEST_TIME_LIMIT = max(queue_time_limits().values())
 
@@ -99,30 +92,6 @@ def test_building_the_app_refuses_a_visibility_timeout_not_above_the_longest_tim
     assert str(refused.value) == message
 
 
-@pytest.mark.parametrize(("env", "message"), REFUSED)
-def test_a_worker_and_the_cli_started_with_it_exit_naming_the_values(env, message):
-    unreachable = {  # nothing is reached: the settings are refused first
-        "SONIQUEBAY_BROKER_URL": f"redis://127.0.0.1:{services.free_port()}/0",
-        "SONIQUEBAY_DATABASE_URL": f"postgresql://nobody@127.0.0.1:{services.free_port()}/none",
-    }
-    env = {**os.environ, **unreachable, **env}
-    worker = subprocess.Popen(
-        [str(services.VENV_BIN / "celery"), "-A", "backend_worker", "worker", "-Q", "extract", "-c", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd="/", start_new_session=True,
-    )  # fmt: skip
-    try:
-        output, _ = worker.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        services.stop_process_groups([worker])
-        pytest.fail("the worker started with these settings and was still running after 60 s")
-    assert worker.returncode != 0
-    assert message in output, output
-    cli = subprocess.run(
-        [str(services.VENV_BIN / "soniquebay"), "status"], capture_output=True, text=True, timeout=60, env=env
-    )
-    assert (cli.returncode, cli.stderr) == (2, f"soniquebay: configuration error: {message}\n")
-
-
 def test_time_limits_are_configurable_per_queue(monkeypatch):
     monkeypatch.setenv("SONIQUEBAY_TIME_LIMIT_EXTRACT", "120")
     assert queue_time_limits()["extract"] == 120
@@ -150,33 +119,3 @@ def test_the_broker_login_comes_from_the_user_and_password_settings(monkeypatch)
     # A login in the URL gives way to the user's: Flower's env file overrides the workers' login.
     monkeypatch.setenv("SONIQUEBAY_BROKER_URL", "redis://workers:theirs@10.0.0.10:6379/2")
     assert Settings.from_env().broker_url == "redis://flower:p%40ss%3Aword%2F1@10.0.0.10:6379/2"
-
-
-def test_the_artist_name_settings_ship_the_roles_defaults_through_the_env_file(tmp_path):
-    """The defaults of the code are the role's, and the env file's line (JSON in single quotes)
-    reads back whole through sh, as the units' EnvironmentFile and the command's wrapper read it."""
-    import jinja2
-    import yaml
-
-    defaults = yaml.safe_load(services.WORKER_DEFAULTS.read_text())
-    assert tuple(defaults["backend_worker_artist_separators"]) == config.DEFAULT_ARTIST_SEPARATORS
-    assert tuple(defaults["backend_worker_artist_names_kept"]) == config.DEFAULT_ARTIST_NAMES_KEPT
-    template = (services.REPO / "roles/backend_worker/templates/soniquebay.env.j2").read_text()
-    lines = [line for line in template.splitlines() if line.startswith("SONIQUEBAY_ARTIST_")]
-    environment = jinja2.Environment(undefined=jinja2.StrictUndefined)
-    environment.filters["to_json"] = json.dumps
-    separators = [*defaults["backend_worker_artist_separators"], " & "]
-    rendered = environment.from_string("\n".join(lines)).render(
-        backend_worker_artist_separators=separators,
-        backend_worker_artist_names_kept=["AC/DC", "Simon & Garfunkel"],
-    )
-    env_file = tmp_path / "soniquebay.env"
-    env_file.write_text(rendered + "\n")
-    read = subprocess.run(
-        ["sh", "-c", f'set -a; . {env_file}; set +a; exec {sys.executable} -c "{READ_BACK}"'],
-        capture_output=True, text=True, check=True, env={"PATH": os.environ["PATH"]},
-    ).stdout  # fmt: skip
-    assert json.loads(read) == [separators, ["AC/DC", "Simon & Garfunkel"]]
-
-
-READ_BACK = "import json; from backend_worker.config import artist_name_settings as s; print(json.dumps(s()))"

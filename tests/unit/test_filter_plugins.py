@@ -1,4 +1,4 @@
-"""The roles' filters (roles/soniquebay_plugins/filter_plugins/soniquebay.py) as plain Python: the
+"""The roles' filters (roles/soniquebay/filter_plugins/soniquebay.py) as plain Python: the
 worker layout of a host, the private addresses of the other worker hosts, the app revision a unit
 records. The unit check they build runs in tests/deploy/test_lint.py (it starts systemd-analyze)."""
 

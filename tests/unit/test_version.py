@@ -4,10 +4,8 @@ the installed distribution, the changelog's newest release, `soniquebay --versio
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import platform
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,7 +14,6 @@ from click.testing import CliRunner
 
 import backend_worker
 from backend_worker import cli, exporter
-from testkit import services
 
 REPO = Path(__file__).resolve().parents[2]
 CHANGELOG = REPO / "CHANGELOG.md"
@@ -58,23 +55,6 @@ def test_the_changelog_s_newest_release_is_this_version_and_says_how_to_upgrade(
 def test_soniquebay_version_prints_the_version():
     result = CliRunner().invoke(cli.main, ["--version"])
     assert (result.exit_code, result.output) == (0, f"soniquebay, version {backend_worker.__version__}\n")
-
-
-def test_the_installed_command_prints_it_with_no_settings_and_no_service():
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SONIQUEBAY_")}
-    env["SONIQUEBAY_DATABASE_URL"] = "not a url"  # --version reads no setting
-    proc = subprocess.run(
-        [str(services.VENV_BIN / "soniquebay"), "--version"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
-    assert (proc.returncode, proc.stdout, proc.stderr) == (
-        0,
-        f"soniquebay, version {backend_worker.__version__}\n",
-        "",
-    )
 
 
 def test_build_info_is_published_when_the_scrape_fails(monkeypatch):
