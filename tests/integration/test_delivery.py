@@ -13,8 +13,9 @@ import psycopg
 import pytest
 import redis
 
-from backend_worker import delivery, exporter, ledger, pipeline, record_buffer, sessions
+from backend_worker import delivery, exporter, ledger, record_buffer, sessions
 from backend_worker.config import settings
+from backend_worker.pipeline import Unit
 from testkit import audio_fixtures, services
 
 pytestmark = pytest.mark.integration
@@ -45,10 +46,10 @@ def broker() -> redis.Redis:
     return redis.Redis.from_url(settings().broker_url)
 
 
-def register(conn, session_id: str, unit_id: str) -> pipeline.Unit:
+def register(conn, session_id: str, unit_id: str) -> Unit:
     kwargs = {"session_id": session_id, "unit_id": unit_id, "paths": ["/nowhere/a.mp3"]}
     with conn.transaction():
-        unit = pipeline.Unit(unit_id, "extract", "extract.files", kwargs)
+        unit = Unit(unit_id, "extract", "extract.files", kwargs)
         (unit,) = ledger.register_units(conn, session_id, [unit])
     return unit
 

@@ -522,7 +522,7 @@ def test_scan_without_paths_scans_the_library_roots_setting_and_nothing_else(pip
 
 
 def test_status_limit_shows_that_many_of_the_newest_sessions(pipeline, library):
-    from backend_worker import pipeline, sessions
+    from backend_worker import sessions
 
     audio_fixtures.build_library(library, artists=1, albums_per_artist=1, tracks_per_album=2)
     # Two older sessions written by the ledger as a scan would (cheaper than two more scans), then a scan.
@@ -534,11 +534,11 @@ def test_status_limit_shows_that_many_of_the_newest_sessions(pipeline, library):
     assert [s["id"] for s in newest_two] == [ids[2], ids[1]]
     by_default = json.loads(pipeline.cli("status", "--json").stdout)["sessions"]
     assert [s["id"] for s in by_default] == ids[::-1]
-    library_line, *sessions = pipeline.cli("status", "--limit", "1").stdout.splitlines()
+    library_line, *lines = pipeline.cli("status", "--limit", "1").stdout.splitlines()
     # Artists: the one artist (with its MusicBrainz id), a composer, and the artist again credited as
     # a performer (without an id: artists are keyed by name and id).
     assert library_line == "library: 2 tracks, 0 missing, 1 albums, 3 artists, 1 genres, 0 errors"
-    assert len(sessions) == 1 and f" {ids[2]} completed " in sessions[0], sessions
+    assert len(lines) == 1 and f" {ids[2]} completed " in lines[0], lines
 
 
 def test_retry_failed_reads_fixed_files_again(pipeline, library):
