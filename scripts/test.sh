@@ -9,7 +9,8 @@
 #                    real Redis/PostgreSQL/Celery on free ports (tests/integration). Each lane takes
 #                    about half of the time.
 # PYTEST_ARGS go to both lanes; a lane where they select nothing (pytest exit 5) is not a failure.
-# Logs: artifacts/test-logs/<lane>.log (the host lane is also shown as it runs).
+# Logs: artifacts/test-logs/<lane>.log (the host lane is also shown as it runs), each ending with
+# its 15 slowest tests (where the 40-minute budget goes).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -38,14 +39,14 @@ lap "lint (ruff)" "$t"
 t_machines=$(date +%s)
 (
     $PY -m pytest -m "multihost or readme or integration" tests/multihost tests/readme tests/integration \
-        "${extra[@]}" > "$logs/machines.log" 2>&1
+        --durations=15 "${extra[@]}" > "$logs/machines.log" 2>&1
     echo $? > "$logs/machines.rc"
     lap "lane machines (wall clock)" "$t_machines"
 ) &
 machines_pid=$!
 
 t_host=$(date +%s)
-$PY -m pytest -m "not multihost and not readme and not integration" "${extra[@]}" 2>&1 | tee "$logs/host.log"
+$PY -m pytest -m "not multihost and not readme and not integration" --durations=15 "${extra[@]}" 2>&1 | tee "$logs/host.log"
 host=${PIPESTATUS[0]}
 lap "lane host (wall clock)" "$t_host"
 
