@@ -12,6 +12,7 @@ on. Not part of the deployment (pyproject's package list is backend_worker only)
     audio_fixtures  real encoded audio: seeds (cached), tagging, whole libraries, bad files (a
                     module each)
     role_filters    the roles' filters as plain Python
+    mediafile_parity  beets' mediafile read as docs/tags.md says ours differs (parity tests)
     deploy/         the deployed test host: its default worker layout, how the tests look at it
                     (checks), what they do to it (ops) and the random faults of `make chaos` (chaos)
 """

@@ -160,17 +160,10 @@ class Redis:
         self.workdir = workdir
         self.proc: subprocess.Popen | None = None
         self.passwords = {name: f"{name}-test-password" for name in redis_user_rules()}
+        self.url, self.admin_url = self.url_for("workers"), self.url_for("admin")
 
     def url_for(self, user: str) -> str:
         return f"redis://{user}:{self.passwords[user]}@127.0.0.1:{self.port}/0"
-
-    @property
-    def url(self) -> str:
-        return self.url_for("workers")
-
-    @property
-    def admin_url(self) -> str:
-        return self.url_for("admin")
 
     def login_env(self, user: str) -> dict[str, str]:
         """The environment of a service logging in as `user` (as its deployed env file does)."""
@@ -234,21 +227,11 @@ class Postgres:
         self.datadir = workdir / "pgdata"
         self.workdir = workdir
         self.durable = durable
+        self.url = self.url_for("postgres")
+        self.owner_url, self.workers_url = self.url_for(OWNER_ROLE), self.url_for(WORKERS_ROLE)
 
     def url_for(self, role: str, database: str = "soniquebay") -> str:
         return f"postgresql://{role}@127.0.0.1:{self.port}/{database}"
-
-    @property
-    def url(self) -> str:
-        return self.url_for("postgres")
-
-    @property
-    def owner_url(self) -> str:
-        return self.url_for(OWNER_ROLE)
-
-    @property
-    def workers_url(self) -> str:
-        return self.url_for(WORKERS_ROLE)
 
     def create_database(self, name: str) -> None:
         """A database laid out as the postgresql role makes it: owned by the owner, the workers'

@@ -8,9 +8,9 @@ import shutil
 import mediafile
 import pytest
 
-from backend_worker.stages import tags
 from backend_worker.stages.extract import ExtractError, read_record
 from testkit import beets_files
+from testkit.mediafile_parity import split_single_artists
 
 LISTS = ("artists", "albumartists", "mb_artistids", "mb_albumartistids")
 FILES = beets_files.audio_files()
@@ -21,9 +21,7 @@ def mediafile_lists(path) -> dict:
     artists without a multi-valued tag are the single tag split on the separators."""
     mf = mediafile.MediaFile(str(path))
     view = {name: getattr(mf, name) or [] for name in LISTS}
-    for name, single in (("artists", mf.artist), ("albumartists", mf.albumartist)):
-        if not view[name] and single:
-            view[name] = tags.name_splitter().split(single)
+    split_single_artists(mf, view)
     return view
 
 

@@ -12,9 +12,10 @@ import pytest
 from mutagen.apev2 import APEv2
 from mutagen.mp3 import MP3
 
-from backend_worker.stages import fields, tags
+from backend_worker.stages import fields
 from backend_worker.stages.extract import read_record
 from testkit import audio_fixtures as af
+from testkit.mediafile_parity import split_single_artists
 
 # Every format mediafile reads (ADTS .aac is the one it refuses: FileTypeError).
 MEDIAFILE_FORMATS = [fmt for fmt in af.FORMATS if fmt != "aac"]
@@ -48,9 +49,7 @@ def mediafile_view(path: Path, fmt: str, ours: dict) -> dict:
     for name in LIST_FIELDS:
         if name in view and view[name] is None:
             view[name] = []
-    for name, single in (("artists", mf.artist), ("albumartists", mf.albumartist)):
-        if not view[name] and single:
-            view[name] = tags.name_splitter().split(single)
+    split_single_artists(mf, view)
     if view["comp"] is None:
         view["comp"] = False
     if fmt in APE_FAMILY:
