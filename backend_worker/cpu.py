@@ -13,8 +13,15 @@ import zlib
 
 from backend_worker import db
 
+
+def slot_lock_class(hostname: str) -> int:
+    """The advisory lock class of a host's extract CPU slots. Never changes between releases: the
+    old and the new workers of a rolling upgrade share the host's slots."""
+    return zlib.crc32(f"soniquebay-extract:{hostname}".encode()) - 2**31
+
+
 # Advisory lock class of the extract CPU slots of this host (the object id is the slot number).
-CPU_SLOT_LOCK_CLASS = zlib.crc32(f"soniquebay-extract:{socket.gethostname()}".encode()) - 2**31
+CPU_SLOT_LOCK_CLASS = slot_lock_class(socket.gethostname())
 
 
 class _ParsingTurn:

@@ -357,10 +357,12 @@ exit 1
 # A lock only one stage's tasks wait for, by queue of a thread pool (see test_hangs.py): what an
 # operator's forgotten transaction or a long VACUUM FULL does to them.
 def cpu_slot_lock_class(host) -> int:
-    """The advisory lock class of the host's extract CPU slots, as its workers compute it (from
-    the hostname they see): backend_worker.units.extract.CPU_SLOT_LOCK_CLASS, run on the host."""
-    code = "from backend_worker.cpu import CPU_SLOT_LOCK_CLASS as c; print(c)"
-    return int(host.ssh(f"runuser -u soniquebay -- {VENV_PYTHON} -c '{code}'").stdout.split()[-1])
+    """The advisory lock class of the host's extract CPU slots, from the hostname its workers see
+    (backend_worker.cpu.slot_lock_class: the same in every release, whichever runs there)."""
+    from backend_worker.cpu import slot_lock_class
+
+    hostname = host.ssh("runuser -u soniquebay -- python3 -c 'import socket; print(socket.gethostname())'")
+    return slot_lock_class(hostname.stdout.strip())
 
 
 def every_cpu_slot(host) -> str:
