@@ -45,11 +45,14 @@ def deployment_layout() -> list[Pool]:
 class Layout:
     """The worker units of a layout as plain processes (one process group each)."""
 
-    def __init__(self, pools: list[Pool], logdir: Path, env: dict[str, str], app: str = "bench.probe"):
+    def __init__(
+        self, pools: list[Pool], logdir: Path, env: dict[str, str], app: str = "bench.probe", cwd: Path = REPO
+    ):
         self.pools = pools
         self.logdir = logdir
         self.env = env
         self.app = app
+        self.cwd = cwd  # celery puts it first on sys.path: the code the workers run
         self.procs: dict[str, subprocess.Popen] = {}
 
     @property
@@ -74,7 +77,8 @@ class Layout:
                          "--prefetch-multiplier", str(pool.prefetch), "--pool", pool.pool,
                          *recycle,
                          "-n", f"{name}@%h"],
-                        cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                        cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                        start_new_session=True,
                     )  # fmt: skip
 
     def wait_ready(self, timeout: float = 240) -> float:
