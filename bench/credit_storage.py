@@ -18,10 +18,10 @@ from pathlib import Path
 
 import psycopg
 
+from bench.stack import cpu_seconds
 from testkit import services
 
 TRACKS, BATCH, REPEATS = 200_000, 2_000, 3
-_TICK = os.sysconf("SC_CLK_TCK")
 _ROLES = "CREATE TYPE credit_role AS ENUM ('artist', 'performer');"
 LAYOUTS = {
     "track rows alone": "CREATE TABLE tracks (id bigint PRIMARY KEY, payload text);",
@@ -47,12 +47,6 @@ def credits_of(track: int) -> list[tuple[str, int, int, str]]:
     return found
 
 
-def server_cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
 def write(conn: psycopg.Connection, layout: str) -> float:
     conn.execute("DROP SCHEMA IF EXISTS bench CASCADE")
     conn.execute("CREATE SCHEMA bench")
@@ -60,7 +54,7 @@ def write(conn: psycopg.Connection, layout: str) -> float:
     conn.execute(LAYOUTS[layout])
     conn.execute("CHECKPOINT")
     pid = conn.info.backend_pid
-    before = server_cpu(pid)
+    before = cpu_seconds(pid)
     cur = conn.cursor()
     for start in range(0, TRACKS, BATCH):
         tracks = range(start, start + BATCH)
@@ -69,12 +63,7 @@ def write(conn: psycopg.Connection, layout: str) -> float:
                 columns = "id, payload, credit_artists, credit_roles, credit_subroles"
                 with cur.copy(f"COPY tracks ({columns}) FROM STDIN") as copy:
                     for track in tracks:
-                        credits = credits_of(track)
-                        roles, artists, subroles = (
-                            [c[0] for c in credits],
-                            [c[2] for c in credits],
-                            [c[3] for c in credits],
-                        )
+                        roles, _positions, artists, subroles = map(list, zip(*credits_of(track), strict=True))
                         copy.write_row((track, PAYLOAD, artists, roles, subroles))
                 continue
             with cur.copy("COPY tracks (id, payload) FROM STDIN") as copy:
@@ -87,7 +76,7 @@ def write(conn: psycopg.Connection, layout: str) -> float:
                         for role, position, artist, subrole in credits_of(track):
                             copy.write_row((track, role, position, artist, subrole))
     conn.execute("VACUUM ANALYZE")
-    return server_cpu(pid) - before
+    return cpu_seconds(pid) - before
 
 
 def main() -> int:

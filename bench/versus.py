@@ -3,8 +3,9 @@ the same files, in interleaved pairs.
 
 This machine's speed drifts by up to 30% within an hour, so two `make bench` runs an hour apart
 cannot tell a 5% change. Here each side runs in turn (REV, this code, REV, this code, ...), each
-run on a fresh durable PostgreSQL and Redis with the shipped worker layout, and each ingest next to
-a raw mutagen Pool(2) run on the same files: the ratios of one pair saw the same machine.
+run on a fresh durable PostgreSQL (and an emptied Redis) with the shipped worker layout, and each
+ingest next to a raw mutagen Pool(2) run on the same files: the ratios of one pair saw the same
+machine. The stack's CPU seconds, printed with each run, are steadier than the ratios.
 
 The workers, the CLI and the schema of a side come from its own tree (PYTHONPATH, its migrations);
 the harness (services, layout, timing) is this tree's. The library is this tree's bench library,
@@ -36,17 +37,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+_WORKTREE = ["git", "-C", str(stack.REPO), "worktree"]
+
+
 def checkout(rev: str, dest: Path) -> tuple[Path, str]:
     """A detached worktree of `rev` at dest (replaced if there); returns it and the commit."""
     commit = subprocess.run(
         ["git", "-C", str(stack.REPO), "rev-parse", "--verify", f"{rev}^{{commit}}"],
         check=True, capture_output=True, text=True,
     ).stdout.strip()  # fmt: skip
-    git = ["git", "-C", str(stack.REPO), "worktree"]
-    subprocess.run([*git, "remove", "--force", str(dest)], capture_output=True)
-    shutil.rmtree(dest, ignore_errors=True)
-    subprocess.run([*git, "add", "--detach", "-f", str(dest), commit], check=True, capture_output=True)
+    remove_checkout(dest)
+    subprocess.run([*_WORKTREE, "add", "--detach", "-f", str(dest), commit], check=True, capture_output=True)
     return dest, commit
+
+
+def remove_checkout(dest: Path) -> None:
+    subprocess.run([*_WORKTREE, "remove", "--force", str(dest)], capture_output=True)
+    shutil.rmtree(dest, ignore_errors=True)
 
 
 def one_run(
@@ -117,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append({"pair": pair, "side": name, **run})
                 print(
                     f"pair {pair} {name}: ingest {run['ingest_seconds']:.1f} s, "
-                    f"raw pool {run['pool_seconds']:.1f} s: {run['ratio']:.3f}x  {run['counts']}",
+                    f"raw pool {run['pool_seconds']:.1f} s: {run['ratio']:.3f}x, "
+                    f"stack {sum(run['cpu'].values()):.1f} CPU-s  {run['counts']}",
                     flush=True,
                 )
             before, after = runs[-2]["ratio"], runs[-1]["ratio"]
@@ -125,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pair {pair}: this code's ratio {change:+.1%} against {args.against}", flush=True)
     finally:
         redis.stop()
+        remove_checkout(other)
     if args.results:
         summary = {"against": other_commit, "this": this_commit, "runs": runs}
         args.results.write_text(json.dumps(summary, indent=1))
