@@ -51,7 +51,7 @@ from mutagen.asf import ASF, ASFTags
 from mutagen.dsdiff import DSDIFF
 from mutagen.dsf import DSF
 from mutagen.flac import FLAC
-from mutagen.id3 import ID3
+from mutagen.id3 import ID3, TXXX, Encoding, Frame, TextFrame
 from mutagen.monkeysaudio import MonkeysAudio
 from mutagen.mp3 import MP3 as _MutagenMP3
 from mutagen.mp4 import MP4 as _MutagenMP4
@@ -106,18 +106,24 @@ _PARSE_ERRORS = (
     struct.error,
 )
 
-# Three steps of mutagen's loading cost a large share of a parse and only matter to a program that
-# writes tags back: each is replaced by one that reads the same tags (tests/unit/test_extract.py,
-# "what the extract stage changes in mutagen's loading").
+# Some steps of mutagen's loading cost a large share of a parse and only matter to a program that
+# writes tags back, or read byte by byte what is in memory already: each is replaced by one that
+# reads the same tags (tests/unit/test_extract.py, "what the extract stage changes in mutagen's
+# loading": each against mutagen's own).
 
 
 class _LoadedMP4Tags(MP4Tags):
     """MP4 tags as read from a file. mutagen's MP4Tags renders every value it is given back into
     an atom, to refuse one it could not save; its own loading goes through the same door, so
     each value read was rendered once for nothing (~14% of an M4A file's parse). Nothing here
-    writes tags: a value read is kept as read."""
+    writes tags: a value read is kept as read, in the dict mutagen's DictProxy keeps."""
 
     __setitem__ = DictProxy.__setitem__
+
+    def setdefault(self, key, default=None):
+        # mutagen adds each value read with setdefault, which DictMixin makes a lookup raising
+        # KeyError for every new key (~5% of an M4A file's parse): the dict's own.
+        return self._DictProxy__dict.setdefault(key, default)
 
 
 class MP4(_MutagenMP4):
@@ -152,6 +158,68 @@ class MP3(_MutagenMP3):
             tags.update_to_v24()
 
 
+# mutagen builds each ID3 frame it reads twice: once with every field at its default, each
+# default checked by its spec (Frame.__init__), then with the fields read from the file, set
+# without checks. The first adds nothing (the second sets every field or drops the frame): a
+# frame with nothing to undo first (no frame flags, no unsynchronisation) is made without it, and
+# a text frame in Latin-1 or UTF-8 (ID3v2.4 as Picard writes it) is read without the specs'
+# generic loop, as they read it (~35% of an ID3 tag's parse, a third of an MP3 file's).
+_mutagen_frame_from_data = Frame.__dict__["_fromData"].__func__
+_ID3_TEXT_CODECS = {0: "latin-1", 3: "utf-8"}
+_ID3_ENCODINGS = {0: Encoding.LATIN1, 3: Encoding.UTF8}
+_TEXT_FRAME_SPEC = TextFrame._framespec
+_TXXX_SPEC = TXXX._framespec
+
+
+def _read_text_frame(frame, header, data: bytes, with_desc: bool) -> bool:
+    """Fill a text frame (TXXX with its description) from ``data`` as mutagen's specs read it;
+    False (nothing set) for what they would read otherwise (another encoding, text that does not
+    decode, a frame mutagen drops): the specs read those."""
+    codec = _ID3_TEXT_CODECS.get(data[0])
+    rest = data[1:]
+    if codec is None or not rest:
+        return False
+    v23 = header.version < header._V24  # ID3v2.3 and before: zero padding after a value is no value
+    try:
+        if with_desc:
+            desc, nul, rest = rest.partition(b"\x00")
+            desc = desc.decode(codec)
+            if v23 and not rest.strip(b"\x00"):
+                rest = b""
+            if not rest:
+                return False
+        parts = rest.split(b"\x00")
+        if v23:
+            last = max((index for index, part in enumerate(parts) if part), default=0)
+            parts = parts[: last + 1]
+        elif not parts[-1]:  # the last value's terminator
+            parts.pop()
+        text = [part.decode(codec) for part in parts]
+    except UnicodeDecodeError:
+        return False
+    frame._setattr("encoding", _ID3_ENCODINGS[data[0]])
+    if with_desc:
+        frame._setattr("desc", desc)
+    frame._setattr("text", text)
+    return True
+
+
+def _frame_from_data(cls, header, tflags, data):
+    if tflags or header.f_unsynch:
+        return _mutagen_frame_from_data(cls, header, tflags, data)
+    frame = object.__new__(cls)
+    spec = cls._framespec
+    if not (
+        (spec is _TEXT_FRAME_SPEC or spec is _TXXX_SPEC)
+        and data
+        and _read_text_frame(frame, header, data, spec is _TXXX_SPEC)
+    ):
+        frame._readData(header, data)
+    return frame
+
+
+Frame._fromData = classmethod(_frame_from_data)
+
 # mutagen checks each Vorbis comment key it reads (Ogg Vorbis, Opus, FLAC) one character at a time
 # in Python (~12% of such a file's parse): the same rule (printable ASCII up to "}", no "=", not
 # empty) as one regular expression. mutagen calls it through its module, so it is replaced there.
@@ -165,6 +233,79 @@ def is_valid_vorbis_key(key: str) -> bool:
 
 
 mutagen._vorbis.is_valid_key = is_valid_vorbis_key
+
+_mutagen_vcomment_load = VComment.load
+_UINT32_LE = struct.Struct("<I").unpack_from
+_VALID_VORBIS_NAMES: dict[str, bool] = {}
+_COMMENT_FIRST_READ = 4096  # a FLAC file's comment block is read from the file itself
+
+
+def _parse_vorbis_comment(data: bytes, framing: bool) -> tuple[str, list, int] | None:
+    """(vendor, comments, bytes used) of a well-formed comment block at the start of ``data``
+    (which may go on past it); None for anything else, which mutagen's own loader then reads."""
+    end = len(data)
+    try:
+        (vendor_length,) = _UINT32_LE(data, 0)
+        pos = 4 + vendor_length
+        vendor = data[4:pos].decode("utf-8", "replace")
+        (count,) = _UINT32_LE(data, pos)
+        pos += 4
+        comments = []
+        for index in range(count):
+            (length,) = _UINT32_LE(data, pos)
+            pos += 4 + length
+            if pos > end:
+                return None
+            text = data[pos - length : pos].decode("utf-8", "replace")
+            name, equals, value = text.partition("=")
+            if not equals:
+                name, value = f"unknown{index}", text
+            elif not name.isascii():
+                name = name.encode("ascii", "replace").decode("ascii")
+            valid = _VALID_VORBIS_NAMES.get(name)
+            if valid is None:
+                valid = is_valid_vorbis_key(name)
+                if len(_VALID_VORBIS_NAMES) < 4096:  # the names files use are few; crafted ones many
+                    _VALID_VORBIS_NAMES[name] = valid
+            if valid:
+                comments.append((name, value))
+    except struct.error:
+        return None
+    if framing:
+        if pos >= end or not data[pos] & 0x01:
+            return None
+        pos += 1
+    return vendor, comments, pos
+
+
+def load_vorbis_comment(self, fileobj, errors="replace", framing=True):
+    """mutagen's VComment.load, for the errors="replace" its file classes use, on the block's
+    bytes at once: mutagen reads each comment's length and text with calls of their own and
+    re-encodes every name to check it is ASCII (~30 us of a FLAC or Ogg file's parse, now ~10).
+    A block that is not well formed is left to mutagen's loader, so its errors stay mutagen's;
+    ``fileobj`` is left where mutagen leaves it (Ogg files measure their padding with it)."""
+    if errors == "replace":
+        start = fileobj.tell()
+        if isinstance(fileobj, io.BytesIO):  # an Ogg packet, in memory
+            data, complete = fileobj.read(), True
+        else:  # FLAC: the file, behind a reader that raises on a short read (tryread does not)
+            read = getattr(fileobj, "tryread", fileobj.read)
+            data = read(_COMMENT_FIRST_READ)
+            complete = len(data) < _COMMENT_FIRST_READ
+        while (parsed := _parse_vorbis_comment(data, framing)) is None and not complete:
+            more = read(len(data))  # a block longer than read so far: twice as much
+            complete = len(more) < len(data)
+            data += more
+        fileobj.seek(start)
+        if parsed is not None:
+            self.vendor, comments, used = parsed
+            self.extend(comments)
+            fileobj.seek(start + used)
+            return
+    _mutagen_vcomment_load(self, fileobj, errors, framing)
+
+
+VComment.load = load_vorbis_comment
 
 _BY_EXTENSION: dict[str, type] = {
     ".mp3": MP3,

@@ -525,39 +525,36 @@ _TRACK_CREDIT_FIELDS = tuple(field for field in CREDIT_FIELDS if field.role != A
 ArtistKey = tuple[str, str]  # (name, MusicBrainz id or ''): the artists table's key
 
 
-def _credited(values: list, ids: list | None) -> list[tuple[ArtistKey, str]]:
-    """(artist key, sub-role) per name of a credit field's values, in order. The names' MusicBrainz
-    ids pair with them by position, as Picard writes both, and only when the counts agree."""
-    if not ids or len(ids) != len(values):
-        ids = ("",) * len(values)
-    return [
-        ((value, mb), "") if value.__class__ is str else ((value[0], mb), value[1])
-        for value, mb in zip(values, ids, strict=True)
-    ]
-
-
 # (field name, role, name of its ids field or None) of the track's credits, in the table's order.
 _TRACK_CREDITS = tuple((field.name, field.role, field.ids) for field in _TRACK_CREDIT_FIELDS)
 
 
 def track_credits(record: dict) -> list[tuple[str, int, ArtistKey, str]]:
-    """(role, position, artist key, sub-role) of every name the record credits on its track."""
+    """(role, position, artist key, sub-role) of every name the record credits on its track. The
+    names' MusicBrainz ids pair with them by position, as Picard writes both, and only when the
+    counts agree."""
     credits = []
     get = record.get
     for name, role, ids in _TRACK_CREDITS:
         values = get(name)
         if values:  # most credit fields of most files are empty
-            credits.extend(
-                (role, position, key, subrole)
-                for position, (key, subrole) in enumerate(_credited(values, get(ids) if ids else None))
-            )
+            mbs = get(ids) if ids else None
+            if not mbs or len(mbs) != len(values):
+                mbs = ("",) * len(values)
+            for position, value in enumerate(values):
+                if value.__class__ is str:
+                    credits.append((role, position, (value, mbs[position]), ""))
+                else:  # a performer: [name, instrument]
+                    credits.append((role, position, (value[0], mbs[position]), value[1]))
     return credits
 
 
 def album_credits(record: dict) -> list[ArtistKey]:
-    """The album's artists as this record names them (its artists when it names no album artist)."""
-    if record.get("albumartists"):
-        credited = _credited(record["albumartists"], record.get("mb_albumartistids"))
-    else:
-        credited = _credited(record.get("artists") or [], record.get("mb_artistids"))
-    return [key for key, _ in credited]
+    """The album's artists as this record names them (its artists when it names no album artist),
+    with their MusicBrainz ids as track_credits pairs them."""
+    names, ids = record.get("albumartists"), record.get("mb_albumartistids")
+    if not names:
+        names, ids = record.get("artists") or [], record.get("mb_artistids")
+    if not ids or len(ids) != len(names):
+        return [(name, "") for name in names]
+    return list(zip(names, ids, strict=True))

@@ -104,27 +104,32 @@ def upsert_records(
     cur = conn.cursor()
 
     # Artists: the display ones and every credited one.
-    keys_of = [fields.artist_keys(r) for r in records]
-    credits_of = [fields.track_credits(r) for r in records]
-    album_credits_of = [fields.album_credits(r) for r in records]
-    wanted_artists = sorted(
-        {key for keys in keys_of for key in keys}
-        | {credit[2] for credits in credits_of for credit in credits}
-        | {key for keys in album_credits_of for key in keys}
-    )
+    # One pass over the records (a batch's records are megabytes: each pass reads them again).
+    keys_of, credits_of, album_credits_of = [], [], []
+    wanted: set[fields.ArtistKey] = set()
+    for r in records:
+        keys, credits, album_keys = fields.artist_keys(r), fields.track_credits(r), fields.album_credits(r)
+        keys_of.append(keys)
+        credits_of.append(credits)
+        album_credits_of.append(album_keys)
+        wanted.update(keys)
+        wanted.update(album_keys)
+        wanted.update([credit[2] for credit in credits])
+    wanted_artists = sorted(wanted)
     names, mbs = [k[0] for k in wanted_artists], [k[1] for k in wanted_artists]
     cur.execute(
         "INSERT INTO artists (name, mb_key) SELECT * FROM unnest(%b::text[], %b::text[]) "
         "ORDER BY 1, 2 ON CONFLICT (name, mb_key) DO NOTHING",
         (names, mbs),
     )
+    # Ids only, in the keys' order: every key is there now (the library lock keeps clean-ups out).
     cur.execute(
-        "SELECT a.id, a.name, a.mb_key FROM artists a "
-        "JOIN unnest(%b::text[], %b::text[]) AS w(name, mb_key) USING (name, mb_key)",
+        "SELECT a.id FROM unnest(%b::text[], %b::text[]) WITH ORDINALITY AS w(name, mb_key, n) "
+        "JOIN artists a USING (name, mb_key) ORDER BY w.n",
         (names, mbs),
         prepare=False,  # planned for the table as it is now (see _known_paths)
     )
-    artist_ids = {(name, mb): id_ for id_, name, mb in cur.fetchall()}
+    artist_ids = dict(zip(wanted_artists, [id_ for (id_,) in cur.fetchall()], strict=True))
 
     # Albums: one row per key; attributes (and artists) from the last record of the batch that has them.
     albums: dict[tuple[int, str, str], dict] = {}
@@ -141,13 +146,13 @@ def upsert_records(
     columns = tuple(list(column) for column in zip(*(key + albums[key] for key in keys), strict=True))
     cur.execute(_UPSERT_ALBUMS, columns)
     cur.execute(
-        "SELECT a.id, a.albumartist_id, a.title, a.mb_key FROM albums a "
-        "JOIN unnest(%b::bigint[], %b::text[], %b::text[]) AS w(albumartist_id, title, mb_key) "
-        "USING (albumartist_id, title, mb_key)",
+        "SELECT a.id FROM unnest(%b::bigint[], %b::text[], %b::text[]) WITH ORDINALITY "
+        "AS w(albumartist_id, title, mb_key, n) JOIN albums a USING (albumartist_id, title, mb_key) "
+        "ORDER BY w.n",
         columns[:3],
         prepare=False,  # planned for the table as it is now (see _known_paths)
     )
-    album_ids = {(aa, title, mb): id_ for id_, aa, title, mb in cur.fetchall()}
+    album_ids = dict(zip(keys, [id_ for (id_,) in cur.fetchall()], strict=True))
     _write_album_credits(cur, {album_ids[key]: artists for key, artists in album_artists.items()})
 
     # Genres.

@@ -4,8 +4,8 @@ The field table (``fields.py``) says, for each tag field, its type and the keys 
 stores it under. mutagen hands back different shapes per container, so reading a field is two steps:
 
 1. the file's *tag family* (ID3, MP4, Vorbis comment, APEv2, ASF: one small class each, as beets'
-   mediafile has a storage style per family) turns a key into a list of raw values (``None`` when
-   the key is absent); it also knows the family's embedded pictures;
+   mediafile has a storage style per family) indexes the file's tags once: key -> list of raw
+   values; it also knows the family's embedded pictures;
 2. the field's *converter* turns that list into the typed value (``None`` when it holds nothing
    usable).
 
@@ -47,7 +47,7 @@ import base64
 import math
 import re
 import struct
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 Converter = Callable[[list], Any]
@@ -71,11 +71,15 @@ def _text(value: Any) -> str:
 def conv_text(raw: list) -> str | None:
     if not raw:
         return None
-    text = _text(raw[0])
+    text = raw[0]
+    if text.__class__ is not str or "\x00" in text:
+        text = _text(text)
     return text if text.strip() else None
 
 
 def conv_list(raw: list) -> list[str] | None:
+    if len(raw) == 1:  # nearly every tag
+        return [text] if (text := conv_text(raw)) is not None else None
     out = []
     for value in raw:
         text = _text(value)
@@ -164,6 +168,8 @@ INT4_MAX = 2**31 - 1  # the database's integer columns: a bigger number would fa
 
 
 def _int(value: Any) -> int | None:
+    if value.__class__ is str and value.isdecimal() and len(value) < 10:  # "3": most numbers
+        return int(value)
     if isinstance(value, float):
         value = int(value) if math.isfinite(value) else None
     elif not isinstance(value, int):  # bool is an int
@@ -185,6 +191,8 @@ def _pair(raw: list, index: int) -> int | None:
     if isinstance(value, tuple | list):  # MP4 trkn / disk: (n, total); 0 means unset
         number = value[index] if len(value) > index else 0
         return number or None
+    if value.__class__ is str and value.isdecimal() and len(value) < 10:  # "3", no total
+        return int(value) if index == 0 else None
     if isinstance(value, int | float):
         return _int(value) if index == 0 else None
     parts = _text(value).split("/")
@@ -300,28 +308,30 @@ FRONT_COVER = 3  # the picture type of a front cover (ID3 APIC, FLAC and ASF pic
 class TagFamily:
     """One file's tags (a mutagen tag object) as its family stores them.
 
+    ``values`` indexes them once, when the file is opened: spelled key -> the raw values stored
+    under it, for every key the file holds (keys no field names are simply never asked for).
     ``column`` names the field table's keys this family reads; ``spell`` turns a table key into
-    the form ``get`` looks up (computed once per table, not per file).
+    the form ``values`` uses (computed once per table, not per file).
     """
 
     column: ClassVar[str]
-    __slots__ = ("tags",)
+    __slots__ = ("tags", "values")
 
     def __init__(self, tags):
         self.tags = tags
+        self.values: dict[str, list] = self.index(tags)
 
     @staticmethod
     def spell(key: str) -> str:
         return key
 
-    def get(self, key: str) -> list | None:
-        """The raw values stored under ``key``; None when the key is absent."""
+    @staticmethod
+    def index(tags) -> dict[str, list]:
         raise NotImplementedError
 
-    def present(self) -> Collection[str]:
-        """Every spelled key ``get`` may find something under (more is harmless, less loses it);
-        a set or a dict's keys: the reader asks it before each ``get``."""
-        raise NotImplementedError
+    def get(self, key: str) -> list | None:
+        """The raw values stored under a spelled key; None when the key is absent."""
+        return self.values.get(key)
 
     def has_picture(self) -> bool:
         """Whether the tags embed any picture (cheap: nothing decoded)."""
@@ -331,6 +341,13 @@ class TagFamily:
         raise NotImplementedError
 
 
+def _own_dict(tags) -> dict:
+    """The dict a mutagen DictProxy (ID3 and MP4 tags) keeps its items in: its ``items()`` looks
+    each key up again in Python (~3 us a file). Its items otherwise."""
+    own = getattr(tags, "_DictProxy__dict", None)
+    return own if own.__class__ is dict else dict(tags.items())
+
+
 _DESCRIBED = ("TXXX:", "COMM:")  # ID3 frames told apart by their description
 # ID3 TIPL involvements (lowercase) that are credits of their own; any other TIPL entry names an
 # instrument (ID3v2.3's IPLS, read as TIPL, holds the performers too).
@@ -338,77 +355,55 @@ INVOLVEMENTS = frozenset({"arranger", "engineer", "producer", "mix", "dj-mix"})
 
 
 class ID3Family(TagFamily):
-    column = "id3"
-    __slots__ = ("_described", "_keys")
+    """ID3v2: frames keyed by id; TXXX and COMM by "<id>:<description lowercased>" (the first of
+    a description wins), UFID by "UFID:<owner>" (its data), TIPL by "TIPL:<involvement
+    lowercased>" (its names) and "TMCL" the performers: (name, instrument) pairs of TMCL, and of
+    the TIPL entries that are no involvement (ID3v2.3 has one IPLS frame for both, which mutagen
+    reads as TIPL)."""
 
-    def __init__(self, tags):
-        self.tags = tags
-        # mutagen's dict proxy looks a key up in Python, raising KeyError for an absent one (most
-        # of the table's keys in any file); its key view answers `in` at C speed.
-        self._keys = tags.keys()
-        self._described: dict[str, list] | None = None
+    column = "id3"
+    __slots__ = ()
 
     @staticmethod
     def spell(key: str) -> str:
         return key[:5] + key[5:].lower() if key[:5] in (*_DESCRIBED, "TIPL:") else key
 
-    def _by_description(self) -> dict[str, list]:
-        # TXXX and COMM frames keyed "TXXX:<desc lowercased>": one pass over the frames.
-        found: dict[str, list] = {}
-        for key in self._keys:
+    @staticmethod
+    def index(tags) -> dict[str, list]:
+        values: dict[str, list] = {}
+        frames = _own_dict(tags)
+        for key, frame in frames.items():
             prefix = key[:5]
             if prefix == "TXXX:" or prefix == "COMM:":
-                frame = self.tags[key]
-                found.setdefault(prefix + frame.desc.lower(), frame.text)
-        self._described = found
-        return found
-
-    def get(self, key: str) -> list | None:
-        prefix = key[:5]
-        if prefix == "TXXX:" or prefix == "COMM:":
-            described = self._described if self._described is not None else self._by_description()
-            return described.get(key)
-        if prefix == "TIPL:":
-            return self._people(key[5:])
-        if key == "TMCL":
-            return self._performers()
-        if key not in self._keys:
-            return None
-        frame = self.tags[key]
-        if prefix == "UFID:":
-            return [frame.data]
-        if key == "TCON":
-            text = frame.text
-            if any(t[:1] == "(" or t.isdecimal() or t in ("CR", "RX") for t in text):
-                return frame.genres  # ID3v1 numeric genres "(17)" -> "Rock"
-            return text
-        return frame.text
-
-    def present(self) -> set[str]:
-        keys = set(self._keys)  # frame ids, UFID:<owner>
-        keys.update(self._described if self._described is not None else self._by_description())
-        if "TIPL" in self._keys:
-            keys.update("TIPL:" + role.lower() for role, _ in self.tags["TIPL"].people)
-            keys.add("TMCL")  # its other entries are performers (ID3v2.3's IPLS)
-        return keys
-
-    def _people(self, involvement: str) -> list | None:
-        """The names TIPL credits with this involvement (producer, mix...), case-insensitive."""
-        if "TIPL" not in self._keys:
-            return None
-        return [name for role, name in self.tags["TIPL"].people if role.lower() == involvement] or None
-
-    def _performers(self) -> list | None:
-        """(name, instrument) pairs of TMCL, and of TIPL entries that are no involvement: ID3v2.3
-        has one IPLS frame for both, which mutagen reads as TIPL."""
-        pairs = []
-        if "TMCL" in self._keys:
-            pairs.extend((name, role) for role, name in self.tags["TMCL"].people)
-        if "TIPL" in self._keys:
-            pairs.extend(
-                (name, role) for role, name in self.tags["TIPL"].people if role.lower() not in INVOLVEMENTS
-            )
-        return pairs or None
+                values.setdefault(prefix + frame.desc.lower(), frame.text)
+            elif prefix == "UFID:":
+                values[key] = [frame.data]
+            elif key == "TCON":
+                text = frame.text
+                if any(t[:1] == "(" or t.isdecimal() or t in ("CR", "RX") for t in text):
+                    text = frame.genres  # ID3v1 numeric genres "(17)" -> "Rock"
+                values[key] = text
+            elif key == "TIPL" or key == "TMCL":
+                continue  # below
+            else:
+                text = getattr(frame, "text", None)
+                if text.__class__ is list:  # text frames (a lyrics or a picture frame is none)
+                    values[key] = text
+        tipl, tmcl = frames.get("TIPL"), frames.get("TMCL")
+        if tipl is not None or tmcl is not None:
+            performers = []
+            if tmcl is not None:
+                performers.extend((name, role) for role, name in tmcl.people)
+            if tipl is not None:
+                for role, name in tipl.people:
+                    involvement = role.lower()
+                    if involvement in INVOLVEMENTS:
+                        values.setdefault("TIPL:" + involvement, []).append(name)
+                    else:
+                        performers.append((name, role))
+            if performers:
+                values["TMCL"] = performers
+        return values
 
     def has_picture(self) -> bool:
         return any(key[:4] == "APIC" for key in self.tags)
@@ -423,34 +418,25 @@ _MP4_PNG = 14  # mutagen.mp4.MP4Cover.FORMAT_PNG
 
 
 class MP4Family(TagFamily):
-    column = "mp4"
-    __slots__ = ("_freeform", "_keys")
+    """MP4 atoms by name; freeform atoms by name lowercased (their values are bytes)."""
 
-    def __init__(self, tags):
-        self.tags = tags
-        self._keys = tags.keys()  # see ID3Family
-        self._freeform: dict[str, list] | None = None
+    column = "mp4"
+    __slots__ = ()
 
     @staticmethod
     def spell(key: str) -> str:
         return key.lower() if key.startswith(_FREEFORM) else key
 
-    def get(self, key: str) -> list | None:
-        if key[:5] == _FREEFORM:
-            freeform = self._freeform
-            if freeform is None:
-                tags = self.tags
-                freeform = self._freeform = {k.lower(): tags[k] for k in self._keys if k[:5] == _FREEFORM}
-            return freeform.get(key)
-        if key not in self._keys:
-            return None
-        value = self.tags[key]
-        if value is None or isinstance(value, list):
-            return value
-        return [value]  # cpil is a bare bool
-
-    def present(self) -> set[str]:
-        return {key.lower() if key[:5] == _FREEFORM else key for key in self._keys}
+    @staticmethod
+    def index(tags) -> dict[str, list]:
+        values: dict[str, list] = {}
+        for key, value in _own_dict(tags).items():
+            if key[:5] == _FREEFORM:
+                key = key.lower()
+            elif value is not None and not isinstance(value, list):
+                value = [value]  # cpil is a bare bool
+            values[key] = value
+        return values
 
     def has_picture(self) -> bool:
         return bool(self.tags.get("covr"))
@@ -461,43 +447,30 @@ class MP4Family(TagFamily):
             yield FRONT_COVER, bytes(cover), mime
 
 
-class PairsFamily(TagFamily):
-    """Tags stored as a list of (name, value) pairs, a name as often as it has values: indexed once
-    by name (``name_key``), each value as ``value_of`` reads it."""
-
-    __slots__ = ("_values",)
-    name_key: ClassVar[Callable[[str], str]]
-    value_of: ClassVar[Callable[[object], object]]
-
-    def __init__(self, tags):
-        self.tags = tags
-        values: dict[str, list] = {}
-        name_key, value_of = self.name_key, self.value_of
-        for name, value in tags:
-            values.setdefault(name_key(name), []).append(value_of(value))
-        self._values = values
-
-    def get(self, key: str) -> list | None:
-        return self._values.get(key)
-
-    def present(self) -> Collection[str]:
-        return self._values.keys()
-
-
-class VorbisFamily(PairsFamily):
-    """Vorbis comments (Ogg, FLAC): (name, value) pairs, names case-insensitive."""
+class VorbisFamily(TagFamily):
+    """Vorbis comments (Ogg, FLAC): (name, value) pairs, a name as often as it has values; names
+    case-insensitive."""
 
     column = "vorbis_ape"
     __slots__ = ()
-    name_key = staticmethod(str.lower)
-    value_of = staticmethod(lambda value: value)
 
     @staticmethod
     def spell(key: str) -> str:
         return key.lower()
 
+    @staticmethod
+    def index(tags) -> dict[str, list]:
+        values: dict[str, list] = {}
+        for name, value in tags:
+            key = name.lower()
+            if key in values:
+                values[key].append(value)
+            else:
+                values[key] = [value]
+        return values
+
     def has_picture(self) -> bool:
-        return "metadata_block_picture" in self._values or "coverart" in self._values
+        return "metadata_block_picture" in self.values or "coverart" in self.values
 
     def pictures(self) -> list[EmbeddedPicture]:
         from mutagen.flac import Picture as FlacPicture  # only covers need it: see the docstring
@@ -523,7 +496,8 @@ _APE_COVER = "cover art"  # binary items "Cover Art (Front)", "Cover Art (Back)"
 
 
 class APEFamily(TagFamily):
-    """APEv2 (Monkey's Audio, WavPack, Musepack): items, names case-insensitive in mutagen."""
+    """APEv2 (Monkey's Audio, WavPack, Musepack): items, names case-insensitive; a text item's
+    values are NUL-separated."""
 
     column = "vorbis_ape"
     __slots__ = ()
@@ -532,16 +506,12 @@ class APEFamily(TagFamily):
     def spell(key: str) -> str:
         return key.lower()
 
-    def get(self, key: str) -> list | None:
-        value = self.tags.get(key)
-        if value is None:
-            return None
-        if value.kind == _APE_TEXT:  # text: NUL-separated values
-            return value.value.split("\0")
-        return [value.value]
-
-    def present(self) -> set[str]:
-        return {key.lower() for key in self.tags}
+    @staticmethod
+    def index(tags) -> dict[str, list]:
+        return {
+            key.lower(): value.value.split("\0") if value.kind == _APE_TEXT else [value.value]
+            for key, value in tags.items()
+        }
 
     def has_picture(self) -> bool:
         return any(key.lower().startswith(_APE_COVER) for key in self.tags)
@@ -558,19 +528,24 @@ class APEFamily(TagFamily):
 _ASF_PICTURE = "WM/Picture"
 
 
-class ASFFamily(PairsFamily):
+class ASFFamily(TagFamily):
     """ASF (Windows Media) attributes: (name, attribute) pairs, names exact."""
 
     column = "asf"
     __slots__ = ()
-    name_key = staticmethod(lambda name: name)
-    value_of = staticmethod(lambda attribute: getattr(attribute, "value", attribute))
+
+    @staticmethod
+    def index(tags) -> dict[str, list]:
+        values: dict[str, list] = {}
+        for name, attribute in tags:
+            values.setdefault(name, []).append(getattr(attribute, "value", attribute))
+        return values
 
     def has_picture(self) -> bool:
-        return _ASF_PICTURE in self._values
+        return _ASF_PICTURE in self.values
 
     def pictures(self) -> Iterator[EmbeddedPicture]:
-        for value in self._values.get(_ASF_PICTURE, ()):
+        for value in self.values.get(_ASF_PICTURE, ()):
             yield _unpack_asf_picture(value)
 
 
@@ -601,10 +576,11 @@ class TagReader:
     ``fields``: rows with ``name``, ``type.convert``, ``type.default`` and, per family column
     (``id3``, ``mp4``, ``vorbis_ape``, ``asf``), the keys to try: a key, or ``(key, converter)``.
 
-    A file holds a few of the table's keys (20 of 70 in a file tagged by Picard): the reader starts
-    from the keys the file has (``TagFamily.present``) and reads only the fields one of them
-    names, the others are set to their defaults at once. A field read tries all its keys in order,
-    so the first that converts still wins.
+    A file holds a few of the table's keys (20 of 70 in a file tagged by Picard): the reader goes
+    once over the keys the file has (``TagFamily.values``) and hands the values of each key the
+    table names to every field stored under it (TPE1 is both ``artist`` and ``artists``); the
+    other fields keep their defaults. A field with several keys takes the value of the first of
+    them, in the table's order, that converts to something.
     """
 
     def __init__(self, fields: Iterable):
@@ -614,21 +590,21 @@ class TagReader:
             name: default for name, default in self.defaults if default.__class__ is not list
         }
         self._list_names = tuple(name for name, default in self.defaults if default.__class__ is list)
-        self._plans = {family: self._plan(family, fields) for family in FAMILIES}
+        self._dispatch = {family: self._plan(family, fields) for family in FAMILIES}
 
     @staticmethod
-    def _plan(family: type[TagFamily], fields: tuple) -> tuple[tuple, dict[str, tuple[int, ...]]]:
-        """Per field (name, ((spelled key, converter), ...)) for one family, and which fields
-        (their indexes) each spelled key may fill."""
-        plan, fields_of_key = [], {}
-        for index, field in enumerate(fields):
-            keys = []
-            for spec in getattr(field, family.column):
+    def _plan(family: type[TagFamily], fields: tuple) -> dict[str, tuple[tuple[str, int, Converter], ...]]:
+        """Per spelled key of one family, the fields it may fill: (name, rank, converter), where
+        rank is the key's place among the field's keys, -1 when it is the field's only key."""
+        targets: dict[str, list] = {}
+        for field in fields:
+            specs = getattr(field, family.column)
+            for rank, spec in enumerate(specs):
                 key, convert = spec if isinstance(spec, tuple) else (spec, field.type.convert)
-                keys.append((family.spell(key), convert))
-                fields_of_key.setdefault(family.spell(key), []).append(index)
-            plan.append((field.name, tuple(keys)))
-        return tuple(plan), {key: tuple(indexes) for key, indexes in fields_of_key.items()}
+                targets.setdefault(family.spell(key), []).append(
+                    (field.name, rank if len(specs) > 1 else -1, convert)
+                )
+        return {key: tuple(fields_of_key) for key, fields_of_key in targets.items()}
 
     def read(self, tags: TagFamily | None, into: dict[str, Any]) -> None:
         """Set every tag field of ``into`` (``tags`` None: the file has none, all at defaults)."""
@@ -637,23 +613,22 @@ class TagReader:
             into[name] = []
         if tags is None:
             return
-        plan, fields_of_key = self._plans[type(tags)]
-        present = tags.present()
-        named: set[int] = set()
-        for key in present:
-            indexes = fields_of_key.get(key)
-            if indexes is not None:
-                named.update(indexes)
-        get = tags.get
-        for index in named:
-            name, keys = plan[index]
-            for key, convert in keys:
-                raw = get(key) if key in present else None
-                if raw:
+        dispatch = self._dispatch[type(tags)]
+        ranks: dict[str, int] = {}  # the rank of the key that gave a several-key field its value
+        for key, raw in tags.values.items():
+            targets = dispatch.get(key)
+            if targets is None or not raw:
+                continue
+            for name, rank, convert in targets:
+                if rank < 0:
                     value = convert(raw)
                     if value is not None:
                         into[name] = value
-                        break
+                elif ranks.get(name, rank) >= rank:  # no earlier key of the field gave a value
+                    value = convert(raw)
+                    if value is not None:
+                        into[name] = value
+                        ranks[name] = rank
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import mediafile
 import pytest
 from mutagen.apev2 import APEv2
 from mutagen.asf import ASF, ASFBoolAttribute, ASFDWordAttribute
-from mutagen.flac import FLAC, Picture
+from mutagen.flac import FLAC, Picture, StrictFileObject
 from mutagen.id3 import APIC, COMM, ID3, TBPM, TCMP, TCON, TDAT, TDRC, TIT2, TPOS, TRCK, TXXX, TYER, UFID
 from mutagen.mp3 import MP3
 from mutagen.mp4 import MP4, MP4Cover, MP4FreeForm
@@ -570,7 +570,7 @@ def test_embedded_cover_prefers_the_front_cover_and_sniffs_the_type(tmp_path):
     assert embedded_cover(str(tmp_path / "gone.flac")) is None
 
 
-# --- what the extract stage changes in mutagen's loading (extract.MP3, MP4, is_valid_vorbis_key) ---
+# --- what the extract stage changes in mutagen's loading (MP3, MP4, Vorbis comments, ID3 frames) ---
 
 
 def frames(tags) -> dict:
@@ -646,3 +646,120 @@ def test_the_vorbis_key_rule_is_mutagens():
             is_valid_vorbis_key(bad)
         with pytest.raises(TypeError):
             original(bad)
+
+
+def test_vorbis_comments_load_as_mutagens_own_loader_loads_them():
+    import io
+    import struct
+
+    import mutagen._vorbis
+
+    from backend_worker.stages import extract
+
+    def block(vendor: bytes, comments: list[bytes], framing: bytes = b"\x01") -> bytes:
+        body = struct.pack("<I", len(vendor)) + vendor + struct.pack("<I", len(comments))
+        return body + b"".join(struct.pack("<I", len(c)) + c for c in comments) + framing
+
+    def load(loader, data: bytes, framing: bool, errors: str = "replace", strict: bool = False):
+        """Comments, vendor, exception and position after; ``strict``: read as FLAC reads its
+        comment block, from the file behind a reader raising on short reads."""
+        comment, fileobj = mutagen._vorbis.VComment(), io.BytesIO(b"head" + data)
+        fileobj.seek(4)
+        try:
+            loader(comment, StrictFileObject(fileobj) if strict else fileobj, errors, framing)
+            outcome = None
+        except Exception as exc:  # the same exception, whatever it is
+            outcome = (type(exc), str(exc))
+        return list(comment), comment.vendor, outcome, fileobj.tell()
+
+    comments = [b"TITLE=Song", "ARTIST=Ève".encode(), b"no equals sign", "ÉTÉ=x".encode(), b"a}b=c",
+                b"~bad=1", b"=empty name", b"GENRE=Rock=Pop", b"\xff\xfe=bad utf-8", b"TRACK=3"]  # fmt: skip
+    blobs = [block(b"Mutagen", comments), block(b"", []), block("vendør".encode(), comments[:2], b"\x00"),
+             block(b"v", comments, b""), block(b"v", comments, b"\x03rest of the packet")]  # fmt: skip
+    whole = block(b"vendor", comments)
+    blobs += [whole[:cut] for cut in range(0, len(whole), 7)]  # truncated anywhere
+    blobs.append(struct.pack("<I", 2**31) + b"vendor")  # lengths past the end
+    blobs.append(block(b"v", [])[:-1] + b"\xff\xff\xff\xff" + struct.pack("<I", 4) + b"A=bc")
+    long = [b"LYRICS=" + b"la " * 3000, *comments, b"COMMENT=" + b"x" * 9000]  # past the first read
+    blobs += [block(b"v", long), block(b"v", long) + b"audio" * 5000, block(b"v", long)[:5000]]
+    for data in blobs:
+        for framing in (True, False):
+            for strict in (False, True):
+                ours = load(extract.load_vorbis_comment, data, framing, strict=strict)
+                theirs = load(extract._mutagen_vcomment_load, data, framing, strict=strict)
+                assert ours == theirs, (data[:100], framing, strict)
+    assert load(extract.load_vorbis_comment, blobs[0], True)[0][:2] == [("TITLE", "Song"), ("ARTIST", "Ève")]
+    # errors="strict" (no mutagen file class asks for it) is mutagen's own loader.
+    strict = load(extract.load_vorbis_comment, blobs[0], True, "strict")
+    assert strict[2][0] is mutagen._vorbis.VorbisEncodingError
+    assert mutagen._vorbis.VComment.load is extract.load_vorbis_comment
+
+
+def test_flac_and_ogg_files_load_the_comments_mutagens_loader_loads(tmp_path, monkeypatch):
+    import mutagen._vorbis
+
+    from backend_worker.stages import extract
+
+    tags = {**af.SAMPLE_TAGS, "title": "la " * 4000}  # a block longer than the first read
+    loaded = {}
+    for ext in ("flac", "ogg", "opus"):
+        path = af.make_seed(ext, tmp_path)
+        af.write_tags(path, tags, replace=True)
+        for loader in (extract.load_vorbis_comment, extract._mutagen_vcomment_load):
+            monkeypatch.setattr(mutagen._vorbis.VComment, "load", loader)
+            audio = mutagen.File(path)
+            blocks = [(type(b).__name__, len(b.write())) for b in getattr(audio, "metadata_blocks", ())]
+            loaded[loader] = (list(audio.tags), audio.tags.vendor, blocks, getattr(audio.tags, "_padding", 0))
+        assert loaded[extract.load_vorbis_comment] == loaded[extract._mutagen_vcomment_load], ext
+        assert ("TITLE", "la " * 4000) in [(k.upper(), v) for k, v in loaded[extract.load_vorbis_comment][0]]
+
+
+def _id3_tag(version: int, frames: list[tuple[bytes, bytes, int]], unsynch: bool = False) -> bytes:
+    """A raw ID3v2.<version> tag holding (frame id, frame data, frame flags) frames."""
+
+    def syncsafe(n: int) -> bytes:
+        return bytes([(n >> 21) & 0x7F, (n >> 14) & 0x7F, (n >> 7) & 0x7F, n & 0x7F])
+
+    body = b"".join(
+        name + (syncsafe(len(data)) if version == 4 else struct.pack(">I", len(data)))
+        + struct.pack(">H", flags) + data
+        for name, data, flags in frames
+    )  # fmt: skip
+    return b"ID3" + bytes([version, 0, 0x80 if unsynch else 0]) + syncsafe(len(body)) + body
+
+
+def test_id3_frames_load_as_mutagens_own_frame_reader_loads_them(monkeypatch):
+    import io
+
+    from mutagen.id3._frames import Frame
+
+    from backend_worker.stages import extract
+
+    texts = [b"", b"\x00", b"a", b"a\x00", b"a\x00b", b"a\x00b\x00", b"a\x00\x00b", b"a\x00\x00", b"\x00\x0a",
+             "Sigur Rós".encode(), "Sigur Rós".encode("latin-1"), b"\xff\xfe bad", b"x" * 300]  # fmt: skip
+    frames: list[tuple[bytes, bytes, int]] = []
+    for encoding in (0, 1, 2, 3, 4):
+        for text in texts:
+            frames.append((b"TIT2", bytes([encoding]) + text, 0))
+            frames.append((b"TXXX", bytes([encoding]) + b"desc\x00" + text, 0))
+            frames.append((b"TXXX", bytes([encoding]) + text, 0))  # the text is the description
+    frames.append((b"TPE1", b"\x01" + "Ève".encode("utf-16") + b"\x00\x00", 0))
+    frames.append((b"TRCK", b"\x03" + b"3/12", 0))
+    frames.append((b"TDRC", b"\x03" + b"2001-05-02", 0))
+    frames.append((b"TALB", b"\x03" + b"flagged", 0x0040))  # grouping: mutagen's own path
+    frames.append((b"UFID", b"http://musicbrainz.org\x00" + b"6b2a4f35", 0))
+
+    def load(data: bytes) -> dict:
+        tags = extract.ID3(io.BytesIO(data), translate=False)
+        return {key: (repr(frame), frame.__dict__) for key, frame in tags.items()}
+
+    tags = []
+    for version in (3, 4):
+        tags += [_id3_tag(version, [frame]) for frame in frames]  # one each: same ids would merge
+        tags.append(_id3_tag(version, frames[-5:]))
+        tags.append(_id3_tag(version, frames[:5], unsynch=True))
+    ours = [load(data) for data in tags]
+    monkeypatch.setattr(Frame, "_fromData", classmethod(extract._mutagen_frame_from_data))
+    theirs = [load(data) for data in tags]
+    assert ours == theirs
+    assert sum(1 for loaded in ours if loaded) > 100  # most of them are frames mutagen keeps
