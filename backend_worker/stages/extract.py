@@ -165,8 +165,7 @@ class MP3(_MutagenMP3):
 # a text frame in Latin-1 or UTF-8 (ID3v2.4 as Picard writes it) is read without the specs'
 # generic loop, as they read it (~35% of an ID3 tag's parse, a third of an MP3 file's).
 _mutagen_frame_from_data = Frame.__dict__["_fromData"].__func__
-_ID3_TEXT_CODECS = {0: "latin-1", 3: "utf-8"}
-_ID3_ENCODINGS = {0: Encoding.LATIN1, 3: Encoding.UTF8}
+_ID3_TEXT_ENCODINGS = {0: ("latin-1", Encoding.LATIN1), 3: ("utf-8", Encoding.UTF8)}
 _TEXT_FRAME_SPEC = TextFrame._framespec
 _TXXX_SPEC = TXXX._framespec
 
@@ -175,10 +174,11 @@ def _read_text_frame(frame, header, data: bytes, with_desc: bool) -> bool:
     """Fill a text frame (TXXX with its description) from ``data`` as mutagen's specs read it;
     False (nothing set) for what they would read otherwise (another encoding, text that does not
     decode, a frame mutagen drops): the specs read those."""
-    codec = _ID3_TEXT_CODECS.get(data[0])
+    encoding = _ID3_TEXT_ENCODINGS.get(data[0])
     rest = data[1:]
-    if codec is None or not rest:
+    if encoding is None or not rest:
         return False
+    codec = encoding[0]
     v23 = header.version < header._V24  # ID3v2.3 and before: zero padding after a value is no value
     try:
         if with_desc:
@@ -197,7 +197,7 @@ def _read_text_frame(frame, header, data: bytes, with_desc: bool) -> bool:
         text = [part.decode(codec) for part in parts]
     except UnicodeDecodeError:
         return False
-    frame._setattr("encoding", _ID3_ENCODINGS[data[0]])
+    frame._setattr("encoding", encoding[1])
     if with_desc:
         frame._setattr("desc", desc)
     frame._setattr("text", text)
@@ -296,12 +296,12 @@ def load_vorbis_comment(self, fileobj, errors="replace", framing=True):
             more = read(len(data))  # a block longer than read so far: twice as much
             complete = len(more) < len(data)
             data += more
-        fileobj.seek(start)
         if parsed is not None:
             self.vendor, comments, used = parsed
             self.extend(comments)
             fileobj.seek(start + used)
             return
+        fileobj.seek(start)
     _mutagen_vcomment_load(self, fileobj, errors, framing)
 
 

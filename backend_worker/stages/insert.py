@@ -104,17 +104,13 @@ def upsert_records(
     cur = conn.cursor()
 
     # Artists: the display ones and every credited one.
-    # One pass over the records (a batch's records are megabytes: each pass reads them again).
-    keys_of, credits_of, album_credits_of = [], [], []
-    wanted: set[fields.ArtistKey] = set()
-    for r in records:
-        keys, credits, album_keys = fields.artist_keys(r), fields.track_credits(r), fields.album_credits(r)
-        keys_of.append(keys)
-        credits_of.append(credits)
-        album_credits_of.append(album_keys)
-        wanted.update(keys)
-        wanted.update(album_keys)
+    keys_of = [fields.artist_keys(r) for r in records]
+    credits_of = [fields.track_credits(r) for r in records]
+    album_credits_of = [fields.album_credits(r) for r in records]
+    wanted = {key for keys in keys_of for key in keys}
+    for credits, album_keys in zip(credits_of, album_credits_of, strict=True):
         wanted.update([credit[2] for credit in credits])
+        wanted.update(album_keys)
     wanted_artists = sorted(wanted)
     names, mbs = [k[0] for k in wanted_artists], [k[1] for k in wanted_artists]
     cur.execute(

@@ -191,8 +191,6 @@ def _pair(raw: list, index: int) -> int | None:
     if isinstance(value, tuple | list):  # MP4 trkn / disk: (n, total); 0 means unset
         number = value[index] if len(value) > index else 0
         return number or None
-    if value.__class__ is str and value.isdecimal() and len(value) < 10:  # "3", no total
-        return int(value) if index == 0 else None
     if isinstance(value, int | float):
         return _int(value) if index == 0 else None
     parts = _text(value).split("/")
@@ -328,10 +326,6 @@ class TagFamily:
     @staticmethod
     def index(tags) -> dict[str, list]:
         raise NotImplementedError
-
-    def get(self, key: str) -> list | None:
-        """The raw values stored under a spelled key; None when the key is absent."""
-        return self.values.get(key)
 
     def has_picture(self) -> bool:
         """Whether the tags embed any picture (cheap: nothing decoded)."""
@@ -620,14 +614,12 @@ class TagReader:
             if targets is None or not raw:
                 continue
             for name, rank, convert in targets:
-                if rank < 0:
-                    value = convert(raw)
-                    if value is not None:
-                        into[name] = value
-                elif ranks.get(name, rank) >= rank:  # no earlier key of the field gave a value
-                    value = convert(raw)
-                    if value is not None:
-                        into[name] = value
+                if rank > 0 and ranks.get(name, rank) < rank:
+                    continue  # an earlier key of the field gave its value
+                value = convert(raw)
+                if value is not None:
+                    into[name] = value
+                    if rank >= 0:
                         ranks[name] = rank
 
 
