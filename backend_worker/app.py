@@ -50,8 +50,11 @@ def build_app() -> Celery:
         task_default_queue="deferred",
         task_default_exchange="soniquebay",
         task_default_routing_key="deferred",
-        # Task names are "<queue>.<action>": the queue is the first part of the name.
-        task_routes=[{f"{name}.*": {"queue": name, "routing_key": name} for name in QUEUES}],
+        # Task names are "<queue>.<action>": the queue is the first part of the name. A message goes
+        # straight to its queue's list (Redis' default exchange), so a send declares nothing: a
+        # declaration retried over a reconnection left kombu publishing on the closed channel, an
+        # AttributeError that failed the task and its session (tests/integration/test_broker_cuts.py).
+        task_routes=[{f"{name}.*": {"queue": name, "routing_key": name, "declare": []} for name in QUEUES}],
         task_serializer="json",
         accept_content=["json"],
         broker_transport_options={"visibility_timeout": conf.visibility_timeout},
