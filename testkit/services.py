@@ -162,8 +162,9 @@ class Redis:
         self.passwords = {name: f"{name}-test-password" for name in redis_user_rules()}
         self.url, self.admin_url = self.url_for("workers"), self.url_for("admin")
 
-    def url_for(self, user: str) -> str:
-        return f"redis://{user}:{self.passwords[user]}@127.0.0.1:{self.port}/0"
+    def url_for(self, user: str, port: int | None = None, db: int = 0) -> str:
+        """`user`'s URL of this server (or of a forwarder in front of it, on `port`), database `db`."""
+        return f"redis://{user}:{self.passwords[user]}@127.0.0.1:{port or self.port}/{db}"
 
     def login_env(self, user: str) -> dict[str, str]:
         """The environment of a service logging in as `user` (as its deployed env file does)."""

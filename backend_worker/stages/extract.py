@@ -178,7 +178,7 @@ def _read_text_frame(frame, header, data: bytes, with_desc: bool) -> bool:
     rest = data[1:]
     if encoding is None or not rest:
         return False
-    codec = encoding[0]
+    codec, id3_encoding = encoding
     v23 = header.version < header._V24  # ID3v2.3 and before: zero padding after a value is no value
     try:
         if with_desc:
@@ -197,7 +197,7 @@ def _read_text_frame(frame, header, data: bytes, with_desc: bool) -> bool:
         text = [part.decode(codec) for part in parts]
     except UnicodeDecodeError:
         return False
-    frame._setattr("encoding", encoding[1])
+    frame._setattr("encoding", id3_encoding)
     if with_desc:
         frame._setattr("desc", desc)
     frame._setattr("text", text)

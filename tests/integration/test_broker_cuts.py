@@ -27,8 +27,7 @@ def test_sends_cut_mid_command_raise_only_errors_the_retry_policy_waits_out(brok
     seed = random.randrange(2**32)
     rng = random.Random(seed)
     forwarder = netcut.Forwarder(broker.port)
-    probe_url = broker.url.replace(f"127.0.0.1:{broker.port}/0", f"127.0.0.1:{forwarder.port}/{PROBE_DB}")
-    env = {**os.environ, "SONIQUEBAY_BROKER_URL": probe_url}
+    env = {**os.environ, "SONIQUEBAY_BROKER_URL": broker.url_for("workers", port=forwarder.port, db=PROBE_DB)}
     # As many threads as an insert unit runs tasks at once (roles/backend_worker/defaults/main.yml).
     probe = subprocess.Popen(
         [sys.executable, "-m", "testkit.publish_under_cuts", "25", "16"],
@@ -57,7 +56,7 @@ def test_sends_cut_mid_command_raise_only_errors_the_retry_policy_waits_out(brok
     assert forwarder.cuts >= 200 and len(transient) >= 3, "the cuts did not strike the sends"
     assert not other, f"seed {seed}: {len(other)} sends failed otherwise:\n{other[0]}"
     # A send that returned is in its queue (a send retried after a cut may be there twice).
-    queued = redis.Redis.from_url(broker.url.replace(f"{broker.port}/0", f"{broker.port}/{PROBE_DB}"))
+    queued = redis.Redis.from_url(broker.url_for("workers", db=PROBE_DB))
     try:
         ids = {json.loads(body)["headers"]["id"] for body in queued.lrange("insert", 0, -1)}
         assert set(sent) <= ids, f"seed {seed}: {len(set(sent) - ids)} sent messages missing"
